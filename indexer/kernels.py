@@ -1,0 +1,175 @@
+"""ADC list-scan kernels (SPEC 2, search step 3-4).
+
+For query q and a code j on line (A, s) with quantized parameter lam:
+    dist = b + lam^2 c + lam * alpha          (|q - anchor|^2, from the coarse step)
+         + term[j]                            (2 <anchor, r_hat> + |r_hat|^2, per code)
+         + sum_m lut[q, m, code[j, m]]        (lut = -2 <q_m, y_m,k>, one table per query)
+which equals |q - anchor - r_hat|^2 exactly. Two implementations of the same scan:
+`search_numba` (compiled, parallel over queries, CPU; fuses the line selection of
+indexer.coarse.select_lines with the scan) and `scan_torch` (batched gathers over lines
+selected by select_lines, runs on CUDA when the tensors live there). Both return, per query, the k smallest
+distances and the positions of their codes, ascending, padded with (inf, -1).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+try:
+    import numba
+except ImportError:  # pragma: no cover - numba is a dependency; torch still works
+    numba = None
+
+_SENTINEL = np.float32(np.finfo(np.float32).max)
+
+
+if numba is not None:
+    @numba.njit(cache=True, inline="always")
+    def _replace_root(heap_d, heap_p, k, d, p):
+        """Replace the root of a max-heap of size k and restore the heap property."""
+        i = 0
+        while True:
+            left = 2 * i + 1
+            if left >= k:
+                break
+            j = left
+            if left + 1 < k and heap_d[left + 1] > heap_d[left]:
+                j = left + 1
+            if heap_d[j] <= d:
+                break
+            heap_d[i] = heap_d[j]
+            heap_p[i] = heap_p[j]
+            i = j
+        heap_d[i] = d
+        heap_p[i] = p
+
+    @numba.njit(cache=True)
+    def _top_probes(dist_row, nprobe, heap_d, heap_p):
+        """The nprobe smallest entries of dist_row (unordered) into the heap arrays."""
+        heap_d[:] = _SENTINEL
+        heap_p[:] = -1
+        for j in range(dist_row.shape[0]):
+            if dist_row[j] < heap_d[0]:
+                _replace_root(heap_d, heap_p, nprobe, dist_row[j], j)
+
+    @numba.njit(parallel=True, cache=True, fastmath={"reassoc", "contract", "arcp"})
+    def _search_numba(dist_qc, lut, edges, edge_len2, nprobe, nlines, lam_values, offsets,
+                      codes, lam_idx, terms, k, out_d, out_p):
+        nq = dist_qc.shape[0]
+        nedge = edges.shape[1]
+        m_sub = codes.shape[1]
+        for qi in numba.prange(nq):
+            dist_row = dist_qc[qi]
+            # step 1: nprobe nearest centroids
+            probe_d = np.empty(nprobe, dtype=np.float32)
+            probe_c = np.empty(nprobe, dtype=np.int64)
+            _top_probes(dist_row, nprobe, probe_d, probe_c)
+            # step 2: nlines nearest lines among the probed centroids' edges
+            line_d = np.full(nlines, _SENTINEL, dtype=np.float32)
+            line_p = np.full(nlines, -1, dtype=np.int64)
+            for pi in range(nprobe):
+                cen = probe_c[pi]
+                b = probe_d[pi]
+                for e in range(nedge):
+                    c = max(edge_len2[cen, e], np.float32(1e-12))
+                    alpha = dist_row[edges[cen, e]] - b - c
+                    d = b - alpha * alpha / (np.float32(4.0) * c)
+                    if d < line_d[0]:
+                        _replace_root(line_d, line_p, nlines, d, pi * nedge + e)
+            # steps 3-4: exact ADC over the selected lists, top-k heap
+            heap_d = np.full(k, _SENTINEL, dtype=np.float32)
+            heap_p = np.full(k, -1, dtype=np.int64)
+            table = lut[qi]
+            for li in range(nlines):
+                sel = line_p[li]
+                if sel < 0:
+                    continue
+                cen = probe_c[sel // nedge]
+                e = sel % nedge
+                b = probe_d[sel // nedge]
+                c = max(edge_len2[cen, e], np.float32(1e-12))
+                alpha = dist_row[edges[cen, e]] - b - c
+                lst = cen * nedge + e
+                for j in range(offsets[lst], offsets[lst + 1]):
+                    lam = lam_values[lam_idx[j]]
+                    d = b + lam * (lam * c + alpha) + terms[j]
+                    for m in range(m_sub):
+                        d += table[m, codes[j, m]]
+                    if d < heap_d[0]:
+                        _replace_root(heap_d, heap_p, k, d, j)
+            order = np.argsort(heap_d)
+            for t in range(k):
+                out_d[qi, t] = heap_d[order[t]]
+                out_p[qi, t] = heap_p[order[t]]
+
+
+def search_numba(dist_qc, lut, edges, edge_len2, nprobe, nlines, lam_values, offsets, codes,
+                 lam_idx, terms, k):
+    """Compiled CPU search steps 1-4 fused per query (parallel over queries).
+
+    dist_qc: (nq, K) float32 squared distances to the centroids; lut: (nq, M, 256).
+    Returns (distances, code positions), ascending, padded with (inf, -1).
+    """
+    if numba is None:
+        raise RuntimeError("the numba backend needs numba installed; use backend='torch'")
+    nq = dist_qc.shape[0]
+    out_d = np.empty((nq, k), dtype=np.float32)
+    out_p = np.empty((nq, k), dtype=np.int64)
+    _search_numba(dist_qc, lut, edges, edge_len2, nprobe, nlines, lam_values, offsets, codes,
+                  lam_idx, terms, k, out_d, out_p)
+    out_d[out_p < 0] = np.inf
+    return out_d, out_p
+
+
+def scan_torch(lut, list_ids, line_b, line_alpha, line_c, lam_values, offsets, codes,
+               lam_idx, terms, k, max_candidates: int = 1 << 21):
+    """The same scan with torch ops on whatever device the tensors live on.
+
+    Candidates of a group of queries are expanded into flat index vectors (at most about
+    `max_candidates` at a time, to bound memory), their distances computed with gathers,
+    then laid out per query for torch.topk.
+    """
+    import torch
+
+    device = codes.device
+    nq, nsel = list_ids.shape
+    m_sub = codes.shape[1]
+    ksub = lut.shape[2]
+    starts = offsets[list_ids]
+    counts = offsets[list_ids + 1] - starts                     # (nq, nsel)
+    per_query = counts.sum(dim=1)
+    out_d = torch.full((nq, k), float("inf"), dtype=torch.float32, device=device)
+    out_p = torch.full((nq, k), -1, dtype=torch.int64, device=device)
+    sub_ids = torch.arange(m_sub, device=device)
+    q0 = 0
+    cum = torch.cumsum(per_query, 0).cpu()
+    while q0 < nq:
+        base = int(cum[q0 - 1]) if q0 else 0
+        q1 = int(torch.searchsorted(cum, base + max_candidates, right=True))
+        q1 = min(nq, max(q1, q0 + 1))
+        cnt = counts[q0:q1].reshape(-1)
+        total = int(cnt.sum())
+        if total:
+            pair = torch.repeat_interleave(torch.arange(cnt.numel(), device=device), cnt)
+            first = torch.cumsum(cnt, 0) - cnt
+            pos = starts[q0:q1].reshape(-1)[pair] + (torch.arange(total, device=device) - first[pair])
+            qrow = pair // nsel
+            lam = lam_values[lam_idx[pos].long()]
+            dist = (line_b[q0:q1].reshape(-1)[pair]
+                    + lam * (lam * line_c[q0:q1].reshape(-1)[pair] + line_alpha[q0:q1].reshape(-1)[pair])
+                    + terms[pos])
+            flat = (qrow[:, None] * m_sub + sub_ids[None, :]) * ksub + codes[pos].long()
+            dist = dist + lut[q0:q1].reshape(-1)[flat].sum(dim=1)
+            nper = per_query[q0:q1]
+            width = int(nper.max())
+            col = torch.arange(total, device=device) - (torch.cumsum(nper, 0) - nper)[qrow]
+            mat_d = torch.full((q1 - q0, width), float("inf"), dtype=torch.float32, device=device)
+            mat_p = torch.full((q1 - q0, width), -1, dtype=torch.int64, device=device)
+            mat_d[qrow, col] = dist
+            mat_p[qrow, col] = pos
+            kk = min(k, width)
+            top_d, top_i = torch.topk(mat_d, kk, dim=1, largest=False, sorted=True)
+            out_d[q0:q1, :kk] = top_d
+            out_p[q0:q1, :kk] = torch.gather(mat_p, 1, top_i)
+        q0 = q1
+    out_p[torch.isinf(out_d)] = -1
+    return out_d, out_p

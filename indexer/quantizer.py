@@ -1,0 +1,144 @@
+"""The trained VLQ-ADC quantizer: centroids, graph, lambda levels, PQ codebook (SPEC 2).
+
+`VLQQuantizer.train` fits it on a sample; `encode` maps float32 vectors to
+(list id, lambda index, PQ code); `code_terms` gives each code's query-independent
+distance term. Pure numpy/faiss, shared by the single-process index and the Ray workers.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from indexer.coarse import assign_lines, build_graph, centroid_distances
+from trainers.codebooks import (
+    product_quantizer,
+    quantize_scalars,
+    train_centroids,
+    train_product_quantizer,
+    train_scalar_codebook,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class VLQQuantizer:
+    centroids: np.ndarray      # (K, d) float32
+    edges: np.ndarray          # (K, nedge) int32
+    edge_len2: np.ndarray      # (K, nedge) float32
+    lambda_values: np.ndarray  # (nlambda,) float32, ascending
+    pq_codebook: np.ndarray    # (M, 256, d / M) float32
+
+    def __post_init__(self):
+        k, d = self.centroids.shape
+        m, ksub, dsub = self.pq_codebook.shape
+        if self.edges.shape != self.edge_len2.shape or self.edges.shape[0] != k:
+            raise ValueError(f"graph shapes {self.edges.shape} / {self.edge_len2.shape} do not "
+                             f"match {k} centroids")
+        if m * dsub != d:
+            raise ValueError(f"PQ codebook {self.pq_codebook.shape} does not cover dimension {d}")
+        if self.edges.size and (self.edges.min() < 0 or self.edges.max() >= k):
+            raise ValueError(f"graph edge ids must lie in [0, {k}), got "
+                             f"[{self.edges.min()}, {self.edges.max()}]")
+        if not 1 <= self.lambda_values.size <= 256:
+            raise ValueError(f"lambda levels must number 1..256, got {self.lambda_values.size}")
+        object.__setattr__(self, "_centroid_norms",
+                           np.einsum("kd,kd->k", self.centroids, self.centroids))
+        object.__setattr__(self, "_pq", product_quantizer(self.pq_codebook))
+
+    # -- shape -------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self.centroids.shape[1]
+
+    @property
+    def nlist(self) -> int:
+        return self.centroids.shape[0]
+
+    @property
+    def nedge(self) -> int:
+        return self.edges.shape[1]
+
+    @property
+    def code_bytes(self) -> int:
+        return self.pq_codebook.shape[0]
+
+    @property
+    def nlines_total(self) -> int:
+        return self.nlist * self.nedge
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"centroids": self.centroids, "edges": self.edges, "edge_len2": self.edge_len2,
+                "lambda_values": self.lambda_values, "pq_codebook": self.pq_codebook}
+
+    # -- training ------------------------------------------------------------
+    @classmethod
+    def train(cls, x: np.ndarray, nlist: int, nedge: int, code_bytes: int, nlambda: int,
+              seed: int = 0, batch_size: int = 65536) -> "VLQQuantizer":
+        """Fit on a float32 sample (SPEC 2 training steps 1-6)."""
+        log.info("VLQ training on %d x %d: k-means nlist=%d", x.shape[0], x.shape[1], nlist)
+        centroids = train_centroids(x, nlist, seed=seed)
+        edges, edge_len2 = build_graph(centroids, nedge)
+        norms = np.einsum("kd,kd->k", centroids, centroids)
+        nearest = np.concatenate([centroid_distances(x[s:s + batch_size], centroids, norms)
+                                  .argmin(axis=1) for s in range(0, x.shape[0], batch_size)])
+        edge_idx, lam = assign_lines(x, centroids, edges, edge_len2, nearest)
+        log.info("VLQ training: lambda codebook (%d levels), then PQ%d on residuals",
+                 nlambda, code_bytes)
+        lambda_values = train_scalar_codebook(lam, nlambda, seed=seed)
+        lam_hat = lambda_values[quantize_scalars(lam, lambda_values)]
+        other = edges[nearest, edge_idx]
+        residuals = x - _anchors(centroids, nearest, other, lam_hat)
+        pq_codebook = train_product_quantizer(residuals, code_bytes, seed=seed)
+        return cls(centroids, edges, edge_len2, lambda_values, pq_codebook)
+
+    # -- encoding ------------------------------------------------------------
+    def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """float32 (n, d) -> (list_ids int64 (n,), lambda_idx uint8 (n,), codes uint8 (n, M))."""
+        nearest = centroid_distances(x, self.centroids, self._centroid_norms).argmin(axis=1)
+        edge_idx, lam = assign_lines(x, self.centroids, self.edges, self.edge_len2, nearest)
+        lam_idx = quantize_scalars(lam, self.lambda_values).astype(np.uint8)
+        other = self.edges[nearest, edge_idx]
+        anchors = _anchors(self.centroids, nearest, other, self.lambda_values[lam_idx])
+        codes = self._pq.compute_codes(np.ascontiguousarray(x - anchors))
+        list_ids = nearest.astype(np.int64) * self.nedge + edge_idx
+        return list_ids, lam_idx, codes
+
+    def anchors(self, list_ids: np.ndarray, lam_idx: np.ndarray) -> np.ndarray:
+        a_ids = list_ids // self.nedge
+        s_ids = self.edges[a_ids, list_ids % self.nedge]
+        return _anchors(self.centroids, a_ids, s_ids, self.lambda_values[lam_idx])
+
+    def decode(self, list_ids: np.ndarray, lam_idx: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Reconstructions anchor + r_hat, float32 (n, d)."""
+        return self.anchors(list_ids, lam_idx) + self._pq.decode(np.ascontiguousarray(codes))
+
+    def code_terms(self, list_ids: np.ndarray, lam_idx: np.ndarray, codes: np.ndarray,
+                   batch_size: int = 65536) -> np.ndarray:
+        """Query-independent ADC term 2 <anchor, r_hat> + |r_hat|^2 per code, float32."""
+        out = np.empty(list_ids.shape[0], dtype=np.float32)
+        for s in range(0, list_ids.shape[0], batch_size):
+            sl = slice(s, s + batch_size)
+            anchor = self.anchors(list_ids[sl], lam_idx[sl]).astype(np.float64)
+            r_hat = self._pq.decode(np.ascontiguousarray(codes[sl])).astype(np.float64)
+            out[sl] = np.einsum("nd,nd->n", 2.0 * anchor + r_hat, r_hat)
+        return out
+
+    def query_tables(self, q: np.ndarray) -> np.ndarray:
+        """Per-query lookup tables -2 <q_m, y_m,k>: float32 (nq, M, 256)."""
+        m, ksub, dsub = self.pq_codebook.shape
+        lut = np.empty((q.shape[0], m, ksub), dtype=np.float32)
+        for sub in range(m):  # one GEMM per sub-quantizer (stacked matmul is far slower)
+            np.matmul(q[:, sub * dsub:(sub + 1) * dsub], self.pq_codebook[sub].T, out=lut[:, sub])
+        lut *= -2.0
+        return lut
+
+    def centroid_distances(self, q: np.ndarray) -> np.ndarray:
+        return centroid_distances(q, self.centroids, self._centroid_norms)
+
+
+def _anchors(centroids, a_ids, s_ids, lam_hat) -> np.ndarray:
+    c_a = centroids[a_ids]
+    return c_a + lam_hat[:, None] * (centroids[s_ids] - c_a)

@@ -1,0 +1,250 @@
+"""VLQIndex: the single-process VLQ-ADC index (SPEC 2).
+
+    index = VLQIndex(dim=128, nlist=1024, nedge=32, code_bytes=16)
+    index.train(x_learn); index.add(x_base)
+    D, I = index.search(q, k=10, nprobe=32, nlines=256)
+"""
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import numpy as np
+
+from indexer.invlists import InvertedLists
+from indexer.kernels import numba, scan_torch, search_numba
+from indexer.quantizer import VLQQuantizer
+from indexer.coarse import select_lines
+from indexer.validation import as_float32, check_ids, check_positive_int, check_vectors
+
+log = logging.getLogger(__name__)
+
+Backend = Literal["auto", "numba", "torch"]
+INDEX_FORMAT = "snapline-vlq-index"
+INDEX_FORMAT_VERSION = 1
+ID_BYTES = 8
+LAMBDA_BYTES = 1
+TERM_BYTES = 4  # resident float32 ADC term per code (recomputed on load, not stored)
+
+
+class VLQIndex:
+    """Vector/line-quantized inverted index with exact ADC over PQ codes."""
+
+    def __init__(self, dim: int, nlist: int, nedge: int = 32, code_bytes: int = 16,
+                 nlambda: int = 256, *, seed: int = 0, backend: Backend = "auto",
+                 device: str | None = None, add_batch_size: int = 65536):
+        self.dim = check_positive_int(dim, "dim")
+        self.nlist = check_positive_int(nlist, "nlist")
+        if self.nlist < 2:
+            raise ValueError(f"nlist must be >= 2 (lines join two centroids), got {nlist}")
+        self.nedge = check_positive_int(nedge, "nedge", upper=self.nlist - 1)
+        self.code_bytes = check_positive_int(code_bytes, "code_bytes")
+        if self.dim % self.code_bytes:
+            raise ValueError(f"code_bytes={code_bytes} must divide dim={dim} "
+                             f"(one PQ sub-quantizer per byte)")
+        self.nlambda = check_positive_int(nlambda, "nlambda", upper=256)
+        if backend not in ("auto", "numba", "torch"):
+            raise ValueError(f"backend must be 'auto', 'numba' or 'torch', got {backend!r}")
+        self.seed = int(seed)
+        self.add_batch_size = check_positive_int(add_batch_size, "add_batch_size")
+        self.backend, self.device = _resolve_backend(backend, device)
+        self.quantizer: VLQQuantizer | None = None
+        self.lists = InvertedLists(self.nlist * self.nedge, self.code_bytes)
+        self._next_id = 0
+        self._device_lists = None
+
+    # -- properties ----------------------------------------------------------
+    @property
+    def is_trained(self) -> bool:
+        return self.quantizer is not None
+
+    @property
+    def ntotal(self) -> int:
+        return len(self.lists)
+
+    @property
+    def bytes_per_vector(self) -> float:
+        """Resident bytes per vector: PQ code + lambda byte + 64-bit id + float32 ADC term."""
+        return float(self.code_bytes + LAMBDA_BYTES + ID_BYTES + TERM_BYTES)
+
+    def __repr__(self) -> str:
+        return (f"VLQIndex(dim={self.dim}, nlist={self.nlist}, nedge={self.nedge}, "
+                f"code_bytes={self.code_bytes}, nlambda={self.nlambda}, ntotal={self.ntotal}, "
+                f"backend={self.backend!r})")
+
+    # -- build ---------------------------------------------------------------
+    def train(self, x: np.ndarray) -> None:
+        """Fit centroids, graph, lambda levels and PQ on a sample (float32 or uint8)."""
+        check_vectors(x, self.dim, "train")
+        if self.ntotal:
+            raise ValueError(f"train: the index already holds {self.ntotal} vectors; "
+                             f"train a new index instead")
+        xt = as_float32(x, "train")
+        if xt.shape[0] < self.nlist:
+            raise ValueError(f"train: {xt.shape[0]} training vectors for nlist={self.nlist}; "
+                             f"need at least nlist (ideally >= 39 * nlist)")
+        self.quantizer = VLQQuantizer.train(xt, self.nlist, self.nedge, self.code_bytes,
+                                            self.nlambda, seed=self.seed)
+
+    def add(self, x: np.ndarray, ids: np.ndarray | None = None) -> None:
+        """Encode and append vectors; ids default to ntotal, ntotal+1, ...
+
+        Streams in batches of `add_batch_size` rows (x may be a memory map). Nothing is
+        added unless every batch encodes: a bad row leaves the index as it was.
+        """
+        self._require_trained("add")
+        check_vectors(x, self.dim, "add")
+        n = x.shape[0]
+        ids = (np.arange(self._next_id, self._next_id + n, dtype=np.int64) if ids is None
+               else check_ids(ids, n))
+        encoded = []
+        for s in range(0, n, self.add_batch_size):
+            batch = as_float32(x[s:s + self.add_batch_size], "add", row_offset=s)
+            list_ids, lam_idx, codes = self.quantizer.encode(batch)
+            terms = self.quantizer.code_terms(list_ids, lam_idx, codes)
+            encoded.append((list_ids, lam_idx, codes, ids[s:s + self.add_batch_size], terms))
+        for part in encoded:
+            self.lists.append(*part)
+        self._next_id = max(self._next_id, int(ids.max()) + 1)
+        self._device_lists = None
+
+    def add_encoded(self, list_ids: np.ndarray, lambda_idx: np.ndarray, codes: np.ndarray,
+                    ids: np.ndarray) -> None:
+        """Append codes encoded elsewhere (by `quantizer.encode`, e.g. on a worker)."""
+        self._require_trained("add_encoded")
+        n = ids.shape[0]
+        ids = check_ids(ids, n)
+        list_ids = np.asarray(list_ids, dtype=np.int64)
+        if (list_ids.shape != (n,) or lambda_idx.shape != (n,)
+                or codes.shape != (n, self.code_bytes)):
+            raise ValueError(f"add_encoded: shapes list_ids {list_ids.shape}, lambda_idx "
+                             f"{lambda_idx.shape}, codes {codes.shape} do not match {n} ids "
+                             f"and code_bytes={self.code_bytes}")
+        if n and (list_ids.min() < 0 or list_ids.max() >= self.lists.nlists):
+            raise ValueError(f"add_encoded: list ids must lie in [0, {self.lists.nlists})")
+        if n and lambda_idx.max() >= self.nlambda:
+            raise ValueError(f"add_encoded: lambda indexes must lie in [0, {self.nlambda})")
+        lambda_idx = lambda_idx.astype(np.uint8)
+        codes = np.ascontiguousarray(codes, dtype=np.uint8)
+        terms = self.quantizer.code_terms(list_ids, lambda_idx, codes)
+        self.lists.append(list_ids, lambda_idx, codes, ids, terms)
+        if n:
+            self._next_id = max(self._next_id, int(ids.max()) + 1)
+        self._device_lists = None
+
+    # -- search --------------------------------------------------------------
+    def search(self, q: np.ndarray, k: int = 10, nprobe: int = 32, nlines: int = 256,
+               batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        """k nearest neighbours by exact ADC over the `nlines` nearest lines of the
+        `nprobe` nearest centroids. Returns D float32 (nq, k), I int64 (nq, k); where
+        the scanned lists hold fewer than k codes, the tail is (inf, -1)."""
+        self._require_trained("search")
+        check_vectors(q, self.dim, "search")
+        if self.ntotal == 0:
+            raise ValueError("search: the index is empty; add vectors first")
+        k = check_positive_int(k, "k", upper=self.ntotal)
+        nprobe = check_positive_int(nprobe, "nprobe", upper=self.nlist)
+        nlines = check_positive_int(nlines, "nlines", upper=nprobe * self.nedge)
+        qf = as_float32(q, "search")
+        self.lists.compact()
+        out_d = np.empty((qf.shape[0], k), dtype=np.float32)
+        out_i = np.empty((qf.shape[0], k), dtype=np.int64)
+        step = max(1, min(batch_size, (1 << 26) // (self.nlist * 4)))
+        for s in range(0, qf.shape[0], step):
+            out_d[s:s + step], out_i[s:s + step] = self._search_batch(qf[s:s + step], k,
+                                                                      nprobe, nlines)
+        return out_d, out_i
+
+    def _search_batch(self, q, k, nprobe, nlines):
+        quantizer = self.quantizer
+        dist_qc = quantizer.centroid_distances(q)
+        lut = quantizer.query_tables(q)
+        lists = self.lists
+        if self.backend == "numba":
+            dist, pos = search_numba(dist_qc, lut, quantizer.edges, quantizer.edge_len2, nprobe,
+                                     nlines, quantizer.lambda_values, lists.offsets, lists.codes,
+                                     lists.lambda_idx, lists.terms, k)
+            labels = np.where(pos >= 0, lists.ids[np.maximum(pos, 0)], -1)
+            return dist, labels
+        import torch
+        list_ids, line_b, line_alpha, line_c = select_lines(
+            dist_qc, quantizer.edges, quantizer.edge_len2, nprobe, nlines)
+        dev = self._lists_on_device()
+        t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(self.device)  # noqa: E731
+        dist, pos = scan_torch(t(lut), t(list_ids), t(line_b.astype(np.float32)),
+                               t(line_alpha.astype(np.float32)), t(line_c.astype(np.float32)),
+                               dev["lambda_values"], dev["offsets"], dev["codes"],
+                               dev["lambda_idx"], dev["terms"], k)
+        labels = torch.where(pos >= 0, dev["ids"][pos.clamp(min=0)], -1)
+        return dist.cpu().numpy(), labels.cpu().numpy()
+
+    def _lists_on_device(self) -> dict:
+        if self._device_lists is None:
+            import torch
+            arrays = {"offsets": self.lists.offsets, "codes": self.lists.codes,
+                      "lambda_idx": self.lists.lambda_idx, "terms": self.lists.terms,
+                      "ids": self.lists.ids, "lambda_values": self.quantizer.lambda_values}
+            self._device_lists = {name: torch.from_numpy(a).to(self.device)
+                                  for name, a in arrays.items()}
+        return self._device_lists
+
+    def _require_trained(self, what: str) -> None:
+        if self.quantizer is None:
+            raise ValueError(f"{what}: the index is not trained; call train() first")
+
+    # -- persistence ---------------------------------------------------------
+    def meta(self) -> dict:
+        return {"format": INDEX_FORMAT, "format_version": INDEX_FORMAT_VERSION,
+                "dim": self.dim, "nlist": self.nlist, "nedge": self.nedge,
+                "code_bytes": self.code_bytes, "nlambda": self.nlambda, "seed": self.seed,
+                "ntotal": self.ntotal, "next_id": self._next_id}
+
+    def save(self, path: str, storage_options: dict | None = None) -> None:
+        """Write the model and the lists under `path` (a folder; local or fsspec URI)."""
+        from shards.artifacts import write_array_bundle
+
+        self._require_trained("save")
+        self.lists.compact()
+        arrays = dict(self.quantizer.arrays())
+        arrays.update({"list_offsets": self.lists.offsets, "codes": self.lists.codes,
+                       "lambda_idx": self.lists.lambda_idx, "ids": self.lists.ids})
+        write_array_bundle(path, self.meta(), arrays, storage_options)
+
+    @classmethod
+    def load(cls, path: str, storage_options: dict | None = None, *,
+             backend: Backend = "auto", device: str | None = None) -> "VLQIndex":
+        from shards.artifacts import read_array_bundle
+
+        meta, arrays = read_array_bundle(path, storage_options)
+        if meta.get("format") != INDEX_FORMAT or meta.get("format_version") != INDEX_FORMAT_VERSION:
+            raise ValueError(f"{path}: not a {INDEX_FORMAT} version {INDEX_FORMAT_VERSION} "
+                             f"(found {meta.get('format')!r} {meta.get('format_version')!r})")
+        index = cls(meta["dim"], meta["nlist"], meta["nedge"], meta["code_bytes"],
+                    meta["nlambda"], seed=meta["seed"], backend=backend, device=device)
+        index.quantizer = VLQQuantizer(**{name: arrays[name] for name in
+                                          ("centroids", "edges", "edge_len2",
+                                           "lambda_values", "pq_codebook")})
+        offsets = arrays["list_offsets"]
+        if offsets.shape != (index.lists.nlists + 1,) or offsets[-1] != arrays["ids"].shape[0]:
+            raise ValueError(f"{path}: list offsets {offsets.shape} inconsistent with "
+                             f"{arrays['ids'].shape[0]} codes and {index.lists.nlists} lists")
+        list_ids = np.repeat(np.arange(index.lists.nlists, dtype=np.int64), np.diff(offsets))
+        index.add_encoded(list_ids, arrays["lambda_idx"], arrays["codes"], arrays["ids"])
+        index._next_id = int(meta["next_id"])
+        index.lists.compact()
+        return index
+
+
+def _resolve_backend(backend: Backend, device: str | None) -> tuple[str, str]:
+    """auto: torch on CUDA when a GPU is visible, else the compiled numba scan."""
+    if backend == "auto":
+        if device is None:
+            import torch
+            if torch.cuda.is_available():
+                return "torch", "cuda"
+        backend = "numba" if numba is not None and device in (None, "cpu") else "torch"
+    if backend == "numba":
+        if numba is None:
+            raise ValueError("backend='numba' needs numba installed")
+        return "numba", "cpu"
+    return "torch", device or "cpu"

@@ -1,0 +1,80 @@
+"""Codebook training for VLQ-ADC with faiss: coarse centroids, lambda codebook, PQ.
+
+Pure numpy/faiss; every function takes a float32 training matrix and returns arrays,
+so the same code trains the single-process index and the Ray trainer actor.
+"""
+from __future__ import annotations
+
+import logging
+
+import faiss
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MIN_POINTS_PER_CENTROID = 39  # faiss warns below this many training points per centroid
+PQ_NBITS = 8
+PQ_KSUB = 1 << PQ_NBITS
+
+
+def train_centroids(x: np.ndarray, nlist: int, *, niter: int = 20, seed: int = 0) -> np.ndarray:
+    """k-means (faiss.Kmeans) on the sample: (nlist, d) float32 centroids."""
+    n, d = x.shape
+    if n < nlist:
+        raise ValueError(f"k-means needs at least nlist={nlist} training vectors, got {n}")
+    if n < MIN_POINTS_PER_CENTROID * nlist:
+        log.warning("training k-means with %d points for %d centroids (< %d per centroid); "
+                    "consider a smaller nlist", n, nlist, MIN_POINTS_PER_CENTROID)
+    kmeans = faiss.Kmeans(d, nlist, niter=niter, seed=seed, verbose=False)
+    kmeans.train(np.ascontiguousarray(x, dtype=np.float32))
+    return np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
+
+
+def train_scalar_codebook(values: np.ndarray, nlevels: int, *, niter: int = 25,
+                          seed: int = 0) -> np.ndarray:
+    """1-D k-means on scalar values: sorted (nlevels,) float32 levels.
+
+    Used for the line parameter lambda. When the sample has fewer distinct values than
+    levels, the distinct values themselves are the levels (padded by repetition).
+    """
+    values = np.asarray(values, dtype=np.float32).reshape(-1, 1)
+    distinct = np.unique(values)
+    if distinct.size <= nlevels:
+        levels = np.resize(distinct, nlevels)
+    else:
+        kmeans = faiss.Kmeans(1, nlevels, niter=niter, seed=seed, verbose=False,
+                              max_points_per_centroid=1024)
+        kmeans.train(np.ascontiguousarray(values))
+        levels = kmeans.centroids.reshape(-1)
+    return np.sort(levels).astype(np.float32)
+
+
+def quantize_scalars(values: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Index of the nearest level for every value (levels sorted ascending), as uint8/int."""
+    mid = (levels[1:] + levels[:-1]) * 0.5
+    idx = np.searchsorted(mid, np.asarray(values, dtype=np.float32), side="left")
+    return idx.astype(np.uint8 if levels.size <= 256 else np.int32)
+
+
+def train_product_quantizer(residuals: np.ndarray, m: int, *, seed: int = 0) -> np.ndarray:
+    """faiss ProductQuantizer with m sub-quantizers of 8 bits: codebook (m, 256, d/m)."""
+    n, d = residuals.shape
+    if d % m:
+        raise ValueError(f"code_bytes={m} must divide the dimension {d}")
+    if n < PQ_KSUB:
+        raise ValueError(f"PQ training needs at least {PQ_KSUB} vectors, got {n}")
+    pq = faiss.ProductQuantizer(d, m, PQ_NBITS)
+    pq.cp.seed = seed
+    pq.train(np.ascontiguousarray(residuals, dtype=np.float32))
+    return faiss.vector_to_array(pq.centroids).reshape(m, PQ_KSUB, d // m).astype(np.float32)
+
+
+def product_quantizer(codebook: np.ndarray) -> faiss.ProductQuantizer:
+    """A faiss ProductQuantizer holding a (m, 256, dsub) codebook, for encode/decode."""
+    m, ksub, dsub = codebook.shape
+    if ksub != PQ_KSUB:
+        raise ValueError(f"PQ codebook must have {PQ_KSUB} centroids per sub-quantizer, got {ksub}")
+    pq = faiss.ProductQuantizer(m * dsub, m, PQ_NBITS)
+    faiss.copy_array_to_vector(np.ascontiguousarray(codebook, dtype=np.float32).ravel(), pq.centroids)
+    pq.sync_transposed_centroids()
+    return pq
