@@ -25,7 +25,9 @@ def train_centroids(x: np.ndarray, nlist: int, *, niter: int = 20, seed: int = 0
     if n < MIN_POINTS_PER_CENTROID * nlist:
         log.warning("training k-means with %d points for %d centroids (< %d per centroid); "
                     "consider a smaller nlist", n, nlist, MIN_POINTS_PER_CENTROID)
-    kmeans = faiss.Kmeans(d, nlist, niter=niter, seed=seed, verbose=False)
+    # faiss prints its own warning for the same condition; ours above goes through logging
+    kmeans = faiss.Kmeans(d, nlist, niter=niter, seed=seed, verbose=False,
+                          min_points_per_centroid=1)
     kmeans.train(np.ascontiguousarray(x, dtype=np.float32))
     return np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
 
@@ -63,8 +65,12 @@ def train_product_quantizer(residuals: np.ndarray, m: int, *, seed: int = 0) -> 
         raise ValueError(f"code_bytes={m} must divide the dimension {d}")
     if n < PQ_KSUB:
         raise ValueError(f"PQ training needs at least {PQ_KSUB} vectors, got {n}")
+    if n < MIN_POINTS_PER_CENTROID * PQ_KSUB:
+        log.warning("training PQ with %d points for %d centroids per sub-quantizer "
+                    "(< %d per centroid)", n, PQ_KSUB, MIN_POINTS_PER_CENTROID)
     pq = faiss.ProductQuantizer(d, m, PQ_NBITS)
     pq.cp.seed = seed
+    pq.cp.min_points_per_centroid = 1  # warned above through logging
     pq.train(np.ascontiguousarray(residuals, dtype=np.float32))
     return faiss.vector_to_array(pq.centroids).reshape(m, PQ_KSUB, d // m).astype(np.float32)
 

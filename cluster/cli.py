@@ -1,0 +1,78 @@
+"""`snapline` command line: one subcommand per capability, each calling its library entry."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+
+def _bench(args) -> int:
+    from indexer.benchmark import BenchConfig, run_benchmark
+
+    systems = tuple(args.systems.split(",")) if args.systems else None
+    cfg = BenchConfig(data_dir=args.data_dir, out_dir=args.out, code_bytes=args.code_bytes,
+                      **({"threads": args.threads} if args.threads else {}),
+                      **({"systems": systems} if systems else {}),
+                      **({"nlist_vlq": args.nlist} if args.nlist else {}),
+                      nedge=args.nedge)
+    results = run_benchmark(cfg)
+    for run in results["runs"]:
+        best = max(run["search"], key=lambda p: p["recall@10"])
+        print(f"{run['index']:<40} bytes/vec {run['bytes_per_vector']:5.1f}  "
+              f"best R@10 {best['recall@10']:.3f} at {best['qps']:.0f} QPS")
+    print(f"wrote {cfg.out_dir}/results.json and {cfg.out_dir}/recall_qps.png")
+    return 0
+
+
+def _demo(args) -> int:
+    from cluster.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig(store=args.store, **({"data_dir": args.data_dir} if args.data_dir else {}))
+    result = run_demo(cfg)
+    print(json.dumps(result, indent=1))
+    print(f"snapline demo: {result['ntotal']} vectors, nlist={result['nlist']} "
+          f"nedge={result['nedge']}, nprobe={result['nprobe']} nlines={result['nlines']}: "
+          f"recall@1 {result['recall@1']:.3f}  recall@10 {result['recall@10']:.3f}  "
+          f"QPS {result['qps']:.0f}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="snapline", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    bench = sub.add_parser("bench", help="snapline vs faiss baselines on a big-ann folder")
+    bench.add_argument("data_dir", help="folder with base.*, query.*, learn.*, gt.ibin")
+    bench.add_argument("--code-bytes", type=int, default=16)
+    bench.add_argument("--out", required=True, help="output folder for results.json and the plot")
+    bench.add_argument("--threads", type=int, default=None, help="threads for every system "
+                       "(default: all cores)")
+    bench.add_argument("--systems", default=None,
+                       help="comma-separated subset of snapline,ivfpq,opq_ivfpq,ivfpq_fastscan")
+    bench.add_argument("--nlist", type=int, default=None, help="VLQ nlist (default: sized "
+                       "from the data)")
+    bench.add_argument("--nedge", type=int, default=32)
+    bench.set_defaults(func=_bench)
+
+    demo = sub.add_parser("demo", help="build and query the bundled dataset on a local Ray")
+    demo.add_argument("--store", default="./snapline-store")
+    demo.add_argument("--data-dir", default=None, help="big-ann folder (default: bundled)")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"snapline {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
