@@ -51,6 +51,27 @@ if numba is not None:
             if dist_row[j] < heap_d[0]:
                 _replace_root(heap_d, heap_p, nprobe, dist_row[j], j)
 
+    @numba.njit(cache=True)
+    def _smallest(values, n):
+        """Positions of the n smallest values (unordered; ties broken by position).
+        A selection (np.partition) rather than a heap: O(len) with predictable branches."""
+        if n >= values.shape[0]:
+            return np.arange(values.shape[0])
+        threshold = np.partition(values, n - 1)[n - 1]
+        out = np.empty(n, dtype=np.int64)
+        count = 0
+        for i in range(values.shape[0]):
+            if values[i] < threshold:
+                out[count] = i
+                count += 1
+        for i in range(values.shape[0]):
+            if count == n:
+                break
+            if values[i] == threshold:
+                out[count] = i
+                count += 1
+        return out
+
     @numba.njit(parallel=True, cache=True, fastmath={"reassoc", "contract", "arcp"})
     def _search_numba(dist_qc, lut, edges, edge_len2, nprobe, nlines, lam_values, offsets,
                       codes, lam_idx, terms, k, out_d, out_p):
@@ -64,25 +85,21 @@ if numba is not None:
             probe_c = np.empty(nprobe, dtype=np.int64)
             _top_probes(dist_row, nprobe, probe_d, probe_c)
             # step 2: nlines nearest lines among the probed centroids' edges
-            line_d = np.full(nlines, _SENTINEL, dtype=np.float32)
-            line_p = np.full(nlines, -1, dtype=np.int64)
+            line_d = np.empty(nprobe * nedge, dtype=np.float32)
             for pi in range(nprobe):
                 cen = probe_c[pi]
                 b = probe_d[pi]
                 for e in range(nedge):
                     c = max(edge_len2[cen, e], np.float32(1e-12))
                     alpha = dist_row[edges[cen, e]] - b - c
-                    d = b - alpha * alpha / (np.float32(4.0) * c)
-                    if d < line_d[0]:
-                        _replace_root(line_d, line_p, nlines, d, pi * nedge + e)
+                    line_d[pi * nedge + e] = b - alpha * alpha / (np.float32(4.0) * c)
+            line_p = _smallest(line_d, nlines)
             # steps 3-4: exact ADC over the selected lists, top-k heap
             heap_d = np.full(k, _SENTINEL, dtype=np.float32)
             heap_p = np.full(k, -1, dtype=np.int64)
             table = lut[qi]
             for li in range(nlines):
                 sel = line_p[li]
-                if sel < 0:
-                    continue
                 cen = probe_c[sel // nedge]
                 e = sel % nedge
                 b = probe_d[sel // nedge]

@@ -1,0 +1,57 @@
+"""Recall-vs-QPS plot of a benchmark results dict (matplotlib Agg, no global backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["pareto_front", "plot_recall_qps"]
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (recall, qps) points no other point beats on both, by increasing recall.
+
+    The big-ann-benchmarks way (``plotting/utils.py`` ``create_pointset``): sort by
+    QPS, fastest first, and keep a point only if its recall is higher than that of
+    every faster point. Points with zero recall or zero QPS are left out.
+    """
+    ordered = sorted(points, key=lambda p: (-p[1], -p[0]))
+    front, best_recall = [], float("-inf")
+    for recall, qps in ordered:
+        if not recall or not qps:
+            continue
+        if recall > best_recall:
+            best_recall = recall
+            front.append((recall, qps))
+    return front
+
+
+def plot_recall_qps(results: dict, path: str | Path, recall_key: str = "recall@10") -> Path:
+    """R@10 (x) against QPS (y, log scale), one Pareto-front curve per run."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 6))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    markers = "os^Dv<>pX*"
+    for i, run in enumerate(results["runs"]):
+        points = [(p[recall_key], p["qps"]) for p in run["search"]]
+        front = pareto_front(points)
+        color = f"C{i % 10}"
+        ax.scatter([p[0] for p in points], [p[1] for p in points], s=8, color=color, alpha=0.3)
+        label = f"{run['index']} ({run['bytes_per_vector']:g} B/vec)"
+        ax.plot([p[0] for p in front], [p[1] for p in front], "-", marker=markers[i % len(markers)],
+                color=color, label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel(f"{recall_key.replace('recall', 'R')} (true nearest neighbour in the top 10)"
+                  if recall_key == "recall@10" else recall_key)
+    ax.set_ylabel("queries per second (log scale)")
+    ax.set_title(f"{results['dataset']}: {results['code_bytes']} code bytes, "
+                 f"threads={results['threads']}, batch of {results.get('n_query', '?')} queries")
+    ax.grid(True, which="both", alpha=0.3)
+    if results["runs"]:
+        ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    return path

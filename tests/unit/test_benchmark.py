@@ -1,0 +1,191 @@
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indexer.benchmark import (
+    SYSTEMS,
+    BenchConfig,
+    find_dataset_files,
+    ivf_nlist_for,
+    plan_systems,
+    run_benchmark,
+    vlq_nlist_for,
+)
+from indexer.evaluation import exact_ground_truth
+from indexer.plotting import pareto_front
+
+try:
+    from indexer import VLQIndex  # noqa: F401  (being written in parallel)
+
+    HAVE_VLQ = True
+except ImportError:
+    HAVE_VLQ = False
+
+FAISS_SYSTEMS = ("ivfpq", "opq_ivfpq", "ivfpq_fastscan")
+RUN_KEYS = {"system", "index", "bytes_per_vector", "train_s", "add_s", "peak_rss_mb", "search"}
+POINT_KEYS = {"params", "recall@1", "recall@10", "recall@100", "10recall@10", "qps"}
+
+
+def _write_bin(path: Path, x: np.ndarray) -> None:
+    path.write_bytes(np.array(x.shape, dtype=np.uint32).tobytes() + x.tobytes())
+
+
+def _write_dataset(folder: Path, nb=3000, nt=1000, nq=50, d=32, k=100, seed=0) -> Path:
+    rng = np.random.default_rng(seed)
+    xb, xt, xq = (rng.standard_normal((n, d)).astype(np.float32) for n in (nb, nt, nq))
+    folder.mkdir(parents=True)
+    _write_bin(folder / "base.fbin", xb)
+    _write_bin(folder / "learn.fbin", xt)
+    _write_bin(folder / "query.fbin", xq)
+    D, I = exact_ground_truth(xb, xq, k)
+    (folder / "gt.ibin").write_bytes(np.array([nq, k], dtype=np.uint32).tobytes()
+                                     + I.astype(np.int32).tobytes() + D.tobytes())
+    return folder
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    data_dir = _write_dataset(root / "tiny-synth")
+    systems = (("snapline",) if HAVE_VLQ else ()) + FAISS_SYSTEMS
+    cfg = BenchConfig(data_dir=data_dir, out_dir=root / "out", code_bytes=8, threads=1,
+                      nedge=4, nlambda=16, systems=systems, repeats=1)
+    return cfg, run_benchmark(cfg)
+
+
+def test_results_json_schema(bench):
+    cfg, results = bench
+    on_disk = json.loads((cfg.out_dir / "results.json").read_text())
+    assert on_disk == json.loads(json.dumps(results))
+    assert on_disk["dataset"] == "tiny-synth"
+    assert (on_disk["n_base"], on_disk["n_query"], on_disk["dim"]) == (3000, 50, 32)
+    assert (on_disk["threads"], on_disk["code_bytes"]) == (1, 8)
+    assert [run["system"] for run in on_disk["runs"]] == list(cfg.systems)
+    for run in on_disk["runs"]:
+        assert RUN_KEYS <= set(run), run.keys()
+        assert run["peak_rss_mb"] > 0 and run["train_s"] >= 0 and run["add_s"] >= 0
+        assert run["search"]
+        for point in run["search"]:
+            assert POINT_KEYS <= set(point)
+            assert point["qps"] > 0
+            for key in POINT_KEYS - {"params", "qps"}:
+                assert 0.0 <= point[key] <= 1.0
+
+
+def test_faiss_sizes_and_bytes(bench):
+    _, results = bench
+    runs = {run["system"]: run for run in results["runs"]}
+    # nlist: 4 sqrt(3000) ~ 219 -> 256, halved until 1000 / nlist >= 39 -> 16
+    assert runs["ivfpq"]["index"] == "IVF16,PQ8np"
+    assert runs["opq_ivfpq"]["index"] == "OPQ8,IVF16,PQ8np"
+    assert runs["ivfpq_fastscan"]["index"] == "IVF16,PQ16x4fs"
+    for system in FAISS_SYSTEMS:
+        assert runs[system]["bytes_per_vector"] == 16.0
+        assert [p["params"]["nprobe"] for p in runs[system]["search"]] == [1, 2, 4, 8, 16]
+
+
+def test_ivfpq_recall_rises_with_nprobe(bench):
+    _, results = bench
+    run = next(r for r in results["runs"] if r["system"] == "ivfpq")
+    r10 = [p["recall@10"] for p in run["search"]]
+    r100 = [p["recall@100"] for p in run["search"]]
+    assert r10[-1] > r10[0] and r100[-1] > r100[0]
+    assert all(b >= a - 0.02 for a, b in zip(r100, r100[1:])), r100
+    assert r100[-1] >= 0.9  # every list probed: only PQ error remains
+
+
+def test_snapline_run(bench):
+    if not HAVE_VLQ:
+        pytest.skip("indexer.VLQIndex does not import yet")
+    _, results = bench
+    run = results["runs"][0]
+    assert run["index"] == "VLQ nlist=8 nedge=4 PQ8"
+    assert run["bytes_per_vector"] >= 8 + 1 + 8
+    assert run["add_alloc_peak_mb"] > 0
+    assert run["index_mb"] == pytest.approx(3000 * run["bytes_per_vector"] / 2**20)
+    params = [p["params"] for p in run["search"]]
+    assert params == [{"nprobe": 4, "nlines": 8}, {"nprobe": 4, "nlines": 16},
+                      {"nprobe": 8, "nlines": 16}, {"nprobe": 8, "nlines": 32}]
+
+
+def test_plot_is_png(bench):
+    cfg, _ = bench
+    png = cfg.out_dir / "recall_qps.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.stat().st_size > 5000
+
+
+def test_sizing_rules():
+    assert ivf_nlist_for(500_000, 100_000) == 2048  # 4 sqrt(n) = 2828
+    assert vlq_nlist_for(2048, 100_000) == 1024
+    assert ivf_nlist_for(10**9, 10**7) == 131072  # 126491 -> 2^17
+    assert ivf_nlist_for(10**9, 10**6) == 16384  # 1e6 / 16384 = 61 >= 39
+    assert ivf_nlist_for(3000, 1000) == 16
+    assert vlq_nlist_for(16, 1000) == 8
+    assert vlq_nlist_for(2048, 20_000) == 512  # 20000 / 512 = 39.06
+
+
+def test_plan_skips_what_does_not_apply():
+    cfg = BenchConfig(data_dir="x", out_dir="y", code_bytes=12, systems=FAISS_SYSTEMS)
+    plans, skipped = plan_systems(cfg, n_base=100_000, n_learn=100_000, d=96)
+    assert [p.system for p in plans] == list(FAISS_SYSTEMS) and not skipped  # 96 % 24 == 0
+    plans, skipped = plan_systems(cfg, n_base=100_000, n_learn=100_000, d=36)
+    assert [p.system for p in plans] == ["ivfpq", "opq_ivfpq"]
+    assert skipped[0]["system"] == "ivfpq_fastscan" and "d=36" in skipped[0]["reason"]
+
+
+def test_plan_sweeps_and_nedge_cap(caplog):
+    cfg = BenchConfig(data_dir="x", out_dir="y", code_bytes=16, nedge=32)
+    with caplog.at_level(logging.WARNING):
+        plans, _ = plan_systems(cfg, n_base=3000, n_learn=1000, d=128)
+    vlq = plans[0]
+    assert (vlq.nlist, vlq.nedge) == (8, 7) and "nedge=7" in vlq.index
+    assert "nedge=32" in caplog.text
+    plans, _ = plan_systems(cfg, n_base=500_000, n_learn=100_000, d=128)
+    vlq, ivf = plans[0], plans[1]
+    assert [p["nprobe"] for p in ivf.sweep] == [1, 2, 4, 8, 16, 32, 64, 128, 256]
+    assert {"nprobe": 128, "nlines": 2048} in vlq.sweep
+    assert all(p["nlines"] <= p["nprobe"] * 32 for p in vlq.sweep)
+    assert len(vlq.sweep) == 6 * 4
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"code_bytes": 0}, "code_bytes=0"),
+    ({"threads": -1}, "threads=-1"),
+    ({"nlambda": 300}, "nlambda=300"),
+    ({"nlist_vlq": 1}, "nlist_vlq=1"),
+    ({"ivf_nlist": 0}, "ivf_nlist=0"),
+    ({"systems": ("ivfpq", "hnsw")}, "hnsw"),
+    ({"systems": ()}, "systems"),
+    ({"k": 1.5}, "k=1.5"),
+])
+def test_config_validation_names_field_and_value(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        BenchConfig(data_dir="x", out_dir="y", **kwargs)
+
+
+def test_config_defaults():
+    cfg = BenchConfig(data_dir="x", out_dir="y")
+    assert cfg.systems == SYSTEMS and cfg.threads >= 1 and isinstance(cfg.data_dir, Path)
+    assert (cfg.nedge, cfg.nlambda, cfg.k, cfg.nlist_vlq, cfg.ivf_nlist) == (32, 256, 100, None, None)
+
+
+def test_find_dataset_files_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="base"):
+        find_dataset_files(tmp_path)
+    for stem in ("base", "query", "learn"):
+        _write_bin(tmp_path / f"{stem}.u8bin", np.zeros((2, 4), dtype=np.uint8))
+    with pytest.raises(FileNotFoundError, match="gt.ibin"):
+        find_dataset_files(tmp_path)
+    _write_bin(tmp_path / "base.fbin", np.zeros((2, 4), dtype=np.float32))
+    with pytest.raises(FileNotFoundError, match="exactly one base"):
+        find_dataset_files(tmp_path)
+
+
+def test_pareto_front_big_ann_way():
+    points = [(0.5, 1000.0), (0.6, 1200.0), (0.7, 500.0), (0.65, 400.0), (0.9, 100.0),
+              (0.0, 5000.0)]
+    assert pareto_front(points) == [(0.6, 1200.0), (0.7, 500.0), (0.9, 100.0)]
