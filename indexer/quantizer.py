@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import faiss
 import numpy as np
 
 from indexer.coarse import assign_lines, build_graph, centroid_distances
@@ -47,6 +48,9 @@ class VLQQuantizer:
         object.__setattr__(self, "_centroid_norms",
                            np.einsum("kd,kd->k", self.centroids, self.centroids))
         object.__setattr__(self, "_pq", product_quantizer(self.pq_codebook))
+        flat = faiss.IndexFlatL2(d)
+        flat.add(self.centroids)
+        object.__setattr__(self, "_centroid_index", flat)
 
     # -- shape -------------------------------------------------------------
     @property
@@ -76,14 +80,14 @@ class VLQQuantizer:
     # -- training ------------------------------------------------------------
     @classmethod
     def train(cls, x: np.ndarray, nlist: int, nedge: int, code_bytes: int, nlambda: int,
-              seed: int = 0, batch_size: int = 65536) -> "VLQQuantizer":
+              seed: int = 0) -> "VLQQuantizer":
         """Fit on a float32 sample (SPEC 2 training steps 1-6)."""
         log.info("VLQ training on %d x %d: k-means nlist=%d", x.shape[0], x.shape[1], nlist)
         centroids = train_centroids(x, nlist, seed=seed)
         edges, edge_len2 = build_graph(centroids, nedge)
-        norms = np.einsum("kd,kd->k", centroids, centroids)
-        nearest = np.concatenate([centroid_distances(x[s:s + batch_size], centroids, norms)
-                                  .argmin(axis=1) for s in range(0, x.shape[0], batch_size)])
+        flat = faiss.IndexFlatL2(x.shape[1])
+        flat.add(centroids)
+        nearest = flat.search(x, 1)[1][:, 0]
         edge_idx, lam = assign_lines(x, centroids, edges, edge_len2, nearest)
         log.info("VLQ training: lambda codebook (%d levels), then PQ%d on residuals",
                  nlambda, code_bytes)
@@ -97,7 +101,7 @@ class VLQQuantizer:
     # -- encoding ------------------------------------------------------------
     def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """float32 (n, d) -> (list_ids int64 (n,), lambda_idx uint8 (n,), codes uint8 (n, M))."""
-        nearest = centroid_distances(x, self.centroids, self._centroid_norms).argmin(axis=1)
+        nearest = self.nearest_centroids(x)
         edge_idx, lam = assign_lines(x, self.centroids, self.edges, self.edge_len2, nearest)
         lam_idx = quantize_scalars(lam, self.lambda_values).astype(np.uint8)
         other = self.edges[nearest, edge_idx]
@@ -105,6 +109,11 @@ class VLQQuantizer:
         codes = self._pq.compute_codes(np.ascontiguousarray(x - anchors))
         list_ids = nearest.astype(np.int64) * self.nedge + edge_idx
         return list_ids, lam_idx, codes
+
+    def nearest_centroids(self, x: np.ndarray) -> np.ndarray:
+        """Id of the nearest centroid of each row (faiss, blocked: no (n, K) matrix)."""
+        _, nearest = self._centroid_index.search(x, 1)
+        return nearest[:, 0]
 
     def anchors(self, list_ids: np.ndarray, lam_idx: np.ndarray) -> np.ndarray:
         a_ids = list_ids // self.nedge
@@ -116,7 +125,7 @@ class VLQQuantizer:
         return self.anchors(list_ids, lam_idx) + self._pq.decode(np.ascontiguousarray(codes))
 
     def code_terms(self, list_ids: np.ndarray, lam_idx: np.ndarray, codes: np.ndarray,
-                   batch_size: int = 65536) -> np.ndarray:
+                   batch_size: int = 16384) -> np.ndarray:
         """Query-independent ADC term 2 <anchor, r_hat> + |r_hat|^2 per code, float32."""
         out = np.empty(list_ids.shape[0], dtype=np.float32)
         for s in range(0, list_ids.shape[0], batch_size):

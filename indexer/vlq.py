@@ -10,6 +10,7 @@ import logging
 from typing import Literal
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from indexer.invlists import InvertedLists
 from indexer.kernels import numba, scan_torch, search_numba
@@ -32,7 +33,7 @@ class VLQIndex:
 
     def __init__(self, dim: int, nlist: int, nedge: int = 32, code_bytes: int = 16,
                  nlambda: int = 256, *, seed: int = 0, backend: Backend = "auto",
-                 device: str | None = None, add_batch_size: int = 65536):
+                 device: str | None = None, add_batch_size: int = 16384):
         self.dim = check_positive_int(dim, "dim")
         self.nlist = check_positive_int(nlist, "nlist")
         if self.nlist < 2:
@@ -157,8 +158,11 @@ class VLQIndex:
 
     def _search_batch(self, q, k, nprobe, nlines):
         quantizer = self.quantizer
-        dist_qc = quantizer.centroid_distances(q)
-        lut = quantizer.query_tables(q)
+        # one BLAS thread: OpenBLAS workers spinning after a GEMM would compete with the
+        # scan's threads (measured: 80 -> 53 ms per 1000 queries on 2 cores)
+        with threadpool_limits(limits=1, user_api="blas"):
+            dist_qc = quantizer.centroid_distances(q)
+            lut = quantizer.query_tables(q)
         lists = self.lists
         if self.backend == "numba":
             dist, pos = search_numba(dist_qc, lut, quantizer.edges, quantizer.edge_len2, nprobe,
