@@ -24,6 +24,8 @@ except ImportError:  # pragma: no cover - numba is a dependency; torch still wor
 _SENTINEL = np.float32(np.finfo(np.float32).max)
 
 
+QUERY_BLOCK = 16  # queries per parallel task: scratch buffers are allocated once per block
+
 if numba is not None:
     @numba.njit(cache=True, inline="always")
     def _replace_root(heap_d, heap_p, k, d, p):
@@ -44,35 +46,96 @@ if numba is not None:
         heap_d[i] = d
         heap_p[i] = p
 
-    @numba.njit(cache=True)
-    def _top_probes(dist_row, nprobe, heap_d, heap_p):
-        """The nprobe smallest entries of dist_row (unordered) into the heap arrays."""
-        heap_d[:] = _SENTINEL
-        heap_p[:] = -1
-        for j in range(dist_row.shape[0]):
-            if dist_row[j] < heap_d[0]:
-                _replace_root(heap_d, heap_p, nprobe, dist_row[j], j)
+    @numba.njit(cache=True, inline="always")
+    def _push(heap_d, heap_p, size, d, p):
+        """Add (d, p) at position `size` of a max-heap and sift it up."""
+        i = size
+        while i > 0:
+            parent = (i - 1) >> 1
+            if heap_d[parent] >= d:
+                break
+            heap_d[i] = heap_d[parent]
+            heap_p[i] = heap_p[parent]
+            i = parent
+        heap_d[i] = d
+        heap_p[i] = p
 
     @numba.njit(cache=True)
-    def _smallest(values, n):
-        """Positions of the n smallest values (unordered; ties broken by position).
-        A selection (np.partition) rather than a heap: O(len) with predictable branches."""
-        if n >= values.shape[0]:
-            return np.arange(values.shape[0])
-        threshold = np.partition(values, n - 1)[n - 1]
-        out = np.empty(n, dtype=np.int64)
+    def _drain_sorted(heap_d, heap_p, size, out_d, out_p):
+        """Empty a max-heap of `size` entries into out_* ascending; pad with (max, -1)."""
+        for t in range(size, out_d.shape[0]):
+            out_d[t] = _SENTINEL
+            out_p[t] = -1
+        for last in range(size - 1, -1, -1):
+            out_d[last] = heap_d[0]
+            out_p[last] = heap_p[0]
+            _replace_root(heap_d, heap_p, last, heap_d[last], heap_p[last])
+
+    @numba.njit(cache=True)
+    def _kth_smallest(values, kth, scratch):
+        """The kth smallest (0-based) of values: quickselect on a scratch copy."""
+        n = values.shape[0]
+        a = scratch[:n]
+        a[:] = values
+        lo = 0
+        hi = n - 1
+        while hi > lo:
+            x = a[lo]
+            y = a[(lo + hi) >> 1]
+            z = a[hi]
+            pivot = max(min(x, y), min(max(x, y), z))
+            i = lo
+            j = hi
+            while i <= j:
+                while a[i] < pivot:
+                    i += 1
+                while a[j] > pivot:
+                    j -= 1
+                if i <= j:
+                    tmp = a[i]
+                    a[i] = a[j]
+                    a[j] = tmp
+                    i += 1
+                    j -= 1
+            if kth <= j:
+                hi = j
+            elif kth >= i:
+                lo = i
+            else:
+                break
+        return a[kth]
+
+    @numba.njit(cache=True)
+    def _select_smallest(values, n, scratch, out):
+        """Positions of the n smallest values into out[:n] (unordered; ties by position)."""
+        total = values.shape[0]
+        if n >= total:
+            for i in range(total):
+                out[i] = i
+            return
+        threshold = _kth_smallest(values, n - 1, scratch)
         count = 0
-        for i in range(values.shape[0]):
+        for i in range(total):
             if values[i] < threshold:
                 out[count] = i
                 count += 1
-        for i in range(values.shape[0]):
+        for i in range(total):
             if count == n:
                 break
             if values[i] == threshold:
                 out[count] = i
                 count += 1
-        return out
+
+    @numba.njit(cache=True)
+    def _top_probes(dist_row, nprobe, heap_d, heap_p):
+        """The nprobe smallest entries of dist_row (unordered) into the heap arrays."""
+        filled = 0
+        for j in range(dist_row.shape[0]):
+            if filled < nprobe:
+                _push(heap_d, heap_p, filled, dist_row[j], j)
+                filled += 1
+            elif dist_row[j] < heap_d[0]:
+                _replace_root(heap_d, heap_p, nprobe, dist_row[j], j)
 
     @numba.njit(parallel=True, cache=True, fastmath={"reassoc", "contract", "arcp"})
     def _search_numba(dist_qc, lut, edges, edge_len2, nprobe, nlines, lam_values, offsets,
@@ -81,62 +144,67 @@ if numba is not None:
         nedge = edges.shape[1]
         m_sub = codes.shape[1]
         words = codes64.shape[1]  # > 0: read codes 8 bytes at a time (M % 8 == 0)
-        for qi in numba.prange(nq):
-            dist_row = dist_qc[qi]
-            # step 1: nprobe nearest centroids
+        nall = nprobe * nedge
+        for block in numba.prange((nq + QUERY_BLOCK - 1) // QUERY_BLOCK):
             probe_d = np.empty(nprobe, dtype=np.float32)
             probe_c = np.empty(nprobe, dtype=np.int64)
-            _top_probes(dist_row, nprobe, probe_d, probe_c)
-            # step 2: nlines nearest lines among the probed centroids' edges
-            line_d = np.empty(nprobe * nedge, dtype=np.float32)
-            for pi in range(nprobe):
-                cen = probe_c[pi]
-                b = probe_d[pi]
-                for e in range(nedge):
+            line_d = np.empty(nall, dtype=np.float32)
+            scratch = np.empty(nall, dtype=np.float32)
+            line_p = np.empty(nlines, dtype=np.int64)
+            heap_d = np.empty(k, dtype=np.float32)
+            heap_p = np.empty(k, dtype=np.int64)
+            for qi in range(block * QUERY_BLOCK, min(nq, (block + 1) * QUERY_BLOCK)):
+                dist_row = dist_qc[qi]
+                # step 1: nprobe nearest centroids
+                _top_probes(dist_row, nprobe, probe_d, probe_c)
+                # step 2: nlines nearest lines among the probed centroids' edges
+                for pi in range(nprobe):
+                    cen = probe_c[pi]
+                    b = probe_d[pi]
+                    for e in range(nedge):
+                        c = max(edge_len2[cen, e], np.float32(1e-12))
+                        alpha = dist_row[edges[cen, e]] - b - c
+                        line_d[pi * nedge + e] = b - alpha * alpha / (np.float32(4.0) * c)
+                _select_smallest(line_d, nlines, scratch, line_p)
+                # steps 3-4: exact ADC over the selected lists, top-k max-heap
+                filled = 0
+                table = lut[qi]
+                flat = table.ravel()
+                for li in range(nlines):
+                    sel = line_p[li]
+                    cen = probe_c[sel // nedge]
+                    e = sel % nedge
+                    b = probe_d[sel // nedge]
                     c = max(edge_len2[cen, e], np.float32(1e-12))
                     alpha = dist_row[edges[cen, e]] - b - c
-                    line_d[pi * nedge + e] = b - alpha * alpha / (np.float32(4.0) * c)
-            line_p = _smallest(line_d, nlines)
-            # steps 3-4: exact ADC over the selected lists, top-k heap
-            heap_d = np.full(k, _SENTINEL, dtype=np.float32)
-            heap_p = np.full(k, -1, dtype=np.int64)
-            table = lut[qi]
-            flat = table.ravel()
-            for li in range(nlines):
-                sel = line_p[li]
-                cen = probe_c[sel // nedge]
-                e = sel % nedge
-                b = probe_d[sel // nedge]
-                c = max(edge_len2[cen, e], np.float32(1e-12))
-                alpha = dist_row[edges[cen, e]] - b - c
-                lst = cen * nedge + e
-                for j in range(offsets[lst], offsets[lst + 1]):
-                    lam = lam_values[lam_idx[j]]
-                    d = b + lam * (lam * c + alpha) + terms[j]
-                    if words:
-                        s0 = np.float32(0.0)
-                        s1 = np.float32(0.0)
-                        for w in range(words):
-                            word = codes64[j, w]
-                            row = w * 2048
-                            s0 += flat[row + (word & 0xFF)]
-                            s1 += flat[row + 256 + ((word >> 8) & 0xFF)]
-                            s0 += flat[row + 512 + ((word >> 16) & 0xFF)]
-                            s1 += flat[row + 768 + ((word >> 24) & 0xFF)]
-                            s0 += flat[row + 1024 + ((word >> 32) & 0xFF)]
-                            s1 += flat[row + 1280 + ((word >> 40) & 0xFF)]
-                            s0 += flat[row + 1536 + ((word >> 48) & 0xFF)]
-                            s1 += flat[row + 1792 + ((word >> 56) & 0xFF)]
-                        d += s0 + s1
-                    else:
-                        for m in range(m_sub):
-                            d += table[m, codes[j, m]]
-                    if d < heap_d[0]:
-                        _replace_root(heap_d, heap_p, k, d, j)
-            order = np.argsort(heap_d)
-            for t in range(k):
-                out_d[qi, t] = heap_d[order[t]]
-                out_p[qi, t] = heap_p[order[t]]
+                    lst = cen * nedge + e
+                    for j in range(offsets[lst], offsets[lst + 1]):
+                        lam = lam_values[lam_idx[j]]
+                        d = b + lam * (lam * c + alpha) + terms[j]
+                        if words:
+                            s0 = np.float32(0.0)
+                            s1 = np.float32(0.0)
+                            for w in range(words):
+                                word = codes64[j, w]
+                                row = w * 2048
+                                s0 += flat[row + (word & 0xFF)]
+                                s1 += flat[row + 256 + ((word >> 8) & 0xFF)]
+                                s0 += flat[row + 512 + ((word >> 16) & 0xFF)]
+                                s1 += flat[row + 768 + ((word >> 24) & 0xFF)]
+                                s0 += flat[row + 1024 + ((word >> 32) & 0xFF)]
+                                s1 += flat[row + 1280 + ((word >> 40) & 0xFF)]
+                                s0 += flat[row + 1536 + ((word >> 48) & 0xFF)]
+                                s1 += flat[row + 1792 + ((word >> 56) & 0xFF)]
+                            d += s0 + s1
+                        else:
+                            for m in range(m_sub):
+                                d += table[m, codes[j, m]]
+                        if filled < k:
+                            _push(heap_d, heap_p, filled, d, j)
+                            filled += 1
+                        elif d < heap_d[0]:
+                            _replace_root(heap_d, heap_p, k, d, j)
+                _drain_sorted(heap_d, heap_p, filled, out_d[qi], out_p[qi])
 
 
 def search_numba(dist_qc, lut, edges, edge_len2, nprobe, nlines, lam_values, offsets, codes,

@@ -6,23 +6,23 @@
 """
 from __future__ import annotations
 
+import functools
 import logging
-from typing import Literal
+from typing import Literal, Sequence
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from indexer.invlists import InvertedLists
 from indexer.kernels import numba, scan_torch, search_numba
 from indexer.quantizer import VLQQuantizer
 from indexer.coarse import select_lines
+from shards.index_store import DEFAULT_ROWS_PER_SHARD, IndexArrays, load_arrays, save_copy
 from indexer.validation import as_float32, check_ids, check_positive_int, check_vectors
 
 log = logging.getLogger(__name__)
 
 Backend = Literal["auto", "numba", "torch"]
-INDEX_FORMAT = "snapline-vlq-index"
-INDEX_FORMAT_VERSION = 1
 ID_BYTES = 8
 LAMBDA_BYTES = 1
 TERM_BYTES = 4  # resident float32 ADC term per code (recomputed on load, not stored)
@@ -160,7 +160,7 @@ class VLQIndex:
         quantizer = self.quantizer
         # one BLAS thread: OpenBLAS workers spinning after a GEMM would compete with the
         # scan's threads (measured: 80 -> 53 ms per 1000 queries on 2 cores)
-        with threadpool_limits(limits=1, user_api="blas"):
+        with _blas_controller().limit(limits=1, user_api="blas"):
             dist_qc = quantizer.centroid_distances(q)
             lut = quantizer.query_tables(q)
         lists = self.lists
@@ -197,46 +197,69 @@ class VLQIndex:
             raise ValueError(f"{what}: the index is not trained; call train() first")
 
     # -- persistence ---------------------------------------------------------
-    def meta(self) -> dict:
-        return {"format": INDEX_FORMAT, "format_version": INDEX_FORMAT_VERSION,
-                "dim": self.dim, "nlist": self.nlist, "nedge": self.nedge,
-                "code_bytes": self.code_bytes, "nlambda": self.nlambda, "seed": self.seed,
-                "ntotal": self.ntotal, "next_id": self._next_id}
+    def model_meta(self) -> dict:
+        return {"dim": self.dim, "nlist": self.nlist, "nedge": self.nedge,
+                "code_bytes": self.code_bytes, "nlambda": self.nlambda, "seed": self.seed}
 
-    def save(self, path: str, storage_options: dict | None = None) -> None:
-        """Write the model and the lists under `path` (a folder; local or fsspec URI)."""
-        from shards.artifacts import write_array_bundle
-
+    def to_arrays(self) -> IndexArrays:
+        """The model and the encoded rows, as stored (shards/ writes them)."""
         self._require_trained("save")
         self.lists.compact()
-        arrays = dict(self.quantizer.arrays())
-        arrays.update({"list_offsets": self.lists.offsets, "codes": self.lists.codes,
-                       "lambda_idx": self.lists.lambda_idx, "ids": self.lists.ids})
-        write_array_bundle(path, self.meta(), arrays, storage_options)
+        return IndexArrays(model_meta=self.model_meta(), model_arrays=self.quantizer.arrays(),
+                           ids=self.lists.ids, list_ids=self.lists.list_ids(),
+                           lambda_idx=self.lists.lambda_idx, codes=self.lists.codes,
+                           next_id=self._next_id)
 
     @classmethod
-    def load(cls, path: str, storage_options: dict | None = None, *,
-             backend: Backend = "auto", device: str | None = None) -> "VLQIndex":
-        from shards.artifacts import read_array_bundle
-
-        meta, arrays = read_array_bundle(path, storage_options)
-        if meta.get("format") != INDEX_FORMAT or meta.get("format_version") != INDEX_FORMAT_VERSION:
-            raise ValueError(f"{path}: not a {INDEX_FORMAT} version {INDEX_FORMAT_VERSION} "
-                             f"(found {meta.get('format')!r} {meta.get('format_version')!r})")
+    def from_arrays(cls, data: IndexArrays, *, backend: Backend = "auto",
+                    device: str | None = None) -> "VLQIndex":
+        meta = data.model_meta
         index = cls(meta["dim"], meta["nlist"], meta["nedge"], meta["code_bytes"],
-                    meta["nlambda"], seed=meta["seed"], backend=backend, device=device)
+                    meta["nlambda"], seed=meta.get("seed", 0), backend=backend, device=device)
+        arrays = data.model_arrays
+        missing = {"centroids", "edges", "edge_len2", "lambda_values", "pq_codebook"} - set(arrays)
+        if missing:
+            raise ValueError(f"model arrays lack {sorted(missing)}")
         index.quantizer = VLQQuantizer(**{name: arrays[name] for name in
                                           ("centroids", "edges", "edge_len2",
                                            "lambda_values", "pq_codebook")})
-        offsets = arrays["list_offsets"]
-        if offsets.shape != (index.lists.nlists + 1,) or offsets[-1] != arrays["ids"].shape[0]:
-            raise ValueError(f"{path}: list offsets {offsets.shape} inconsistent with "
-                             f"{arrays['ids'].shape[0]} codes and {index.lists.nlists} lists")
-        list_ids = np.repeat(np.arange(index.lists.nlists, dtype=np.int64), np.diff(offsets))
-        index.add_encoded(list_ids, arrays["lambda_idx"], arrays["codes"], arrays["ids"])
-        index._next_id = int(meta["next_id"])
+        if index.quantizer.dim != index.dim or index.quantizer.nlist != index.nlist:
+            raise ValueError(f"model arrays ({index.quantizer.nlist} x {index.quantizer.dim}) do "
+                             f"not match the model metadata ({index.nlist} x {index.dim})")
+        if data.ids.shape[0]:
+            index.add_encoded(data.list_ids, data.lambda_idx, data.codes, data.ids)
+        index._next_id = max(int(data.next_id), index._next_id)
         index.lists.compact()
         return index
+
+    def save(self, uri: str, storage_options: dict | None = None,
+             rows_per_shard: int = DEFAULT_ROWS_PER_SHARD) -> None:
+        """Write a self-contained copy at uri (local path or s3://...): the model,
+        Parquet shards and a manifest (written last)."""
+        save_copy(str(uri), self.to_arrays(), rows_per_shard, storage_options)
+
+    @classmethod
+    def load(cls, uri: str, storage_options: dict | None = None, *,
+             shards: Sequence[int] | None = None, backend: Backend = "auto",
+             device: str | None = None) -> "VLQIndex":
+        """Load a copy written by save(), an index version folder, or an index root
+        `<store>/indexes/<name>` (the version CURRENT names). `shards` picks a subset
+        of the manifest's shards (by position) to load into one searchable index."""
+        _, data = load_arrays(str(uri), shards, storage_options)
+        return cls.from_arrays(data, backend=backend, device=device)
+
+
+@functools.cache
+def _blas_controller() -> ThreadpoolController:
+    """numpy's pthreads BLAS, found once (scanning libraries costs ~2 ms per call).
+
+    OpenMP-threaded BLAS builds (faiss-cpu bundles one) are left alone: changing their
+    thread count resets the OpenMP runtime that numba's parallel loops share, which was
+    measured to slow the scan 3x."""
+    controller = ThreadpoolController()
+    paths = [lib.filepath for lib in controller.select(user_api="blas").lib_controllers
+             if lib.info().get("threading_layer") != "openmp"]
+    return controller.select(filepath=paths)
 
 
 def _resolve_backend(backend: Backend, device: str | None) -> tuple[str, str]:

@@ -1,8 +1,10 @@
-"""Array bundles: numpy arrays + JSON metadata on any fsspec URI, without pickle.
+"""Array bundles: numpy arrays + JSON metadata in a folder, without pickle.
 
-A bundle is a folder: one zstandard-compressed .npy file per array and `meta.json`
-holding the caller's metadata, each array's dtype and shape and the sha256 of each
-file. Reading verifies every checksum and refuses object (pickle-bearing) arrays.
+A bundle holds one zstandard-compressed .npy file per array and `meta.json` with the
+caller's metadata, each array's dtype and shape and the sha256 of each file (written
+last). Reading verifies every checksum and refuses object (pickle-bearing) arrays.
+Model artifacts are bundles; a torch state_dict goes in as numpy arrays
+(`state_dict_to_arrays`), so loading it never unpickles anything.
 """
 from __future__ import annotations
 
@@ -12,77 +14,80 @@ import json
 import posixpath
 from typing import Any
 
-import fsspec
 import numpy as np
 import zstandard
+
+from shards.fsio import Location
 
 BUNDLE_FORMAT = "snapline-array-bundle"
 BUNDLE_FORMAT_VERSION = 1
 META_FILE = "meta.json"
 
 
-def _fs(uri: str, storage_options: dict | None):
-    fs, root = fsspec.core.url_to_fs(uri, **(storage_options or {}))
-    return fs, root.rstrip("/")
-
-
-def write_array_bundle(uri: str, meta: dict[str, Any], arrays: dict[str, np.ndarray],
-                       storage_options: dict | None = None) -> None:
-    """Write `arrays` and `meta` under `uri`; meta.json is written last."""
-    fs, root = _fs(uri, storage_options)
-    fs.makedirs(root, exist_ok=True)
+def write_array_bundle_at(loc: Location, meta: dict[str, Any],
+                          arrays: dict[str, np.ndarray]) -> None:
+    """Write `arrays` and `meta` into the folder loc; meta.json is written last."""
     files = {}
     compressor = zstandard.ZstdCompressor(level=3)
     for name, arr in arrays.items():
+        arr = np.asarray(arr)
         if arr.dtype.hasobject:
             raise ValueError(f"array {name!r} has an object dtype; bundles hold plain arrays only")
         buf = io.BytesIO()
         np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
         blob = compressor.compress(buf.getvalue())
         fname = f"{name}.npy.zst"
-        with fs.open(posixpath.join(root, fname), "wb") as f:
-            f.write(blob)
+        loc.write_bytes(fname, blob)
         files[name] = {"file": fname, "sha256": hashlib.sha256(blob).hexdigest(),
                        "dtype": arr.dtype.str, "shape": list(arr.shape)}
     doc = {"format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION,
            "meta": meta, "arrays": files}
-    with fs.open(posixpath.join(root, META_FILE), "w") as f:
-        json.dump(doc, f, indent=1, sort_keys=True)
+    loc.write_bytes(META_FILE, json.dumps(doc, indent=1, sort_keys=True).encode())
 
 
-def read_array_bundle(uri: str, storage_options: dict | None = None
-                      ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Read a bundle written by write_array_bundle, verifying every checksum."""
-    fs, root = _fs(uri, storage_options)
-    meta_path = posixpath.join(root, META_FILE)
-    if not fs.exists(meta_path):
-        raise FileNotFoundError(f"{uri}: no {META_FILE}; not a snapline index or model folder")
-    with fs.open(meta_path, "r") as f:
-        try:
-            doc = json.load(f)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{meta_path}: not valid JSON ({exc})") from exc
-    if doc.get("format") != BUNDLE_FORMAT or doc.get("format_version") != BUNDLE_FORMAT_VERSION:
-        raise ValueError(f"{meta_path}: unsupported format {doc.get('format')!r} version "
+def read_array_bundle_at(loc: Location) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Read a bundle written by write_array_bundle_at, verifying every checksum."""
+    meta_uri = f"{loc.uri}/{META_FILE}"
+    if not loc.exists(META_FILE):
+        raise FileNotFoundError(f"{loc.uri}: no {META_FILE}; not a snapline model or bundle")
+    try:
+        doc = json.loads(loc.read_bytes(META_FILE))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{meta_uri}: not valid JSON ({exc})") from None
+    if (not isinstance(doc, dict) or doc.get("format") != BUNDLE_FORMAT
+            or doc.get("format_version") != BUNDLE_FORMAT_VERSION):
+        raise ValueError(f"{meta_uri}: unsupported format {doc.get('format')!r} version "
                          f"{doc.get('format_version')!r}; expected {BUNDLE_FORMAT!r} "
                          f"version {BUNDLE_FORMAT_VERSION}")
     arrays = {}
     decompressor = zstandard.ZstdDecompressor()
     for name, entry in doc["arrays"].items():
         fname = entry["file"]
-        if posixpath.basename(fname) != fname or fname.startswith("."):
-            raise ValueError(f"{meta_path}: array file name {fname!r} leaves the bundle folder")
-        path = posixpath.join(root, fname)
-        with fs.open(path, "rb") as f:
-            blob = f.read()
+        if posixpath.basename(fname) != fname or fname.startswith(".") or "\\" in fname:
+            raise ValueError(f"{meta_uri}: array file name {fname!r} leaves the bundle folder")
+        where = f"{loc.uri}/{fname}"
+        blob = loc.read_bytes(fname)
         if hashlib.sha256(blob).hexdigest() != entry["sha256"]:
-            raise ValueError(f"{path}: sha256 checksum mismatch (file corrupted or replaced)")
+            raise ValueError(f"{where}: sha256 checksum mismatch (file corrupted or replaced)")
         try:
             arr = np.load(io.BytesIO(decompressor.decompress(blob)), allow_pickle=False)
-        except ValueError as exc:
-            raise ValueError(f"{path}: not a plain numpy array ({exc})") from exc
+        except (ValueError, zstandard.ZstdError) as exc:
+            raise ValueError(f"{where}: not a plain numpy array; pickled or corrupt data is "
+                             f"refused ({exc})") from None
         if arr.dtype.str != entry["dtype"] or list(arr.shape) != entry["shape"]:
-            raise ValueError(f"{path}: holds {arr.dtype.str}{list(arr.shape)}, manifest says "
-                             f"{entry['dtype']}{entry['shape']}")
+            raise ValueError(f"{where}: holds {arr.dtype.str}{list(arr.shape)}, {META_FILE} "
+                             f"says {entry['dtype']}{entry['shape']}")
         arrays[name] = arr
     return doc["meta"], arrays
+
+
+def state_dict_to_arrays(state_dict, prefix: str = "") -> dict[str, np.ndarray]:
+    """A torch state_dict as plain numpy arrays (keys prefixed), for a bundle."""
+    return {f"{prefix}{key}": value.detach().cpu().numpy() for key, value in state_dict.items()}
+
+
+def arrays_to_state_dict(arrays: dict[str, np.ndarray], prefix: str = "") -> dict:
+    import torch
+
+    return {key[len(prefix):]: torch.from_numpy(np.array(value))
+            for key, value in arrays.items() if key.startswith(prefix)}

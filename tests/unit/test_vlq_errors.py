@@ -137,11 +137,11 @@ def test_bad_constructor_arguments(kwargs, match):
 def test_load_refuses_tampered_files(index, tmp_path):
     path = tmp_path / "idx"
     index.save(str(path))
-    codes = path / "codes.npy.zst"
-    blob = bytearray(codes.read_bytes())
+    centroids = path / "model" / "centroids.npy.zst"
+    blob = bytearray(centroids.read_bytes())
     blob[len(blob) // 2] ^= 0xFF
-    codes.write_bytes(bytes(blob))
-    with pytest.raises(ValueError, match="codes.npy.zst: sha256 checksum mismatch"):
+    centroids.write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match="centroids.npy.zst: sha256 checksum mismatch"):
         VLQIndex.load(str(path))
-    with pytest.raises(FileNotFoundError, match="no meta.json"):
+    with pytest.raises(FileNotFoundError, match="neither manifest.json nor CURRENT"):
         VLQIndex.load(str(tmp_path / "nothing"))

@@ -1,0 +1,112 @@
+"""Index manifests: the list of an index version's shards with their checksums.
+
+A manifest is the commit record of an index version: readers trust nothing that it
+does not list. Every path in it is checked to stay inside the index version folder.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import re
+from dataclasses import asdict, dataclass, field
+
+MANIFEST_FORMAT = "snapline-index-manifest"
+MANIFEST_FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_name(value: str, what: str) -> str:
+    """Index names and versions are single path components of safe characters."""
+    if not isinstance(value, str) or not _NAME.match(value) or value in (".", ".."):
+        raise ValueError(f"{what} {value!r} must be 1-128 characters of letters, digits, "
+                         f"'.', '_' or '-', starting with a letter or digit")
+    return value
+
+
+def check_relative_path(path: str, where: str, prefix: str) -> str:
+    """A manifest path must stay inside its folder: relative, normalized, under prefix."""
+    if (not isinstance(path, str) or not path or "://" in path or path.startswith(("/", "\\"))
+            or "\\" in path or posixpath.normpath(path) != path
+            or any(part in ("..", ".", "") for part in path.split("/"))
+            or not path.startswith(prefix)):
+        raise ValueError(f"{where}: path {path!r} leaves the index folder or is not "
+                         f"under {prefix!r}; refusing it")
+    return path
+
+
+@dataclass(frozen=True)
+class ShardEntry:
+    path: str       # relative to the index version folder, under shards/
+    rows: int
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    version: str
+    model_version: str
+    dim: int
+    nlist: int
+    nedge: int
+    code_bytes: int
+    nlambda: int
+    ntotal: int
+    next_id: int
+    shards: tuple[ShardEntry, ...]
+    name: str | None = None
+    model_path: str | None = None   # "model" for a self-contained copy, None: store model
+    source: dict = field(default_factory=dict)
+    created: str = ""
+
+    @property
+    def content_id(self) -> str:
+        """Identity of what is published (model + shard checksums), not of when."""
+        h = hashlib.sha256(self.model_version.encode())
+        for s in self.shards:
+            h.update(f"{s.path}:{s.sha256}".encode())
+        return h.hexdigest()
+
+    def to_json(self) -> bytes:
+        doc = {"format": MANIFEST_FORMAT, "format_version": MANIFEST_FORMAT_VERSION,
+               **asdict(self), "content_id": self.content_id}
+        return json.dumps(doc, indent=1).encode()
+
+    @classmethod
+    def from_json(cls, blob: bytes, where: str) -> "Manifest":
+        try:
+            doc = json.loads(blob)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{where}: manifest is not valid JSON ({exc})") from None
+        if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
+            raise ValueError(f"{where}: not a snapline index manifest")
+        if doc.get("format_version") != MANIFEST_FORMAT_VERSION:
+            raise ValueError(f"{where}: unknown manifest format version "
+                             f"{doc.get('format_version')!r}; this snapline reads version "
+                             f"{MANIFEST_FORMAT_VERSION}")
+        doc.pop("format")
+        doc.pop("format_version")
+        content_id = doc.pop("content_id", None)
+        try:
+            shards = tuple(ShardEntry(**s) for s in doc.pop("shards"))
+            manifest = cls(shards=shards, **doc)
+        except (TypeError, KeyError) as exc:
+            raise ValueError(f"{where}: malformed manifest ({exc})") from None
+        check_name(manifest.version, f"{where}: version")
+        check_name(manifest.model_version, f"{where}: model_version")
+        if manifest.model_path is not None:
+            check_relative_path(manifest.model_path, where, "model")
+        for s in manifest.shards:
+            check_relative_path(s.path, where, "shards/")
+            if not s.path.endswith(".parquet"):
+                raise ValueError(f"{where}: shard path {s.path!r} is not a .parquet file")
+        if len({s.path for s in manifest.shards}) != len(manifest.shards):
+            raise ValueError(f"{where}: a shard is listed twice")
+        if sum(s.rows for s in manifest.shards) != manifest.ntotal:
+            raise ValueError(f"{where}: shard rows add up to "
+                             f"{sum(s.rows for s in manifest.shards)}, ntotal says {manifest.ntotal}")
+        if content_id is not None and content_id != manifest.content_id:
+            raise ValueError(f"{where}: content_id does not match the listed shards")
+        return manifest
