@@ -57,6 +57,9 @@ VECTOR_EXTENSIONS = (".fbin", ".u8bin", ".i8bin")
 MIN_POINTS_PER_CENTROID = 39
 #: bytes of the 64-bit id faiss stores next to every code in its inverted lists.
 FAISS_ID_BYTES = 8
+#: snapline sweep: nprobe values, and nlines as multiples of nprobe (capped at nprobe*nedge)
+VLQ_NPROBES = (2, 4, 8, 16, 32, 64, 128)
+VLQ_NLINES_FACTORS = (2, 3, 4, 6, 8, 12, 16)
 QPS_METHOD = "nq / median wall seconds of {repeats} search calls after 1 warm-up; whole query set as one batch"
 
 
@@ -197,9 +200,9 @@ def plan_systems(cfg: BenchConfig, n_base: int, n_learn: int, d: int
             if nedge != cfg.nedge:
                 logger.warning("nedge=%d needs nlist > nedge; using nedge=%d for nlist=%d",
                                cfg.nedge, nedge, nlist)
-            probes = [p for p in (4, 8, 16, 32, 64, 128) if p <= nlist] or [nlist]
+            probes = [p for p in VLQ_NPROBES if p <= nlist] or [nlist]
             sweep = tuple({"nprobe": p, "nlines": n} for p in probes
-                          for n in sorted({min(f * p, p * nedge) for f in (2, 4, 8, 16)}))
+                          for n in sorted({min(f * p, p * nedge) for f in VLQ_NLINES_FACTORS}))
             plans.append(SystemPlan(system, f"VLQ nlist={nlist} nedge={nedge} PQ{m}",
                                     nlist, sweep, nedge=nedge))
             continue

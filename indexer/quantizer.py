@@ -48,6 +48,9 @@ class VLQQuantizer:
         object.__setattr__(self, "_centroid_norms",
                            np.einsum("kd,kd->k", self.centroids, self.centroids))
         object.__setattr__(self, "_pq", product_quantizer(self.pq_codebook))
+        # -2 y, laid out (M, dsub, 256) so that a query table is one GEMM per sub-space
+        object.__setattr__(self, "_lut_codebook", np.ascontiguousarray(
+            (-2.0 * self.pq_codebook).transpose(0, 2, 1), dtype=np.float32))
         flat = faiss.IndexFlatL2(d)
         flat.add(self.centroids)
         object.__setattr__(self, "_centroid_index", flat)
@@ -140,8 +143,7 @@ class VLQQuantizer:
         m, ksub, dsub = self.pq_codebook.shape
         lut = np.empty((q.shape[0], m, ksub), dtype=np.float32)
         for sub in range(m):  # one GEMM per sub-quantizer (stacked matmul is far slower)
-            np.matmul(q[:, sub * dsub:(sub + 1) * dsub], self.pq_codebook[sub].T, out=lut[:, sub])
-        lut *= -2.0
+            np.matmul(q[:, sub * dsub:(sub + 1) * dsub], self._lut_codebook[sub], out=lut[:, sub])
         return lut
 
     def centroid_distances(self, q: np.ndarray) -> np.ndarray:

@@ -7,6 +7,8 @@ import pytest
 
 from indexer.benchmark import (
     SYSTEMS,
+    VLQ_NLINES_FACTORS,
+    VLQ_NPROBES,
     BenchConfig,
     find_dataset_files,
     ivf_nlist_for,
@@ -16,13 +18,6 @@ from indexer.benchmark import (
 )
 from indexer.evaluation import exact_ground_truth
 from indexer.plotting import pareto_front
-
-try:
-    from indexer import VLQIndex  # noqa: F401  (being written in parallel)
-
-    HAVE_VLQ = True
-except ImportError:
-    HAVE_VLQ = False
 
 FAISS_SYSTEMS = ("ivfpq", "opq_ivfpq", "ivfpq_fastscan")
 RUN_KEYS = {"system", "index", "bytes_per_vector", "train_s", "add_s", "peak_rss_mb", "search"}
@@ -50,7 +45,7 @@ def _write_dataset(folder: Path, nb=3000, nt=1000, nq=50, d=32, k=100, seed=0) -
 def bench(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
     data_dir = _write_dataset(root / "tiny-synth")
-    systems = (("snapline",) if HAVE_VLQ else ()) + FAISS_SYSTEMS
+    systems = ("snapline",) + FAISS_SYSTEMS
     cfg = BenchConfig(data_dir=data_dir, out_dir=root / "out", code_bytes=8, threads=1,
                       nedge=4, nlambda=16, systems=systems, repeats=1)
     return cfg, run_benchmark(cfg)
@@ -98,8 +93,6 @@ def test_ivfpq_recall_rises_with_nprobe(bench):
 
 
 def test_snapline_run(bench):
-    if not HAVE_VLQ:
-        pytest.skip("indexer.VLQIndex does not import yet")
     _, results = bench
     run = results["runs"][0]
     assert run["index"] == "VLQ nlist=8 nedge=4 PQ8"
@@ -107,8 +100,9 @@ def test_snapline_run(bench):
     assert run["add_alloc_peak_mb"] > 0
     assert run["index_mb"] == pytest.approx(3000 * run["bytes_per_vector"] / 2**20)
     params = [p["params"] for p in run["search"]]
-    assert params == [{"nprobe": 4, "nlines": 8}, {"nprobe": 4, "nlines": 16},
-                      {"nprobe": 8, "nlines": 16}, {"nprobe": 8, "nlines": 32}]
+    # nprobe up to nlist=8; nlines capped by nprobe * nedge (4)
+    assert params == [{"nprobe": p, "nlines": n} for p in (2, 4, 8)
+                      for n in sorted({min(f * p, 4 * p) for f in VLQ_NLINES_FACTORS})]
 
 
 def test_plot_is_png(bench):
@@ -149,7 +143,7 @@ def test_plan_sweeps_and_nedge_cap(caplog):
     assert [p["nprobe"] for p in ivf.sweep] == [1, 2, 4, 8, 16, 32, 64, 128, 256]
     assert {"nprobe": 128, "nlines": 2048} in vlq.sweep
     assert all(p["nlines"] <= p["nprobe"] * 32 for p in vlq.sweep)
-    assert len(vlq.sweep) == 6 * 4
+    assert len(vlq.sweep) == len(VLQ_NPROBES) * len(VLQ_NLINES_FACTORS)
 
 
 @pytest.mark.parametrize("kwargs, match", [
