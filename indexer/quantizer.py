@@ -118,6 +118,21 @@ class VLQQuantizer:
         _, nearest = self._centroid_index.search(x, 1)
         return nearest[:, 0]
 
+    def reconstruction_candidates(self, x: np.ndarray, snap_k: int) -> np.ndarray:
+        """The quantized reconstructions of each row through its `snap_k` nearest
+        centroids (best line of each, quantized lambda, PQ-coded residual):
+        float32 (n, snap_k, d). The first is the reconstruction `encode` would give."""
+        _, near = self._centroid_index.search(x, snap_k)
+        out = np.empty((x.shape[0], snap_k, self.dim), dtype=np.float32)
+        for i in range(snap_k):
+            a_ids = near[:, i]
+            edge_idx, lam = assign_lines(x, self.centroids, self.edges, self.edge_len2, a_ids)
+            lam_hat = self.lambda_values[quantize_scalars(lam, self.lambda_values)]
+            anchors = _anchors(self.centroids, a_ids, self.edges[a_ids, edge_idx], lam_hat)
+            codes = self._pq.compute_codes(np.ascontiguousarray(x - anchors))
+            out[:, i] = anchors + self._pq.decode(codes)
+        return out
+
     def anchors(self, list_ids: np.ndarray, lam_idx: np.ndarray) -> np.ndarray:
         a_ids = list_ids // self.nedge
         s_ids = self.edges[a_ids, list_ids % self.nedge]
