@@ -1,0 +1,48 @@
+"""Encoder configs, the OPQ baseline and GSL training reproducibility (CPU, seeded)."""
+import numpy as np
+import pytest
+
+from trainers.encoder import IdentityEncoder, LinearEncoder, encoder_from_arrays, train_opq
+from trainers.train_encoder import EncoderConfig, VLQShape, check_config, train_encoder
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"kind": "pca"}, "kind must be"),
+    ({"rounds": 0}, "rounds must be a positive integer"),
+    ({"batch_size": -5}, "batch_size must be a positive integer"),
+    ({"beta": 1.5}, "beta must lie in"),
+    ({"beta": -0.1}, "beta must lie in"),
+    ({"dim_out": -3}, "dim_out must be a positive integer"),
+    ({"validation_fraction": 1.0}, "validation_fraction"),
+])
+def test_bad_config_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        EncoderConfig(**kwargs)
+
+
+def test_config_must_fit_the_index():
+    with pytest.raises(ValueError, match="exceeds the input dimension"):
+        check_config(EncoderConfig(kind="gsl", dim_out=64), 32, VLQShape(8, 4, 8))
+    with pytest.raises(ValueError, match="must divide the encoder output dimension 30"):
+        check_config(EncoderConfig(kind="gsl", dim_out=30), 32, VLQShape(8, 4, 8))
+
+
+def test_opq_is_a_rotation_and_round_trips(small_data):
+    enc = train_opq(small_data["learn"][:3000], code_bytes=8)
+    w = enc.weight
+    np.testing.assert_allclose(w @ w.T, np.eye(w.shape[0]), atol=1e-4)
+    again = encoder_from_arrays({"dim": 32, "encoder": enc.describe()}, enc.to_arrays())
+    np.testing.assert_array_equal(again.encode(small_data["query"]), enc.encode(small_data["query"]))
+    assert isinstance(encoder_from_arrays({"dim": 32}, {}), IdentityEncoder)
+    with pytest.raises(ValueError, match="d_out <= d"):
+        LinearEncoder(np.zeros((40, 32), np.float32))
+
+
+def test_gsl_training_is_reproducible(small_data):
+    x = small_data["learn"][:3000]
+    cfg = EncoderConfig(kind="gsl", rounds=1, epochs=1, batch_size=512, lr=1e-3, seed=3)
+    shape = VLQShape(nlist=8, nedge=4, code_bytes=8, nlambda=16)
+    enc1, _, m1 = train_encoder(x, shape, cfg)
+    enc2, _, m2 = train_encoder(x, shape, cfg)
+    np.testing.assert_array_equal(enc1.weight, enc2.weight)
+    assert m1["rounds"] == m2["rounds"] and len(m1["rounds"]) == 2

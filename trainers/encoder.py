@@ -1,0 +1,101 @@
+"""Encoders: maps from input vectors (d) into the space VLQ-ADC quantizes (d_out <= d).
+
+- `IdentityEncoder`: f(x) = x.
+- `LinearEncoder`: f(x) = W x with W (d_out x d), held as numpy for encoding; it is the
+  OPQ baseline (W = faiss OPQ rotation) and the deployed form of a GSL-trained encoder.
+Each has `encode(x) -> float32`, `to_arrays()` / `from_arrays()` (plain numpy, stored
+with the model) and `describe()`. Queries pass through the same encoder as the base.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class IdentityEncoder:
+    dim: int
+    kind: str = field(default="none", init=False)
+
+    @property
+    def dim_out(self) -> int:
+        return self.dim
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def describe(self) -> dict:
+        return {"kind": "none", "dim": self.dim, "parameters": 0}
+
+
+@dataclass(frozen=True, eq=False)
+class LinearEncoder:
+    """f(x) = x @ W.T (+ bias); `kind` says how W was obtained ("opq", "gsl")."""
+
+    weight: np.ndarray             # (d_out, d) float32
+    kind: str = "gsl"
+    bias: np.ndarray | None = None
+    params: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.weight.ndim != 2 or self.weight.shape[0] > self.weight.shape[1]:
+            raise ValueError(f"encoder weight must be (d_out, d) with d_out <= d, got "
+                             f"{self.weight.shape}")
+        object.__setattr__(self, "weight", np.ascontiguousarray(self.weight, dtype=np.float32))
+        object.__setattr__(self, "_weight_t", np.ascontiguousarray(self.weight.T))
+
+    @property
+    def dim(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def dim_out(self) -> int:
+        return self.weight.shape[0]
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"encoder expects (n, {self.dim}) input, got {x.shape}")
+        z = np.ascontiguousarray(x, dtype=np.float32) @ self._weight_t
+        if self.bias is not None:
+            z += self.bias
+        return z
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        arrays = {"encoder.weight": self.weight}
+        if self.bias is not None:
+            arrays["encoder.bias"] = self.bias.astype(np.float32)
+        return arrays
+
+    def describe(self) -> dict:
+        n = self.weight.size + (0 if self.bias is None else self.bias.size)
+        return {"kind": self.kind, "dim": self.dim, "dim_out": self.dim_out,
+                "parameters": int(self.params.get("trainable_parameters", n)), **self.params}
+
+
+def encoder_from_arrays(meta: dict, arrays: dict[str, np.ndarray]):
+    """Rebuild the encoder a model bundle describes (meta["encoder"])."""
+    desc = meta.get("encoder") or {"kind": "none", "dim": meta["dim"]}
+    if desc["kind"] == "none":
+        return IdentityEncoder(desc["dim"])
+    if "encoder.weight" not in arrays:
+        raise ValueError(f"model says encoder kind {desc['kind']!r} but holds no encoder.weight")
+    params = {k: v for k, v in desc.items() if k not in ("kind", "dim", "dim_out", "parameters")}
+    return LinearEncoder(arrays["encoder.weight"], kind=desc["kind"],
+                         bias=arrays.get("encoder.bias"), params=params)
+
+
+def train_opq(x: np.ndarray, code_bytes: int, dim_out: int | None = None) -> LinearEncoder:
+    """The OPQ baseline: a learned rotation (faiss OPQMatrix) for PQ with code_bytes."""
+    import faiss
+
+    d = x.shape[1]
+    dim_out = dim_out or d
+    opq = faiss.OPQMatrix(d, code_bytes, dim_out)
+    opq.niter = 25  # faiss seeds OPQ's random initialisation itself: runs are repeatable
+    opq.train(np.ascontiguousarray(x, dtype=np.float32))
+    weight = faiss.vector_to_array(opq.A).reshape(dim_out, d)
+    return LinearEncoder(weight, kind="opq", params={"code_bytes": code_bytes})
