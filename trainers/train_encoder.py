@@ -162,8 +162,12 @@ def _train_gsl(x: np.ndarray, init: LinearEncoder, vlq: VLQShape, cfg: EncoderCo
                 flat = gradient_snap(z.reshape(-1, z.shape[-1]),
                                      codewords[ids.reshape(-1)], cfg.beta)
                 z = flat.reshape(z.shape)
+                # the database side is seen quantized, as ADC sees it: value = its current
+                # reconstruction, gradient = that of z (through the snapping layer)
+                recon = codewords[ids[:, 1:], 0]
+                z_db = z[:, 1:] + (recon - z[:, 1:]).detach()
                 d_x = ((xb[:, 1:] - xb[:, :1]) ** 2).sum(-1) / tau
-                d_z = ((z[:, 1:] - z[:, :1]) ** 2).sum(-1) / tau
+                d_z = ((z_db - z[:, :1]) ** 2).sum(-1) / tau
                 target = torch.softmax(-d_x, dim=1)
                 loss = torch.nn.functional.kl_div(torch.log_softmax(-d_z, dim=1), target,
                                                   reduction="batchmean")
