@@ -1,7 +1,8 @@
 """The main job on the embedded default: local Ray, local store, bundled SIFT data.
 
-A Ray task trains VLQ-ADC on the learn set, adds the base and saves the index into the
-local store; the driver loads it and reports recall and QPS against the ground truth.
+A Ray task trains VLQ-ADC on the learn set, adds the base and publishes the index into the
+local store (models/, indexes/<name>/<version>/, CURRENT); the driver loads the version
+CURRENT names and reports recall and QPS against the bundled ground truth.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import ray
 from indexer import VLQIndex
 from indexer.benchmark import ivf_nlist_for, vlq_nlist_for
 from indexer.evaluation import evaluate
-from shards import open_vectors, read_ground_truth
+from shards import open_vectors, publish, read_ground_truth
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,9 @@ def _files(data_dir: str) -> dict[str, str]:
     return found
 
 
-def build_local_index(data_dir: str, index_path: str, code_bytes: int, nedge: int) -> dict:
-    """Train on learn, add base in batches, save: the single-process build."""
+def build_local_index(data_dir: str, store: str, name: str, code_bytes: int, nedge: int) -> dict:
+    """Train on learn, add base in batches, publish into the store: the single-process
+    build (the distributed build replaces this)."""
     files = _files(data_dir)
     learn, base = open_vectors(files["learn"]), open_vectors(files["base"])
     nlist = vlq_nlist_for(ivf_nlist_for(base.n, learn.n), learn.n)
@@ -59,22 +61,24 @@ def build_local_index(data_dir: str, index_path: str, code_bytes: int, nedge: in
     for start in range(0, base.n, 100_000):
         index.add(base.read(start, min(base.n, start + 100_000)))
     t2 = time.perf_counter()
-    index.save(index_path)
+    manifest = publish(store, name, index.to_arrays(), source={"uri": files["base"]})
     return {"nlist": nlist, "nedge": index.nedge, "ntotal": index.ntotal,
-            "train_s": t1 - t0, "add_s": t2 - t1}
+            "train_s": t1 - t0, "add_s": t2 - t1, "version": manifest.version,
+            "model_version": manifest.model_version}
 
 
 def run_demo(cfg: DemoConfig) -> dict:
-    index_path = os.path.join(os.path.abspath(cfg.store), "indexes", cfg.name, "local")
+    store = os.path.abspath(cfg.store)
+    index_root = os.path.join(store, "indexes", cfg.name)
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True,
              ignore_reinit_error=True)
     try:
         build = ray.remote(build_local_index).options(num_cpus=1)
-        built = ray.get(build.remote(cfg.data_dir, index_path, cfg.code_bytes, cfg.nedge))
+        built = ray.get(build.remote(cfg.data_dir, store, cfg.name, cfg.code_bytes, cfg.nedge))
     finally:
         ray.shutdown()
     files = _files(cfg.data_dir)
-    index = VLQIndex.load(index_path)
+    index = VLQIndex.load(index_root)    # the version CURRENT names
     queries = open_vectors(files["query"]).read()
     gt, _ = read_ground_truth(files["gt"])
     index.search(queries[:8], k=cfg.k, nprobe=cfg.nprobe, nlines=cfg.nlines)  # compile/warm up
@@ -82,7 +86,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     _, ids = index.search(queries, k=cfg.k, nprobe=cfg.nprobe, nlines=cfg.nlines)
     seconds = time.perf_counter() - t0
     metrics = evaluate(ids, gt)
-    return {**built, "index_path": index_path, "n_query": int(queries.shape[0]),
+    return {**built, "index": index_root, "n_query": int(queries.shape[0]),
             "qps": queries.shape[0] / seconds, "bytes_per_vector": index.bytes_per_vector,
             **{key: metrics[key] for key in ("recall@1", "recall@10")},
             "nprobe": cfg.nprobe, "nlines": cfg.nlines}
