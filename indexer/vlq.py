@@ -18,6 +18,7 @@ from indexer.kernels import numba, scan_torch, search_numba
 from indexer.quantizer import VLQQuantizer
 from indexer.coarse import select_lines
 from shards.index_store import DEFAULT_ROWS_PER_SHARD, IndexArrays, load_arrays, save_copy
+from trainers.encoder import IdentityEncoder, encoder_from_arrays
 from indexer.validation import as_float32, check_ids, check_positive_int, check_vectors
 
 log = logging.getLogger(__name__)
@@ -32,16 +33,21 @@ class VLQIndex:
     """Vector/line-quantized inverted index with exact ADC over PQ codes."""
 
     def __init__(self, dim: int, nlist: int, nedge: int = 32, code_bytes: int = 16,
-                 nlambda: int = 256, *, seed: int = 0, backend: Backend = "auto",
+                 nlambda: int = 256, *, encoder=None, seed: int = 0, backend: Backend = "auto",
                  device: str | None = None, add_batch_size: int = 16384):
         self.dim = check_positive_int(dim, "dim")
+        # vectors (and queries) pass through the encoder; VLQ quantizes its output
+        self.encoder = IdentityEncoder(self.dim) if encoder is None else encoder
+        if self.encoder.dim != self.dim:
+            raise ValueError(f"encoder takes {self.encoder.dim}-d input, the index has dim={dim}")
+        self.code_dim = self.encoder.dim_out
         self.nlist = check_positive_int(nlist, "nlist")
         if self.nlist < 2:
             raise ValueError(f"nlist must be >= 2 (lines join two centroids), got {nlist}")
         self.nedge = check_positive_int(nedge, "nedge", upper=self.nlist - 1)
         self.code_bytes = check_positive_int(code_bytes, "code_bytes")
-        if self.dim % self.code_bytes:
-            raise ValueError(f"code_bytes={code_bytes} must divide dim={dim} "
+        if self.code_dim % self.code_bytes:
+            raise ValueError(f"code_bytes={code_bytes} must divide dim={self.code_dim} "
                              f"(one PQ sub-quantizer per byte)")
         self.nlambda = check_positive_int(nlambda, "nlambda", upper=256)
         if backend not in ("auto", "numba", "torch"):
@@ -69,7 +75,7 @@ class VLQIndex:
         return float(self.code_bytes + LAMBDA_BYTES + ID_BYTES + TERM_BYTES)
 
     def __repr__(self) -> str:
-        return (f"VLQIndex(dim={self.dim}, nlist={self.nlist}, nedge={self.nedge}, "
+        return (f"VLQIndex(dim={self.dim}, encoder={self.encoder.kind!r}, nlist={self.nlist}, nedge={self.nedge}, "
                 f"code_bytes={self.code_bytes}, nlambda={self.nlambda}, ntotal={self.ntotal}, "
                 f"backend={self.backend!r})")
 
@@ -84,8 +90,8 @@ class VLQIndex:
         if xt.shape[0] < self.nlist:
             raise ValueError(f"train: {xt.shape[0]} training vectors for nlist={self.nlist}; "
                              f"need at least nlist (ideally >= 39 * nlist)")
-        self.quantizer = VLQQuantizer.train(xt, self.nlist, self.nedge, self.code_bytes,
-                                            self.nlambda, seed=self.seed)
+        self.quantizer = VLQQuantizer.train(self.encoder.encode(xt), self.nlist, self.nedge,
+                                            self.code_bytes, self.nlambda, seed=self.seed)
 
     def add(self, x: np.ndarray, ids: np.ndarray | None = None) -> None:
         """Encode and append vectors; ids default to ntotal, ntotal+1, ...
@@ -101,7 +107,7 @@ class VLQIndex:
         encoded = []
         for s in range(0, n, self.add_batch_size):
             batch = as_float32(x[s:s + self.add_batch_size], "add", row_offset=s)
-            list_ids, lam_idx, codes = self.quantizer.encode(batch)
+            list_ids, lam_idx, codes = self.quantizer.encode(self.encoder.encode(batch))
             terms = self.quantizer.code_terms(list_ids, lam_idx, codes)
             encoded.append((list_ids, lam_idx, codes, ids[s:s + self.add_batch_size], terms))
         for part in encoded:
@@ -146,7 +152,7 @@ class VLQIndex:
         k = check_positive_int(k, "k", upper=self.ntotal)
         nprobe = check_positive_int(nprobe, "nprobe", upper=self.nlist)
         nlines = check_positive_int(nlines, "nlines", upper=nprobe * self.nedge)
-        qf = as_float32(q, "search")
+        qf = self.encoder.encode(as_float32(q, "search"))
         self.lists.compact()
         out_d = np.empty((qf.shape[0], k), dtype=np.float32)
         out_i = np.empty((qf.shape[0], k), dtype=np.int64)
@@ -199,13 +205,26 @@ class VLQIndex:
     # -- persistence ---------------------------------------------------------
     def model_meta(self) -> dict:
         return {"dim": self.dim, "nlist": self.nlist, "nedge": self.nedge,
-                "code_bytes": self.code_bytes, "nlambda": self.nlambda, "seed": self.seed}
+                "code_bytes": self.code_bytes, "nlambda": self.nlambda, "seed": self.seed,
+                "encoder": self.encoder.describe()}
+
+    @classmethod
+    def from_trained(cls, encoder, quantizer: VLQQuantizer, **kwargs) -> "VLQIndex":
+        """An empty index around an encoder and a quantizer trained on its output
+        (e.g. by trainers.train_encoder)."""
+        index = cls(encoder.dim, quantizer.nlist, quantizer.nedge, quantizer.code_bytes,
+                    quantizer.lambda_values.size, encoder=encoder, **kwargs)
+        if quantizer.dim != index.code_dim:
+            raise ValueError(f"quantizer is {quantizer.dim}-d, the encoder outputs {index.code_dim}-d")
+        index.quantizer = quantizer
+        return index
 
     def to_arrays(self) -> IndexArrays:
         """The model and the encoded rows, as stored (shards/ writes them)."""
         self._require_trained("save")
         self.lists.compact()
-        return IndexArrays(model_meta=self.model_meta(), model_arrays=self.quantizer.arrays(),
+        return IndexArrays(model_meta=self.model_meta(),
+                           model_arrays={**self.quantizer.arrays(), **self.encoder.to_arrays()},
                            ids=self.lists.ids, list_ids=self.lists.list_ids(),
                            lambda_idx=self.lists.lambda_idx, codes=self.lists.codes,
                            next_id=self._next_id)
@@ -214,18 +233,19 @@ class VLQIndex:
     def from_arrays(cls, data: IndexArrays, *, backend: Backend = "auto",
                     device: str | None = None) -> "VLQIndex":
         meta = data.model_meta
-        index = cls(meta["dim"], meta["nlist"], meta["nedge"], meta["code_bytes"],
-                    meta["nlambda"], seed=meta.get("seed", 0), backend=backend, device=device)
         arrays = data.model_arrays
+        index = cls(meta["dim"], meta["nlist"], meta["nedge"], meta["code_bytes"],
+                    meta["nlambda"], encoder=encoder_from_arrays(meta, arrays),
+                    seed=meta.get("seed", 0), backend=backend, device=device)
         missing = {"centroids", "edges", "edge_len2", "lambda_values", "pq_codebook"} - set(arrays)
         if missing:
             raise ValueError(f"model arrays lack {sorted(missing)}")
         index.quantizer = VLQQuantizer(**{name: arrays[name] for name in
                                           ("centroids", "edges", "edge_len2",
                                            "lambda_values", "pq_codebook")})
-        if index.quantizer.dim != index.dim or index.quantizer.nlist != index.nlist:
+        if index.quantizer.dim != index.code_dim or index.quantizer.nlist != index.nlist:
             raise ValueError(f"model arrays ({index.quantizer.nlist} x {index.quantizer.dim}) do "
-                             f"not match the model metadata ({index.nlist} x {index.dim})")
+                             f"not match the model metadata ({index.nlist} x {index.code_dim})")
         if data.ids.shape[0]:
             index.add_encoded(data.list_ids, data.lambda_idx, data.codes, data.ids)
         index._next_id = max(int(data.next_id), index._next_id)

@@ -46,3 +46,25 @@ def test_gsl_training_is_reproducible(small_data):
     enc2, _, m2 = train_encoder(x, shape, cfg)
     np.testing.assert_array_equal(enc1.weight, enc2.weight)
     assert m1["rounds"] == m2["rounds"] and len(m1["rounds"]) == 2
+
+
+def test_index_with_encoder_saves_and_loads_it(small_data, tmp_path):
+    from indexer import VLQIndex
+
+    enc = train_opq(small_data["learn"][:3000], code_bytes=8, dim_out=16)
+    index = VLQIndex(32, nlist=16, nedge=4, code_bytes=8, nlambda=32, encoder=enc)
+    assert index.code_dim == 16
+    index.train(small_data["learn"][:3000])
+    index.add(small_data["base"][:2000])
+    q = small_data["query"]
+    d0, i0 = index.search(q, k=5, nprobe=4, nlines=8)
+    index.save(str(tmp_path / "idx"))
+    loaded = VLQIndex.load(str(tmp_path / "idx"))
+    assert loaded.encoder.kind == "opq" and loaded.code_dim == 16
+    d1, i1 = loaded.search(q, k=5, nprobe=4, nlines=8)
+    np.testing.assert_array_equal(i0, i1)
+    np.testing.assert_array_equal(d0, d1)
+    with pytest.raises(ValueError, match="encoder takes 32-d input, the index has dim=64"):
+        VLQIndex(64, nlist=16, nedge=4, code_bytes=8, encoder=enc)
+    with pytest.raises(ValueError, match="code_bytes=6 must divide dim=16"):
+        VLQIndex(32, nlist=16, nedge=4, code_bytes=6, encoder=enc)
