@@ -3,6 +3,8 @@
 - `IdentityEncoder`: f(x) = x.
 - `LinearEncoder`: f(x) = W x with W (d_out x d), held as numpy for encoding; it is the
   OPQ baseline (W = faiss OPQ rotation) and the deployed form of a GSL-trained encoder.
+- `QuantizedEncoder`: the deployed low-bit (Quantization Networks) encoder, integer
+  weight and activation levels, integer matrix product, one float rescale.
 Each has `encode(x) -> float32`, `to_arrays()` / `from_arrays()` (plain numpy, stored
 with the model) and `describe()`. Queries pass through the same encoder as the base.
 """
@@ -76,14 +78,71 @@ class LinearEncoder:
                 "parameters": int(self.params.get("trainable_parameters", n)), **self.params}
 
 
+@dataclass(frozen=True, eq=False)
+class QuantizedEncoder:
+    """The deployed Quantization-Networks encoder: z = s * (codes(x) @ W_codes.T).
+
+    Activations are mapped to integer levels clamp(floor(act_beta * x + 1/2), lo, hi),
+    weights are stored as integer levels, and the product is an integer matrix product
+    (computed exactly in float32 while in_features * |a|max * |w|max < 2**24, else in
+    int64) followed by one float rescale s = act_scale * weight_scale.
+    """
+
+    weight_codes: np.ndarray       # (d_out, d) int8/int16 levels
+    weight_scale: float
+    act_beta: float
+    act_scale: float
+    act_low: int
+    act_high: int
+    params: dict = field(default_factory=dict)
+    kind: str = "gsl"
+
+    def __post_init__(self):
+        w = np.asarray(self.weight_codes)
+        exact = w.shape[1] * max(abs(self.act_low), abs(self.act_high)) * int(np.abs(w).max(initial=0))
+        object.__setattr__(self, "_exact_f32", exact < 2 ** 24)
+        object.__setattr__(self, "_w_t", np.ascontiguousarray(
+            w.T, dtype=np.float32 if exact < 2 ** 24 else np.int64))
+
+    @property
+    def dim(self) -> int:
+        return self.weight_codes.shape[1]
+
+    @property
+    def dim_out(self) -> int:
+        return self.weight_codes.shape[0]
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"encoder expects (n, {self.dim}) input, got {x.shape}")
+        a = np.floor(np.asarray(x, dtype=np.float32) * np.float32(self.act_beta) + np.float32(0.5))
+        np.clip(a, self.act_low, self.act_high, out=a)
+        acc = a @ self._w_t if self._exact_f32 else a.astype(np.int64) @ self._w_t
+        return (acc * np.float32(self.act_scale * self.weight_scale)).astype(np.float32)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"encoder.weight_codes": self.weight_codes,
+                "encoder.quant": np.array([self.weight_scale, self.act_beta, self.act_scale,
+                                           self.act_low, self.act_high], dtype=np.float64)}
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "dim": self.dim, "dim_out": self.dim_out,
+                "parameters": int(self.params.get("trainable_parameters", self.weight_codes.size)),
+                **self.params}
+
+
 def encoder_from_arrays(meta: dict, arrays: dict[str, np.ndarray]):
     """Rebuild the encoder a model bundle describes (meta["encoder"])."""
     desc = meta.get("encoder") or {"kind": "none", "dim": meta["dim"]}
     if desc["kind"] == "none":
         return IdentityEncoder(desc["dim"])
-    if "encoder.weight" not in arrays:
+    if "encoder.weight" not in arrays and "encoder.weight_codes" not in arrays:
         raise ValueError(f"model says encoder kind {desc['kind']!r} but holds no encoder.weight")
     params = {k: v for k, v in desc.items() if k not in ("kind", "dim", "dim_out", "parameters")}
+    if "encoder.weight_codes" in arrays:
+        w_scale, a_beta, a_scale, lo, hi = arrays["encoder.quant"].tolist()
+        return QuantizedEncoder(arrays["encoder.weight_codes"], w_scale, a_beta, a_scale,
+                                int(lo), int(hi), params=params, kind=desc["kind"])
     return LinearEncoder(arrays["encoder.weight"], kind=desc["kind"],
                          bias=arrays.get("encoder.bias"), params=params)
 

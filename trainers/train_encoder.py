@@ -21,8 +21,10 @@ import faiss
 import numpy as np
 import torch
 
-from trainers.encoder import IdentityEncoder, LinearEncoder, train_opq
+from trainers.encoder import IdentityEncoder, LinearEncoder, QuantizedEncoder, train_opq
 from trainers.gsl import gradient_snap
+from trainers.quantization import LinearTemperatureSchedule, QuantizedLinear
+from trainers.smh import SMHPool
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,11 @@ class EncoderConfig:
     knn: int = 10
     negatives: int = 20
     distortion_weight: float = 0.1
+    qn_weight_bits: int | None = None        # Quantization Networks: low-bit weights ...
+    qn_activation_bits: int | None = None    # ... and activations (None: full precision)
+    qn_temperature_start: float = 1.0        # linear temperature schedule over training
+    qn_temperature_end: float = 200.0
+    smh_fraction: float | None = None        # Structured Multi-Hashing: trainable share
     validation_fraction: float = 0.1
     seed: int = 0
     device: str = "cpu"
@@ -63,6 +70,21 @@ class EncoderConfig:
             raise ValueError(f"validation_fraction must lie in (0, 1), got {self.validation_fraction}")
         if self.distortion_weight < 0:
             raise ValueError(f"distortion_weight must be >= 0, got {self.distortion_weight}")
+        for name in ("qn_weight_bits", "qn_activation_bits"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or not 2 <= value <= 16):
+                raise ValueError(f"{name} must be None or an integer in [2, 16], got {value!r}")
+        if (self.qn_weight_bits is None) != (self.qn_activation_bits is None):
+            raise ValueError("qn_weight_bits and qn_activation_bits must be set together "
+                             f"(got {self.qn_weight_bits} and {self.qn_activation_bits})")
+        if not 0 < self.qn_temperature_start <= self.qn_temperature_end:
+            raise ValueError(f"need 0 < qn_temperature_start <= qn_temperature_end, got "
+                             f"{self.qn_temperature_start} and {self.qn_temperature_end}")
+        if self.smh_fraction is not None and not 0.0 < self.smh_fraction <= 1.0:
+            raise ValueError(f"smh_fraction must lie in (0, 1], got smh_fraction={self.smh_fraction}")
+        if self.kind != "gsl" and (self.qn_weight_bits or self.smh_fraction):
+            raise ValueError(f"Quantization Networks and SMH train with kind='gsl', got kind={self.kind!r}")
 
 
 @dataclass(frozen=True)
@@ -129,6 +151,50 @@ def _validation_recall(encoder, x_train, x_val, gt, vlq: VLQShape, seed: int):
     return float((ids == gt[:, :1]).any(axis=1).mean()), index.quantizer
 
 
+class _EncoderNet(torch.nn.Module):
+    """The trainable encoder: one (quantized) linear layer, its weight optionally a slice
+    of an SMH pool."""
+
+    def __init__(self, init: np.ndarray, cfg: EncoderConfig):
+        super().__init__()
+        d_out, d = init.shape
+        w0 = torch.from_numpy(init.copy())
+        self.pool = None
+        provider = None
+        if cfg.smh_fraction is not None:
+            self.pool = SMHPool({"weight": (d_out, d)}, cfg.smh_fraction, init={"weight": w0},
+                                seed=cfg.seed)
+            provider = self.pool.provider("weight")
+        self.layer = QuantizedLinear(d, d_out, weight_bits=cfg.qn_weight_bits,
+                                     activation_bits=cfg.qn_activation_bits,
+                                     weight=None if provider else w0, weight_provider=provider)
+
+    @property
+    def quantized(self) -> bool:
+        return self.layer.weight_quantizer is not None
+
+    def forward(self, x):
+        return self.layer(x)
+
+    def trainable_parameters(self) -> int:
+        if self.pool is not None:
+            return self.pool.trainable_parameters()
+        return self.layer.current_weight().numel()
+
+    @torch.no_grad()
+    def export(self, params: dict):
+        """The deployed encoder: integer levels when quantized, a float matrix otherwise."""
+        params = {**params, "trainable_parameters": self.trainable_parameters()}
+        if not self.quantized:
+            return LinearEncoder(self.layer.current_weight().cpu().numpy(), kind="gsl",
+                                 params=params)
+        wq, aq = self.layer.weight_quantizer, self.layer.activation_quantizer
+        params.update(weight_bits=wq.bits, activation_bits=aq.bits)
+        return QuantizedEncoder(wq.integer_codes(self.layer.current_weight()).cpu().numpy(),
+                                wq.scale, float(aq.beta.detach()), aq.scale, aq.low, aq.high,
+                                params=params)
+
+
 def _train_gsl(x: np.ndarray, init: LinearEncoder, vlq: VLQShape, cfg: EncoderConfig):
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -138,15 +204,23 @@ def _train_gsl(x: np.ndarray, init: LinearEncoder, vlq: VLQShape, cfg: EncoderCo
     _, nbr = faiss.knn(x_train, x_train, cfg.knn + 1)
     nbr = nbr[:, 1:]                                   # drop each vector itself
     device = torch.device(cfg.device)
-    weight = torch.nn.Parameter(torch.from_numpy(init.weight.copy()).to(device))
-    opt = torch.optim.Adam([weight], lr=cfg.lr)
+    net = _EncoderNet(init.weight, cfg).to(device)
     xt = torch.from_numpy(x_train).to(device)
+    net.layer.calibrate(xt[:8192])
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    nbatches = -(-x_train.shape[0] // cfg.batch_size)
+    schedule = LinearTemperatureSchedule(cfg.qn_temperature_start, cfg.qn_temperature_end,
+                                         max(1, cfg.rounds * cfg.epochs * nbatches))
+    step = 0
+    base_params = {"beta": cfg.beta, "snap_k": cfg.snap_k, "rounds": cfg.rounds,
+                   "qn_weight_bits": cfg.qn_weight_bits, "smh_fraction": cfg.smh_fraction}
     d_knn = ((x_train[:2000, None, :] - x_train[nbr[:2000, -1]][:, None, :]) ** 2).sum(-1)
     tau = float(np.median(d_knn))                      # distance scale of the k-th neighbour
-    best_recall, quantizer = _validation_recall(init, x_train, x_val, gt, vlq, cfg.seed)
-    best, history = init, [{"round": 0, "val_recall@10": best_recall, "loss": None}]
+    net.layer.hard_mode(True)
+    current = net.export(base_params)           # OPQ init, quantized/hashed as configured
+    best_recall, quantizer = _validation_recall(current, x_train, x_val, gt, vlq, cfg.seed)
+    best, history = current, [{"round": 0, "val_recall@10": best_recall, "loss": None}]
     log.info("GSL round 0 (OPQ init): validation R@10 %.4f", best_recall)
-    current = init
     for rnd in range(1, cfg.rounds + 1):
         losses = []
         for _ in range(cfg.epochs):
@@ -158,7 +232,10 @@ def _train_gsl(x: np.ndarray, init: LinearEncoder, vlq: VLQShape, cfg: EncoderCo
                 others = np.concatenate([nbr[anchors], negatives], axis=1)
                 ids = torch.from_numpy(np.concatenate([anchors[:, None], others], axis=1))
                 xb = xt[ids]                                          # (B, 1 + L, d)
-                z = xb @ weight.T
+                if net.quantized:
+                    net.layer.set_temperature(schedule.value(step))
+                step += 1
+                z = net(xb)
                 flat = gradient_snap(z.reshape(-1, z.shape[-1]),
                                      codewords[ids.reshape(-1)], cfg.beta)
                 z = flat.reshape(z.shape)
@@ -176,13 +253,12 @@ def _train_gsl(x: np.ndarray, init: LinearEncoder, vlq: VLQShape, cfg: EncoderCo
                 loss.backward()
                 opt.step()
                 losses.append(float(loss.detach()))
-            current = LinearEncoder(weight.detach().cpu().numpy(), kind="gsl")
+            net.layer.hard_mode(True)
+            current = net.export(base_params)
         recall, quantizer = _validation_recall(current, x_train, x_val, gt, vlq, cfg.seed)
         history.append({"round": rnd, "val_recall@10": recall, "loss": float(np.mean(losses))})
         log.info("GSL round %d: loss %.5f, validation R@10 %.4f", rnd, np.mean(losses), recall)
         if recall > best_recall:
             best, best_recall = current, recall
-    params = {"beta": cfg.beta, "snap_k": cfg.snap_k, "rounds": cfg.rounds,
-              "best_round": max(history, key=lambda h: h["val_recall@10"])["round"]}
-    return LinearEncoder(best.weight, kind="gsl" if best is not init else "opq",
-                         params=params), history
+    best.params["best_round"] = max(history, key=lambda h: h["val_recall@10"])["round"]
+    return best, history

@@ -68,3 +68,61 @@ def test_index_with_encoder_saves_and_loads_it(small_data, tmp_path):
         VLQIndex(64, nlist=16, nedge=4, code_bytes=8, encoder=enc)
     with pytest.raises(ValueError, match="code_bytes=6 must divide dim=16"):
         VLQIndex(32, nlist=16, nedge=4, code_bytes=6, encoder=enc)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"kind": "gsl", "qn_weight_bits": 1, "qn_activation_bits": 8}, "qn_weight_bits must be"),
+    ({"kind": "gsl", "qn_weight_bits": 8}, "must be set together"),
+    ({"kind": "gsl", "smh_fraction": 0.0}, "smh_fraction must lie in"),
+    ({"kind": "gsl", "smh_fraction": 1.5}, "smh_fraction must lie in"),
+    ({"kind": "opq", "smh_fraction": 0.5}, "train with kind='gsl'"),
+    ({"kind": "gsl", "qn_temperature_start": 5.0, "qn_temperature_end": 1.0}, "qn_temperature"),
+])
+def test_bad_qn_smh_config_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        EncoderConfig(**kwargs)
+
+
+@pytest.mark.parametrize("extra", [{"qn_weight_bits": 4, "qn_activation_bits": 8},
+                                   {"smh_fraction": 0.25}])
+def test_quantized_and_hashed_encoders_deploy(small_data, tmp_path, extra):
+    from indexer import VLQIndex
+    from trainers.encoder import QuantizedEncoder
+
+    x = small_data["learn"][:3000]
+    cfg = EncoderConfig(kind="gsl", rounds=1, epochs=1, batch_size=512, seed=1, **extra)
+    enc, quantizer, metrics = train_encoder(x, VLQShape(8, 4, 8, 16), cfg)
+    desc = enc.describe()
+    if "smh_fraction" in extra:
+        # 2 * m * r trainable numbers for a 32 x 32 weight (m = 32): r = 4 at fraction 0.25
+        assert desc["parameters"] == 2 * 32 * 4
+    else:
+        assert isinstance(enc, QuantizedEncoder) and desc["weight_bits"] == 4
+        assert np.abs(enc.weight_codes).max() <= 7
+    index = VLQIndex.from_trained(enc, quantizer)
+    index.add(small_data["base"][:1000])
+    index.save(str(tmp_path / "idx"))
+    loaded = VLQIndex.load(str(tmp_path / "idx"))
+    q = small_data["query"][:20]
+    np.testing.assert_array_equal(loaded.encoder.encode(q), enc.encode(q))
+    np.testing.assert_array_equal(loaded.search(q, k=5, nprobe=4, nlines=8)[1],
+                                  index.search(q, k=5, nprobe=4, nlines=8)[1])
+
+
+def test_deployed_integer_encoder_equals_the_trained_hard_forward(small_data):
+    import torch
+
+    from trainers.train_encoder import _EncoderNet
+
+    x = small_data["learn"][:2000]
+    init = train_opq(x, code_bytes=8).weight
+    net = _EncoderNet(init, EncoderConfig(kind="gsl", qn_weight_bits=8, qn_activation_bits=8))
+    net.layer.calibrate(torch.from_numpy(x))
+    net.layer.hard_mode(True)
+    deployed = net.export({})
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(deployed.encode(x), want, rtol=1e-5, atol=1e-4)
+    # and it is a quantization of the float map, not something else
+    rel = np.linalg.norm(deployed.encode(x) - x @ init.T) / np.linalg.norm(x @ init.T)
+    assert rel < 0.02
