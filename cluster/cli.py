@@ -15,7 +15,7 @@ def _bench(args) -> int:
                       **({"threads": args.threads} if args.threads else {}),
                       **({"systems": systems} if systems else {}),
                       **({"nlist_vlq": args.nlist} if args.nlist else {}),
-                      nedge=args.nedge)
+                      encoders=tuple(args.encoder or ["none"]), nedge=args.nedge)
     results = run_benchmark(cfg)
     for run in results["runs"]:
         best = max(run["search"], key=lambda p: p["recall@10"])
@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--nlist", type=int, default=None, help="VLQ nlist (default: sized "
                        "from the data)")
     bench.add_argument("--nedge", type=int, default=32)
+    bench.add_argument("--encoder", action="append", default=None,
+                       help="encoder spec for a snapline run, repeatable: none, opq, gsl, "
+                            "gsl+qn8, gsl+qn4, gsl+smh0.25 ... (default: none)")
     bench.set_defaults(func=_bench)
 
     demo = sub.add_parser("demo", help="build and query the bundled dataset on a local Ray")

@@ -81,6 +81,7 @@ class BenchConfig:
     ivf_nlist: int | None = None
     k: int = 100
     systems: tuple[System, ...] = SYSTEMS
+    encoders: tuple[str, ...] = ("none",)   # one snapline run per encoder spec
     repeats: int = 3
     add_batch_size: int = 100_000
 
@@ -101,6 +102,12 @@ class BenchConfig:
                                       or value < low):
                 raise ValueError(f"{name} must be None (auto) or an int >= {low}, "
                                  f"got {name}={value!r}")
+        object.__setattr__(self, "encoders", tuple(self.encoders))
+        from trainers.train_encoder import encoder_config_from_spec
+        for spec in self.encoders:
+            encoder_config_from_spec(spec)   # raises ValueError naming a bad spec
+        if not self.encoders or len(set(self.encoders)) != len(self.encoders):
+            raise ValueError(f"encoders must name distinct encoder specs, got {self.encoders!r}")
         if not self.systems:
             raise ValueError("systems must name at least one system, got systems=()")
         unknown = [s for s in self.systems if s not in SYSTEMS]
@@ -128,6 +135,7 @@ class SystemPlan:
     sweep: tuple[dict, ...]
     factory: str | None = None  # faiss index_factory string
     nedge: int | None = None
+    encoder: str = "none"
 
 
 def find_dataset_files(data_dir: Path) -> DatasetFiles:
@@ -203,8 +211,9 @@ def plan_systems(cfg: BenchConfig, n_base: int, n_learn: int, d: int
             probes = [p for p in VLQ_NPROBES if p <= nlist] or [nlist]
             sweep = tuple({"nprobe": p, "nlines": n} for p in probes
                           for n in sorted({min(f * p, p * nedge) for f in VLQ_NLINES_FACTORS}))
-            plans.append(SystemPlan(system, f"VLQ nlist={nlist} nedge={nedge} PQ{m}",
-                                    nlist, sweep, nedge=nedge))
+            for spec in cfg.encoders:
+                name = f"VLQ nlist={nlist} nedge={nedge} PQ{m}" + ("" if spec == "none" else f" {spec}")
+                plans.append(SystemPlan(system, name, nlist, sweep, nedge=nedge, encoder=spec))
             continue
         if system == "ivfpq_fastscan":
             factory, needs = f"IVF{ivf_nlist},PQ{2 * m}x4fs", 2 * m
@@ -263,13 +272,32 @@ class _FaissRunner:
 
 class _SnaplineRunner:
     def __init__(self, d: int, plan: SystemPlan, cfg: BenchConfig):
-        from indexer import VLQIndex
+        from trainers.train_encoder import VLQShape, encoder_config_from_spec
 
-        self.index = VLQIndex(dim=d, nlist=plan.nlist, nedge=plan.nedge,
-                              code_bytes=cfg.code_bytes, nlambda=cfg.nlambda)
+        self.shape = VLQShape(plan.nlist, plan.nedge, cfg.code_bytes, cfg.nlambda)
+        self.encoder_cfg = encoder_config_from_spec(plan.encoder)
+        self.index = None
+        self.encoder_metrics: dict = {}
 
     def train(self, x):
-        self.index.train(x)
+        from indexer import VLQIndex
+        from trainers.train_encoder import train_encoder
+
+        encoder, quantizer, self.encoder_metrics = train_encoder(x, self.shape, self.encoder_cfg)
+        self.index = VLQIndex.from_trained(encoder, quantizer)
+
+    def encoder_report(self, sample: np.ndarray) -> dict:
+        """Encoder description and its encode throughput on this machine."""
+        encoder = self.index.encoder
+        encoder.encode(sample[:1000])
+        seconds = float("inf")
+        for _ in range(3):  # best of 3
+            t0 = time.perf_counter()
+            encoder.encode(sample)
+            seconds = min(seconds, time.perf_counter() - t0)
+        return {"encoder_params": encoder.describe(),
+                "encode_vectors_per_s": sample.shape[0] / seconds,
+                "encoder_rounds": self.encoder_metrics.get("rounds")}
 
     def add(self, x):
         self.index.add(x)
@@ -324,6 +352,8 @@ def _run_system(cfg: BenchConfig, plan: SystemPlan, log_level: int) -> dict:
     logger.info("%s: trained on %s in %.1f s", plan.index, files.learn.name, run["train_s"])
 
     if plan.system == "snapline":
+        run.update(runner.encoder_report(np.ascontiguousarray(
+            base.read(0, min(base.n, 100_000)), dtype=np.float32)), encoder=plan.encoder)
         # add() streams internally: hand it the whole base in its file dtype and trace
         # only what add() allocates above that input array (the issue's memory check)
         base_rows = base.read(0, base.n)

@@ -112,8 +112,27 @@ class SigmoidQuantizer(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.hard or self.temperature is None:
             return self.alpha * self._levels(x).to(x.dtype)
-        z = (self.beta * x).unsqueeze(-1) - self.thresholds.to(x.dtype)
-        return self.alpha * (torch.sigmoid(self.temperature * z).sum(dim=-1) - self.offset)
+        return self.alpha * (self._soft_levels(self.beta * x) - self.offset)
+
+    def _soft_levels(self, t: torch.Tensor) -> torch.Tensor:
+        """sum_i sigmoid(T (t - b_i)), evaluating only the thresholds within a window
+        around t: one further than `window` levels contributes 1 (or 0) up to
+        exp(-T (window - 1)) < 5e-5, so an 8-bit quantizer costs ~2 window sigmoids per
+        element instead of 254 (measured: 320 s -> tens of seconds per training)."""
+        temperature = self.temperature
+        n = self.thresholds.numel()
+        window = int(math.ceil(10.0 / temperature)) + 2
+        if 2 * window >= n:
+            z = t.unsqueeze(-1) - self.thresholds.to(t.dtype)
+            return torch.sigmoid(temperature * z).sum(dim=-1)
+        below = torch.floor(t.detach() - self.low - 0.5)             # index of b just below t
+        first = below - (window - 1)
+        offsets = torch.arange(2 * window, device=t.device, dtype=t.dtype)
+        index = first.unsqueeze(-1) + offsets                          # (..., 2w)
+        inside = (index >= 0) & (index < n)
+        b = self.low + 0.5 + index
+        soft = torch.sigmoid(temperature * (t.unsqueeze(-1) - b)) * inside
+        return first.clamp(0, n) + soft.sum(dim=-1)
 
 
 @dataclass(frozen=True)

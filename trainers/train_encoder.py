@@ -87,6 +87,25 @@ class EncoderConfig:
             raise ValueError(f"Quantization Networks and SMH train with kind='gsl', got kind={self.kind!r}")
 
 
+def encoder_config_from_spec(spec: str, seed: int = 0) -> EncoderConfig:
+    """'none', 'opq', 'gsl', or 'gsl' with '+qn<bits>' (weights and activations) and/or
+    '+smh<fraction>' options, e.g. 'gsl+qn4', 'gsl+smh0.25'."""
+    kind, *options = spec.split("+")
+    fields: dict = {"kind": kind, "seed": seed}
+    for option in options:
+        try:
+            if option.startswith("qn"):
+                fields["qn_weight_bits"] = fields["qn_activation_bits"] = int(option[2:])
+            elif option.startswith("smh"):
+                fields["smh_fraction"] = float(option[3:])
+            else:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"encoder spec {spec!r}: unknown option {option!r}; use "
+                             f"'none', 'opq', 'gsl', 'gsl+qn<bits>', 'gsl+smh<fraction>'") from None
+    return EncoderConfig(**fields)
+
+
 @dataclass(frozen=True)
 class VLQShape:
     nlist: int

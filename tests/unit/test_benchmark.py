@@ -47,7 +47,8 @@ def bench(tmp_path_factory):
     data_dir = _write_dataset(root / "tiny-synth")
     systems = ("snapline",) + FAISS_SYSTEMS
     cfg = BenchConfig(data_dir=data_dir, out_dir=root / "out", code_bytes=8, threads=1,
-                      nedge=4, nlambda=16, systems=systems, repeats=1)
+                      nedge=4, nlambda=16, systems=systems, repeats=1,
+                      encoders=("none", "opq"))
     return cfg, run_benchmark(cfg)
 
 
@@ -58,7 +59,7 @@ def test_results_json_schema(bench):
     assert on_disk["dataset"] == "tiny-synth"
     assert (on_disk["n_base"], on_disk["n_query"], on_disk["dim"]) == (3000, 50, 32)
     assert (on_disk["threads"], on_disk["code_bytes"]) == (1, 8)
-    assert [run["system"] for run in on_disk["runs"]] == list(cfg.systems)
+    assert [run["system"] for run in on_disk["runs"]] == ["snapline"] * 2 + list(cfg.systems[1:])
     for run in on_disk["runs"]:
         assert RUN_KEYS <= set(run), run.keys()
         assert run["peak_rss_mb"] > 0 and run["train_s"] >= 0 and run["add_s"] >= 0
@@ -103,6 +104,23 @@ def test_snapline_run(bench):
     # nprobe up to nlist=8; nlines capped by nprobe * nedge (4)
     assert params == [{"nprobe": p, "nlines": n} for p in (2, 4, 8)
                       for n in sorted({min(f * p, 4 * p) for f in VLQ_NLINES_FACTORS})]
+
+
+def test_encoder_runs_are_recorded(bench):
+    _, results = bench
+    runs = [r for r in results["runs"] if r["system"] == "snapline"]
+    assert [r["encoder"] for r in runs] == ["none", "opq"]
+    assert runs[1]["index"].endswith(" opq")
+    assert runs[1]["encoder_params"]["kind"] == "opq"
+    assert runs[1]["encoder_params"]["parameters"] == 32 * 32
+    assert runs[1]["encode_vectors_per_s"] > 0
+    assert runs[0]["encoder_params"] == {"kind": "none", "dim": 32, "parameters": 0}
+
+
+@pytest.mark.parametrize("spec", ["pca", "gsl+qn1", "gsl+zz3", "opq+smh0.5"])
+def test_bad_encoder_spec_refused(spec):
+    with pytest.raises(ValueError):
+        BenchConfig(data_dir="x", out_dir="y", encoders=("none", spec))
 
 
 def test_plot_is_png(bench):

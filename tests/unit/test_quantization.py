@@ -161,3 +161,14 @@ def test_weight_provider_receives_gradients_in_soft_mode():
     layer.set_temperature(10.0)
     layer(torch.randn(32, 16, generator=torch.Generator().manual_seed(11))).pow(2).sum().backward()
     assert torch.isfinite(source.grad).all() and source.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("temperature", [1.0, 3.0, 20.0, 500.0])
+def test_windowed_sigmoid_sum_equals_the_full_sum(bits, temperature):
+    torch.manual_seed(0)
+    q = SigmoidQuantizer(bits)
+    q.set_temperature(temperature)
+    t = (torch.rand(4000) * 2 - 1) * (2 ** (bits - 1) + 3)      # also beyond both ends
+    full = torch.sigmoid(temperature * (t.unsqueeze(-1) - q.thresholds)).sum(dim=-1)
+    torch.testing.assert_close(q._soft_levels(t), full, atol=1e-3, rtol=0)
