@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/compare.py bench/out/sift-real-dev-16/results.json ...
 
-For each file: every run's Pareto front (R@10 vs QPS), and for every faiss IVFPQ point
-with R@10 >= 0.5, snapline's QPS at that R@10 (linear interpolation between neighbouring
+For each file: a table of runs; an encoder ablation when it holds several snapline runs
+(recall at a fixed QPS); and for every faiss IVFPQ point with R@10 >= 0.5, snapline's QPS at that R@10 (linear interpolation between neighbouring
 points of snapline's front; "below" when snapline's front never reaches that recall).
 """
 from __future__ import annotations
@@ -34,7 +34,34 @@ def qps_at(points, recall):
     return best
 
 
-def report(path: Path) -> str:
+def ablation(res: dict, qps_floor: float) -> list[str]:
+    """Encoder ablation: for each snapline run, the sweep point with the best R@10 among
+    those at or above `qps_floor` QPS."""
+    runs = [r for r in res["runs"] if r["system"] == "snapline" and "encoder" in r]
+    if len(runs) < 2:
+        return []
+    out = ["", f"Encoder ablation at a fixed speed: best R@10 point with QPS >= {qps_floor:,.0f}", "",
+           "| encoder | encoder parameters | encode vectors/s | train s | params | R@1 | R@10 | R@100 | QPS | validation R@10 by round |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for run in runs:
+        fast = [p for p in run["search"] if p["qps"] >= qps_floor]
+        rounds = run.get("encoder_rounds") or []
+        history = " / ".join(f"{h['val_recall@10']:.3f}" for h in rounds) or "-"
+        enc = run["encoder_params"]
+        speed = "-" if enc["kind"] == "none" else f"{run['encode_vectors_per_s']:,.0f}"
+        if not fast:
+            out.append(f"| {run['encoder']} | {enc['parameters']:,} | {speed} | {run['train_s']:.0f} "
+                       f"| - | - | - | - | below {qps_floor:,.0f} | {history} |")
+            continue
+        p = max(fast, key=lambda p: p["recall@10"])
+        params = " ".join(f"{k}={v}" for k, v in p["params"].items())
+        out.append(f"| {run['encoder']} | {enc['parameters']:,} | {speed} | {run['train_s']:.0f} | "
+                   f"{params} | {p['recall@1']:.3f} | {p['recall@10']:.3f} | {p['recall@100']:.3f} | "
+                   f"{p['qps']:,.0f} | {history} |")
+    return out
+
+
+def report(path: Path, qps_floor: float = 10_000) -> str:
     res = json.loads(path.read_text())
     out = [f"### {res['dataset']}, {res['code_bytes']} code bytes, {res['threads']} threads, "
            f"k={res['k']}, {res['n_query']} queries in one batch\n",
@@ -58,6 +85,7 @@ def report(path: Path) -> str:
             ratio = "below (recall out of reach)" if q is None else f"{q / p['qps']:.2f}x"
             out.append(f"| nprobe={p['params']['nprobe']} | {p['recall@10']:.3f} | "
                        f"{p['qps']:.0f} | {'-' if q is None else f'{q:.0f}'} | {ratio} |")
+    out += ablation(res, qps_floor)
     out += ["", "Full sweeps (R@1 / R@10 / R@100 / 10-R@10 / QPS):", ""]
     for run in res["runs"]:
         out.append(f"<details><summary>{run['index']}</summary>\n")
@@ -71,4 +99,10 @@ def report(path: Path) -> str:
 
 
 if __name__ == "__main__":
-    print("\n\n".join(report(Path(p)) for p in sys.argv[1:]))
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("results", nargs="+", type=Path)
+    parser.add_argument("--qps", type=float, default=10_000, help="speed of the encoder ablation")
+    args = parser.parse_args()
+    print("\n\n".join(report(p, args.qps) for p in args.results))
