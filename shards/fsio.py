@@ -60,13 +60,7 @@ class Location:
         """Write a whole file so that readers see the old or the new content, never half."""
         path = self.join(name)
         if self.is_local:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            os.replace(_durable_temp_copy(path, data), path)
         else:
             self.fs.pipe_file(path, data)
 
@@ -74,12 +68,7 @@ class Location:
         """Create a file atomically unless it exists; False if it already existed."""
         path = self.join(name)
         if self.is_local:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+            tmp = _durable_temp_copy(path, data)
             try:
                 os.link(tmp, path)  # atomic, fails if path exists
             except FileExistsError:
@@ -109,3 +98,14 @@ class Location:
         path = self.join(name)
         if self.fs.exists(path):
             self.fs.rm(path, recursive=recursive)
+
+
+def _durable_temp_copy(path: str, data: bytes) -> str:
+    """Write data to a fresh temp file beside path, flushed to disk; returns its name."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return tmp
