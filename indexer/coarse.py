@@ -52,7 +52,6 @@ def assign_lines(x: np.ndarray, centroids: np.ndarray, edges: np.ndarray,
     among those whose projection parameter lies in [0, 1], else the closest line.
     """
     n = x.shape[0]
-    nedge = edges.shape[1]
     edge_idx = np.empty(n, dtype=np.int32)
     lam = np.empty(n, dtype=np.float32)
     for s in range(0, n, chunk):
@@ -71,7 +70,6 @@ def assign_lines(x: np.ndarray, centroids: np.ndarray, edges: np.ndarray,
         chosen = np.where(valid.any(axis=1), best_valid, best_any)
         edge_idx[s:e] = chosen
         lam[s:e] = lam_all[np.arange(e - s), chosen]
-    assert nedge <= np.iinfo(np.int32).max
     return edge_idx, lam
 
 

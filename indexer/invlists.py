@@ -48,7 +48,3 @@ class InvertedLists:
         self._pending.clear()
         self._npending = 0
         return True
-
-    def list_sizes(self) -> np.ndarray:
-        self.compact()
-        return np.diff(self.offsets)
