@@ -25,6 +25,24 @@ def _bench(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    from indexer import VLQIndex
+    from shards import open_vectors
+    from trainers.train_encoder import VLQShape, encoder_config_from_spec, train_encoder
+
+    learn = open_vectors(args.learn)
+    shape = VLQShape(args.nlist, args.nedge, args.code_bytes, args.nlambda)
+    rows = learn.read(0, min(learn.n, args.sample_size)) if args.sample_size else learn.read()
+    encoder, quantizer, metrics = train_encoder(rows, shape, encoder_config_from_spec(
+        args.encoder, seed=args.seed))
+    index = VLQIndex.from_trained(encoder, quantizer)
+    version = index.save_model(args.store, extra_meta={
+        "training": {"sample": {"uri": args.learn, "rows": int(rows.shape[0])}, **metrics}})
+    print(json.dumps({"model_version": version, "encoder": encoder.describe(),
+                      "train_s": metrics["train_s"], "rounds": metrics.get("rounds")}, indent=1))
+    return 0
+
+
 def _demo(args) -> int:
     from cluster.demo import DemoConfig, run_demo
 
@@ -58,6 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="encoder spec for a snapline run, repeatable: none, opq, gsl, "
                             "gsl+qn8, gsl+qn4, gsl+smh0.25 ... (default: none)")
     bench.set_defaults(func=_bench)
+
+    train = sub.add_parser("train", help="train an encoder and VLQ codebooks; write a model "
+                           "version into a store")
+    train.add_argument("--learn", required=True, help="training vectors (any supported format)")
+    train.add_argument("--store", required=True, help="store URI (local path or s3://...)")
+    train.add_argument("--nlist", type=int, required=True)
+    train.add_argument("--nedge", type=int, default=32)
+    train.add_argument("--code-bytes", type=int, default=16)
+    train.add_argument("--nlambda", type=int, default=256)
+    train.add_argument("--encoder", default="none", help="none, opq, gsl, gsl+qn8, gsl+smh0.5 ...")
+    train.add_argument("--sample-size", type=int, default=None, help="first N rows only")
+    train.add_argument("--seed", type=int, default=0)
+    train.set_defaults(func=_train)
 
     demo = sub.add_parser("demo", help="build and query the bundled dataset on a local Ray")
     demo.add_argument("--store", default="./snapline-store")

@@ -17,7 +17,14 @@ from indexer.invlists import InvertedLists
 from indexer.kernels import numba, scan_torch, search_numba
 from indexer.quantizer import VLQQuantizer
 from indexer.coarse import select_lines
-from shards.index_store import DEFAULT_ROWS_PER_SHARD, IndexArrays, load_arrays, save_copy
+from shards.index_store import (
+    DEFAULT_ROWS_PER_SHARD,
+    IndexArrays,
+    load_arrays,
+    load_model,
+    save_copy,
+    save_model,
+)
 from trainers.encoder import IdentityEncoder, encoder_from_arrays
 from indexer.validation import as_float32, check_ids, check_positive_int, check_vectors
 
@@ -252,6 +259,25 @@ class VLQIndex:
         index._next_id = max(int(data.next_id), index._next_id)
         index.lists.compact()
         return index
+
+    @classmethod
+    def from_model(cls, store_uri: str, version: str, storage_options: dict | None = None,
+                   **kwargs) -> "VLQIndex":
+        """An empty index from a model version of a store (written by `snapline train`)."""
+        meta, arrays = load_model(str(store_uri), version, storage_options)
+        empty = IndexArrays(model_meta=meta, model_arrays=arrays,
+                            ids=np.empty(0, np.int64), list_ids=np.empty(0, np.int64),
+                            lambda_idx=np.empty(0, np.uint8),
+                            codes=np.empty((0, meta["code_bytes"]), np.uint8), next_id=0)
+        return cls.from_arrays(empty, **kwargs)
+
+    def save_model(self, store_uri: str, storage_options: dict | None = None,
+                   extra_meta: dict | None = None) -> str:
+        """Write the trained model (encoder + codebooks) as a model version of a store."""
+        self._require_trained("save_model")
+        arrays = {**self.quantizer.arrays(), **self.encoder.to_arrays()}
+        return save_model(str(store_uri), {**self.model_meta(), **(extra_meta or {})}, arrays,
+                          storage_options)
 
     def save(self, uri: str, storage_options: dict | None = None,
              rows_per_shard: int = DEFAULT_ROWS_PER_SHARD) -> None:

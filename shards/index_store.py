@@ -92,6 +92,21 @@ def read_model(loc: Location, expected_version: str) -> tuple[dict, dict[str, np
     return meta, arrays
 
 
+def save_model(store_uri: str, meta: dict, arrays: dict[str, np.ndarray],
+               storage_options: dict | None = None) -> str:
+    """Write a model version into `<store>/models/<version>/`; returns the version."""
+    store = Location.of(store_uri, storage_options)
+    version = model_version_of(arrays)
+    return write_model(store.child(MODELS_DIR, version), meta, arrays)
+
+
+def load_model(store_uri: str, version: str,
+               storage_options: dict | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+    """Read and verify `<store>/models/<version>/`."""
+    store = Location.of(store_uri, storage_options)
+    return read_model(store.child(MODELS_DIR, check_name(version, "model version")), version)
+
+
 # -- shards ----------------------------------------------------------------
 @dataclass(frozen=True)
 class _EncodedShard:
