@@ -16,7 +16,7 @@ import numpy as np
 import ray
 
 from indexer import VLQIndex
-from indexer.benchmark import ivf_nlist_for, vlq_nlist_for
+from indexer.benchmark import find_dataset_files, ivf_nlist_for, vlq_nlist_for
 from indexer.evaluation import evaluate
 from shards import open_vectors, publish, read_ground_truth
 
@@ -37,22 +37,11 @@ class DemoConfig:
     k: int = 10
 
 
-def _files(data_dir: str) -> dict[str, str]:
-    found = {}
-    for stem in ("base", "learn", "query"):
-        matches = sorted(p for p in Path(data_dir).glob(f"{stem}.*") if p.suffix != ".md")
-        if not matches:
-            raise FileNotFoundError(f"{data_dir}: no {stem}.* vector file")
-        found[stem] = str(matches[0])
-    found["gt"] = str(Path(data_dir) / "gt.ibin")
-    return found
-
-
 def build_local_index(data_dir: str, store: str, name: str, code_bytes: int, nedge: int) -> dict:
     """Train on learn, add base in batches, publish into the store: the single-process
     build (the distributed build replaces this)."""
-    files = _files(data_dir)
-    learn, base = open_vectors(files["learn"]), open_vectors(files["base"])
+    files = find_dataset_files(data_dir)
+    learn, base = open_vectors(str(files.learn)), open_vectors(str(files.base))
     nlist = vlq_nlist_for(ivf_nlist_for(base.n, learn.n), learn.n)
     index = VLQIndex(base.d, nlist=nlist, nedge=min(nedge, nlist - 1), code_bytes=code_bytes)
     t0 = time.perf_counter()
@@ -61,7 +50,7 @@ def build_local_index(data_dir: str, store: str, name: str, code_bytes: int, ned
     for start in range(0, base.n, 100_000):
         index.add(base.read(start, min(base.n, start + 100_000)))
     t2 = time.perf_counter()
-    manifest = publish(store, name, index.to_arrays(), source={"uri": files["base"]})
+    manifest = publish(store, name, index.to_arrays(), source={"uri": str(files.base)})
     return {"nlist": nlist, "nedge": index.nedge, "ntotal": index.ntotal,
             "train_s": t1 - t0, "add_s": t2 - t1, "version": manifest.version,
             "model_version": manifest.model_version}
@@ -77,10 +66,10 @@ def run_demo(cfg: DemoConfig) -> dict:
         built = ray.get(build.remote(cfg.data_dir, store, cfg.name, cfg.code_bytes, cfg.nedge))
     finally:
         ray.shutdown()
-    files = _files(cfg.data_dir)
+    files = find_dataset_files(cfg.data_dir)
     index = VLQIndex.load(index_root)    # the version CURRENT names
-    queries = open_vectors(files["query"]).read()
-    gt, _ = read_ground_truth(files["gt"])
+    queries = open_vectors(str(files.query)).read()
+    gt, _ = read_ground_truth(str(files.gt))
     index.search(queries[:8], k=cfg.k, nprobe=cfg.nprobe, nlines=cfg.nlines)  # compile/warm up
     t0 = time.perf_counter()
     _, ids = index.search(queries, k=cfg.k, nprobe=cfg.nprobe, nlines=cfg.nlines)
