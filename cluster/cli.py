@@ -43,6 +43,37 @@ def _train(args) -> int:
     return 0
 
 
+def _build(args) -> int:
+    import ray
+
+    from cluster.build import check_build, run_build, summary_line
+    from cluster.build_config import load_build_config
+
+    cfg = load_build_config(args.config)
+    check_build(cfg)            # fail fast, before Ray starts
+    ray.init(address=args.address, ignore_reinit_error=True)
+    try:
+        summary = run_build(cfg)
+    finally:
+        ray.shutdown()
+    print(json.dumps(summary, indent=1))
+    print(summary_line(summary))
+    return 0
+
+
+def _plan(args) -> int:
+    from cluster.plan import PlanConfig, format_plan, plan
+
+    result = plan(PlanConfig(n=args.n, dim=args.dim, code_bytes=args.code_bytes, gpus=args.gpus,
+                             gpu_mem_gb=args.gpu_mem_gb, nlist=args.nlist, nedge=args.nedge,
+                             rows_per_shard=args.rows_per_shard,
+                             encode_workers=args.encode_workers))
+    if args.json:
+        print(json.dumps(result, indent=1))
+    print(format_plan(result))
+    return 0
+
+
 def _demo(args) -> int:
     from cluster.demo import DemoConfig, run_demo
 
@@ -89,6 +120,27 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--sample-size", type=int, default=None, help="first N rows only")
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(func=_train)
+
+    build = sub.add_parser("build", help="build and publish an index from a build.yaml on a "
+                           "local Ray (what `python -m cluster.build` does under ray job submit)")
+    build.add_argument("--config", required=True, help="build.yaml")
+    build.add_argument("--address", default=None, help="Ray cluster address (default: a new "
+                       "local Ray, or RAY_ADDRESS)")
+    build.set_defaults(func=_build)
+
+    plan = sub.add_parser("plan", help="sizing estimate: shards, GPUs to hold the lists, "
+                          "build time from a cost measured on this machine")
+    plan.add_argument("--n", type=int, required=True, help="number of vectors")
+    plan.add_argument("--dim", type=int, required=True)
+    plan.add_argument("--code-bytes", type=int, default=16)
+    plan.add_argument("--gpus", type=int, default=8)
+    plan.add_argument("--gpu-mem-gb", type=float, default=80.0)
+    plan.add_argument("--nlist", type=int, default=None)
+    plan.add_argument("--nedge", type=int, default=32)
+    plan.add_argument("--rows-per-shard", type=int, default=10_000_000)
+    plan.add_argument("--encode-workers", type=int, default=None)
+    plan.add_argument("--json", action="store_true", help="also print the plan as JSON")
+    plan.set_defaults(func=_plan)
 
     demo = sub.add_parser("demo", help="build and query the bundled dataset on a local Ray")
     demo.add_argument("--store", default="./snapline-store")

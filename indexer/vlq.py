@@ -113,14 +113,29 @@ class VLQIndex:
                else check_ids(ids, n))
         encoded = []
         for s in range(0, n, self.add_batch_size):
-            batch = as_float32(x[s:s + self.add_batch_size], "add", row_offset=s)
-            list_ids, lam_idx, codes = self.quantizer.encode(self.encoder.encode(batch))
+            list_ids, lam_idx, codes = self._encode_batch(x[s:s + self.add_batch_size], "add", s)
             terms = self.quantizer.code_terms(list_ids, lam_idx, codes)
             encoded.append((list_ids, lam_idx, codes, ids[s:s + self.add_batch_size], terms))
         for part in encoded:
             self.lists.append(*part)
         self._next_id = max(self._next_id, int(ids.max()) + 1)
         self._device_lists = None
+
+    def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(list ids, lambda indexes, PQ codes) of vectors, without adding them: what a
+        build worker stores in a shard. Streams in batches of `add_batch_size` rows."""
+        self._require_trained("encode")
+        check_vectors(x, self.dim, "encode")
+        parts = [self._encode_batch(x[s:s + self.add_batch_size], "encode", s)
+                 for s in range(0, x.shape[0], self.add_batch_size)]
+        if not parts:
+            return (np.empty(0, np.int64), np.empty(0, np.uint8),
+                    np.empty((0, self.code_bytes), np.uint8))
+        return tuple(np.concatenate(p) for p in zip(*parts))
+
+    def _encode_batch(self, x: np.ndarray, what: str, row_offset: int):
+        batch = as_float32(x, what, row_offset=row_offset)
+        return self.quantizer.encode(self.encoder.encode(batch))
 
     def add_encoded(self, list_ids: np.ndarray, lambda_idx: np.ndarray, codes: np.ndarray,
                     ids: np.ndarray) -> None:

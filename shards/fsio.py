@@ -94,6 +94,17 @@ class Location:
             return []
         return sorted(posixpath.basename(e.rstrip("/")) for e in entries)
 
+    def check_writable(self) -> None:
+        """Write and remove a probe file; raise PermissionError naming the folder if the
+        store cannot be written (missing bucket, read-only path, no credentials)."""
+        probe = f".snapline-write-check-{uuid.uuid4().hex[:12]}"
+        try:
+            self.write_bytes(probe, b"")
+            self.remove(probe)
+        except (OSError, ValueError) as exc:  # PermissionError, FileNotFoundError, s3fs errors
+            raise PermissionError(f"{self.uri}: store is not writable ({type(exc).__name__}: "
+                                  f"{exc})") from None
+
     def remove(self, name: str, recursive: bool = False) -> None:
         path = self.join(name)
         if self.fs.exists(path):

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 MODELS_DIR = "models"
 INDEXES_DIR = "indexes"
 CURRENT_FILE = "CURRENT"
+BUILD_FILE = "build.json"     # a distributed build's claim on a version folder
 MODEL_KIND = "snapline-vlq-model"
 DEFAULT_ROWS_PER_SHARD = 1_000_000
 _VERSION = re.compile(r"^v(\d{6,})$")
@@ -223,7 +224,8 @@ def _choose_version(root: Location, current: str | None, manifest: Manifest) -> 
                                       f"{root.uri}/{newest}/{MANIFEST_FILE}")
         if existing.content_id == manifest.content_id:
             return newest
-    numbers = [_version_number(v) for v in versions] + [_version_number(current or ""), 0]
+    claimed = [v for v in root.listdir() if _VERSION.match(v) and root.exists(f"{v}/{BUILD_FILE}")]
+    numbers = [_version_number(v) for v in versions + claimed] + [_version_number(current or ""), 0]
     return f"v{max(numbers) + 1:06d}"
 
 
@@ -240,8 +242,7 @@ def publish(store_uri: str, name: str, data: IndexArrays, *, version: str | None
     root = store.child(INDEXES_DIR, check_name(name, "index name"))
     source = source or {}
     on_step("model")
-    model_version = write_model(store.child(MODELS_DIR, data.model_version),
-                                data.model_meta, data.model_arrays)
+    write_model(store.child(MODELS_DIR, data.model_version), data.model_meta, data.model_arrays)
     shards = _encode_shards(data, rows_per_shard, source)
     entries = [s.entry for s in shards]
     current = current_version(store_uri, name, storage_options)
@@ -251,20 +252,32 @@ def publish(store_uri: str, name: str, data: IndexArrays, *, version: str | None
     vloc = root.child(version)
     _write_shards(vloc, shards, on_step)
     on_step("manifest")
+    return commit_manifest(store_uri, name, vloc, manifest, storage_options, on_step)
+
+
+def commit_manifest(store_uri: str, name: str, vloc: Location, manifest: Manifest,
+                    storage_options: dict | None = None,
+                    on_step: Callable[..., None] = _no_step) -> Manifest:
+    """Make a version whose shards are all written visible: create its manifest
+    exclusively (an identical one from an earlier run is kept; a different one means
+    another writer won: our shards are removed and PublishConflict raised), then move
+    CURRENT forward to it."""
+    version = manifest.version
     if not vloc.create_exclusive(MANIFEST_FILE, manifest.to_json()):
         existing = Manifest.from_json(vloc.read_bytes(MANIFEST_FILE), f"{vloc.uri}/{MANIFEST_FILE}")
         if existing.content_id != manifest.content_id:
-            for path in {e.path for e in entries} - {e.path for e in existing.shards}:
+            for path in {e.path for e in manifest.shards} - {e.path for e in existing.shards}:
                 vloc.remove(path)
             raise PublishConflict(f"index {name!r} version {version} was published by another "
                                   f"writer first; this writer's shards were not published")
         manifest = existing    # a rerun of the same publish
     on_step("current")
+    root = Location.of(store_uri, storage_options).child(INDEXES_DIR, check_name(name, "index name"))
     current = current_version(store_uri, name, storage_options)
     if current is None or _version_number(current) < _version_number(version):
         root.write_bytes(CURRENT_FILE, (version + "\n").encode())
     log.info("published %s/%s (model %s, %d shards, %d vectors)", root.uri, version,
-             model_version, len(entries), manifest.ntotal)
+             manifest.model_version, len(manifest.shards), manifest.ntotal)
     return manifest
 
 

@@ -1,0 +1,236 @@
+"""The distributed index build (SPEC 5): sample -> train -> encode -> publish.
+
+    ray job submit --working-dir . -- python -m cluster.build --config build.yaml
+    snapline build --config build.yaml          # the same, on a local Ray
+
+1. check: the config, the source and learn files, the model, the store: before any work;
+2. claim a version folder (or resume the unfinished build of the same config);
+3. train in a Ray actor (GPU when `workers.train_gpus` > 0): sample the source by row
+   ranges, train the encoder and VLQ codebooks, write a model version;
+4. encode with a Ray Data actor pool, one source partition -> one shard;
+5. publish: manifest, then CURRENT. A reader never sees a half-built version.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import ray
+
+from cluster.build_config import BuildConfig, BuildConfigError, SampleConfig, load_build_config
+from cluster.encode_workers import encode_partitions
+from indexer import VLQIndex
+from indexer.benchmark import ivf_nlist_for, vlq_nlist_for
+from shards import open_vectors
+from shards.build_parts import claim_build, publish_parts, record_build
+from shards.fsio import Location
+from shards.index_store import load_model
+from shards.manifest import ShardEntry
+from shards.sampling import sample_vectors
+from trainers.train_encoder import VLQShape, check_config, train_encoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CheckedBuild:
+    """What validation established: sizes every later stage relies on."""
+
+    config: BuildConfig
+    n_rows: int
+    dim: int
+    nlist: int
+    nedge: int
+    n_train: int
+
+
+def _absolute(uri: str) -> str:
+    return uri if "://" in uri else os.path.abspath(uri)
+
+
+def resolve_paths(cfg: BuildConfig) -> BuildConfig:
+    """Local paths made absolute on the driver, so actors on this node read the same files."""
+    source = dataclasses.replace(cfg.source, uri=_absolute(cfg.source.uri))
+    learn = cfg.learn and dataclasses.replace(cfg.learn, uri=_absolute(cfg.learn.uri))
+    return dataclasses.replace(cfg, store=_absolute(cfg.store), source=source, learn=learn)
+
+
+def _open(spec, key: str):
+    try:
+        return open_vectors(spec.uri, spec.format, column=spec.column)
+    except (FileNotFoundError, ValueError, PermissionError) as exc:
+        raise BuildConfigError(f"{key}.uri: {exc}") from None
+
+
+def check_build(cfg: BuildConfig) -> CheckedBuild:
+    """Refuse a build that cannot work, naming the key, before any work starts."""
+    cfg = resolve_paths(cfg)
+    source = _open(cfg.source, "source")
+    if source.n == 0:
+        raise BuildConfigError(f"source.uri: {cfg.source.uri} holds no rows")
+    if cfg.model is not None:
+        try:
+            meta, _ = load_model(cfg.store, cfg.model)
+        except (FileNotFoundError, ValueError) as exc:
+            raise BuildConfigError(f"model: {exc}") from None
+        if meta["dim"] != source.d:
+            raise BuildConfigError(f"model: {cfg.model} takes {meta['dim']}-d vectors, the "
+                                   f"source has d={source.d}")
+        return CheckedBuild(cfg, source.n, source.d, meta["nlist"], meta["nedge"], 0)
+    if cfg.learn is not None:
+        learn = _open(cfg.learn, "learn")
+        if learn.d != source.d:
+            raise BuildConfigError(f"learn.uri: {learn.d}-d vectors, the source has d={source.d}")
+        n_train = learn.n
+    else:
+        n_train = min((cfg.sample or SampleConfig()).size, source.n)
+    nlist = cfg.index.nlist or vlq_nlist_for(ivf_nlist_for(source.n, n_train), n_train)
+    if nlist > n_train:
+        raise BuildConfigError(f"index.nlist: {nlist} lists need at least as many training "
+                               f"vectors (ideally 39x), the sample has {n_train}")
+    nedge = min(cfg.index.nedge, nlist - 1)
+    try:
+        check_config(cfg.encoder, source.d, VLQShape(nlist, nedge, cfg.index.code_bytes,
+                                                     cfg.index.nlambda))
+    except ValueError as exc:
+        raise BuildConfigError(f"encoder / index.code_bytes: {exc}") from None
+    try:
+        Location.of(cfg.store).check_writable()
+    except PermissionError as exc:
+        raise BuildConfigError(f"store: {exc}") from None
+    return CheckedBuild(cfg, source.n, source.d, nlist, nedge, n_train)
+
+
+def fingerprint(checked: CheckedBuild) -> dict:
+    """What makes two runs the same build (a rerun resumes it): not the worker counts."""
+    cfg = checked.config
+    doc = cfg.to_dict()
+    return {"source": doc["source"], "n_rows": checked.n_rows,
+            "rows_per_shard": cfg.shards.rows_per_shard,
+            "model": cfg.model or {"sample": doc["sample"], "learn": doc["learn"],
+                                   "index": {**doc["index"], "nlist": checked.nlist},
+                                   "encoder": doc["encoder"]}}
+
+
+# -- train -------------------------------------------------------------------------
+def train_model(checked: CheckedBuild) -> dict:
+    """Sample (or read the learn set), train encoder + codebooks, write the model version."""
+    cfg = checked.config
+    t0 = time.perf_counter()
+    if cfg.learn is not None:
+        x = _open(cfg.learn, "learn").read()
+        sample = {"uri": cfg.learn.uri, "rows": int(x.shape[0])}
+    else:
+        spec = cfg.sample or SampleConfig()
+        rows, x = sample_vectors(_open(cfg.source, "source"), spec.size, spec.seed)
+        sample = {"uri": cfg.source.uri, "rows": int(rows.size), "seed": spec.seed,
+                  "of_rows": checked.n_rows}
+    read_s = time.perf_counter() - t0
+    device = "cuda" if cfg.workers.train_gpus > 0 else cfg.encoder.device
+    encoder_cfg = dataclasses.replace(cfg.encoder, device=device)
+    shape = VLQShape(checked.nlist, checked.nedge, cfg.index.code_bytes, cfg.index.nlambda)
+    encoder, quantizer, metrics = train_encoder(x, shape, encoder_cfg)
+    version = VLQIndex.from_trained(encoder, quantizer).save_model(
+        cfg.store, extra_meta={"training": {"sample": sample, **metrics},
+                               "build": {"name": cfg.name}})
+    log.info("trained model %s on %d rows in %.1f s (sample read %.1f s)", version,
+             x.shape[0], metrics["train_s"], read_s)
+    return {"model_version": version, "train_s": metrics["train_s"], "sample_read_s": read_s,
+            "train_rows": int(x.shape[0])}
+
+
+@ray.remote(max_restarts=1, max_task_retries=1)
+class ModelTrainer:
+    def train(self, checked: CheckedBuild) -> dict:
+        logging.basicConfig(level=logging.INFO)
+        return train_model(checked)
+
+
+# -- the pipeline ----------------------------------------------------------------------
+def run_build(cfg: BuildConfig) -> dict:
+    """Check, claim, train, encode, publish. Needs a connected Ray (ray.init)."""
+    t0 = time.perf_counter()
+    checked = check_build(cfg)
+    cfg = checked.config
+    claim = claim_build(cfg.store, cfg.name, fingerprint(checked))
+    log.info("%s build of %s/%s: %d rows, d=%d, nlist=%d, %s", "resuming" if claim.resumed
+             else "starting", cfg.name, claim.version, checked.n_rows, checked.dim,
+             checked.nlist, f"model {cfg.model}" if cfg.model else "training a model")
+    trained = {}
+    model_version = cfg.model or claim.record.get("model_version")
+    if model_version is None:
+        trainer = ModelTrainer.options(num_cpus=cfg.workers.cpus_per_worker,
+                                       num_gpus=cfg.workers.train_gpus).remote()
+        trained = ray.get(trainer.train.remote(checked))
+        ray.kill(trainer)
+        model_version = trained["model_version"]
+        claim = record_build(cfg.store, cfg.name, claim, model_version=model_version)
+    t1 = time.perf_counter()
+    source = dataclasses.asdict(cfg.source)
+    rows = encode_partitions(store=cfg.store, name=cfg.name, version=claim.version,
+                             model_version=model_version, source=source, n_rows=checked.n_rows,
+                             rows_per_shard=cfg.shards.rows_per_shard,
+                             workers=cfg.workers.encode,
+                             cpus_per_worker=cfg.workers.cpus_per_worker,
+                             gpus_per_worker=cfg.workers.gpus_per_worker)
+    t2 = time.perf_counter()
+    entries = [ShardEntry(path=str(r["path"]), rows=int(r["rows"]), bytes=int(r["bytes"]),
+                          sha256=str(r["sha256"])) for r in rows]
+    manifest = publish_parts(cfg.store, cfg.name, claim.version, model_version, entries,
+                             {**source, "rows": checked.n_rows})
+    written = [r for r in rows if not r["skipped"]]
+    summary = {
+        "name": cfg.name, "version": manifest.version, "model_version": model_version,
+        "store": cfg.store, "ntotal": manifest.ntotal, "shards": len(entries),
+        "shards_written": len(written), "shards_skipped": len(rows) - len(written),
+        "resumed": claim.resumed, "workers": cfg.workers.encode, "nlist": checked.nlist,
+        "train_s": trained.get("train_s"), "encode_s": t2 - t1,
+        "encode_vectors_per_s": sum(int(r["rows"]) for r in written) / max(t2 - t1, 1e-9),
+        "encode_worker_s": sum(float(r["seconds"]) for r in written),
+        "peak_worker_rss_mb": max(float(r["peak_rss_mb"]) for r in rows),
+        "encode_actors": len({str(r["worker"]) for r in rows}),
+        "total_s": time.perf_counter() - t0,
+    }
+    return summary
+
+
+def summary_line(s: dict) -> str:
+    return (f"snapline build: published {s['name']}/{s['version']} (model {s['model_version']}): "
+            f"{s['ntotal']} vectors in {s['shards']} shards ({s['shards_written']} written, "
+            f"{s['shards_skipped']} already there) by {s['workers']} workers in "
+            f"{s['encode_s']:.1f} s = {s['encode_vectors_per_s']:.0f} vectors/s; peak worker RSS "
+            f"{s['peak_worker_rss_mb']:.0f} MB; total {s['total_s']:.1f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cluster.build", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="build.yaml")
+    parser.add_argument("--address", default=None, help="Ray cluster address (default: the "
+                        "job's cluster under `ray job submit`, else a new local Ray)")
+    parser.add_argument("--summary-json", default=None, help="also write the summary here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_build_config(args.config)
+        check_build(cfg)           # fail fast, before Ray starts
+    except BuildConfigError as exc:
+        print(f"snapline build: error: {exc}", file=sys.stderr)
+        return 2
+    ray.init(address=args.address, ignore_reinit_error=True)
+    summary = run_build(cfg)
+    print(summary_line(summary))
+    if args.summary_json:
+        with open(args.summary_json, "w") as f:
+            json.dump(summary, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
