@@ -1,0 +1,97 @@
+"""A real Ray head on loopback (`ray start --head`, token authentication on, as Ray 2.60
+sets it up) and helpers to submit jobs to it with `ray job submit`."""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BUNDLED = REPO / "data" / "sift-small"
+VENV_BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class RayHead:
+    gcs_address: str
+    dashboard: str
+    env: dict           # what a client shell needs: PATH with the venv, RAY_AUTH_MODE=token
+
+    def ray(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+        return subprocess.run([str(VENV_BIN / "ray"), *args], env=self.env, cwd=REPO, text=True,
+                              capture_output=True, check=check, timeout=timeout)
+
+    def submit(self, config: Path, job_id: str, *extra: str) -> None:
+        """`ray job submit --no-wait` of the build job, from the repository as working dir."""
+        self.ray("job", "submit", "--address", self.dashboard, "--submission-id", job_id,
+                 "--working-dir", str(REPO), "--no-wait", "--", "python", "-m", "cluster.build",
+                 "--config", str(config), *extra)
+
+    def status(self, job_id: str) -> str:
+        done = self.ray("job", "status", "--address", self.dashboard, job_id)
+        found = re.findall(r"\b(pending|running|stopped|succeeded|failed)\b",
+                           (done.stdout + done.stderr).lower())
+        return found[-1].upper() if found else "UNKNOWN"
+
+    def wait(self, job_id: str, timeout: float = 600) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.status(job_id)
+            if status in ("STOPPED", "SUCCEEDED", "FAILED"):
+                return status
+            time.sleep(1)
+        raise TimeoutError(f"job {job_id} still {status} after {timeout} s")
+
+    def logs(self, job_id: str) -> str:
+        return self.ray("job", "logs", "--address", self.dashboard, job_id, check=False).stdout
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory, s3_endpoint):
+    """`ray start --head` bound to loopback, 2 CPUs, its own temp dir; stopped after the
+    module. Started after the S3 endpoint so that its workers see AWS_ENDPOINT_URL."""
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
+           "RAY_AUTH_MODE": "token"}
+    env.pop("RAY_ADDRESS", None)
+    port, dash = _free_port(), _free_port()
+    temp_dir = tmp_path_factory.mktemp("ray")
+    head = RayHead(f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}", env)
+    with open(temp_dir / "ray-start.log", "w") as log:   # not a pipe: the daemons keep it open
+        subprocess.run([str(VENV_BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1",
+                        f"--port={port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+                        "--num-cpus=2", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
+                       env=env, stdout=log, stderr=subprocess.STDOUT, check=True, timeout=120)
+    try:
+        yield head
+    finally:
+        head.ray("stop", "--force", check=False, timeout=120)
+
+
+@pytest.fixture()
+def tiled_source():
+    """make(path, n_rows): a u8bin source made by tiling the bundled SIFT base."""
+    from shards import open_vectors
+
+    def make(path: Path, n_rows: int) -> Path:
+        base = open_vectors(str(BUNDLED / "base.u8bin")).read()
+        with open(path, "wb") as f:
+            f.write(np.array([n_rows, base.shape[1]], dtype="<u4").tobytes())
+            for start in range(0, n_rows, base.shape[0]):
+                f.write(base[: min(base.shape[0], n_rows - start)].tobytes())
+        return path
+
+    return make
