@@ -4,12 +4,17 @@ The deployed encoder computes y = s * (a @ W.T) with integer activation levels
 a = clamp(floor(beta * x + 1/2), low, high), integer weight levels W and one float scale s.
 `Int8Linear` runs that product in int8 on the CPU:
 
-1. one compiled parallel pass (numba) maps float32 x to uint8 a - low (zero point -low),
-   with the same float32 arithmetic as the numpy reference (multiply, add 1/2, floor,
-   clamp);
-2. per block of rows, oneDNN's u8 x s8 -> s32 GEMM (`torch.ops.onednn.qlinear_pointwise`, weight prepacked
+1. per block of rows, one compiled pass (numba, single-threaded) maps float32 x to uint8
+   a - low (zero point -low), with the same float32 arithmetic as the numpy reference
+   (multiply, add 1/2, floor, clamp);
+2. oneDNN's u8 x s8 -> s32 GEMM (`torch.ops.onednn.qlinear_pointwise`, weight prepacked
    once) removes the zero point, converts the exact int32 sum to float32 and multiplies
    it by s (passed as the activation scale, weight scale 1).
+The whole call runs on one thread (`THREADS`; torch's thread count is lowered for the
+call and restored): on the 2-core benchmark machine a second thread gained ~15% alone,
+but right after a numpy (OpenBLAS) product, whose idle workers keep spinning for ~0.1 s,
+the 2-thread call was 2.5x slower, and in add() the encoder always follows the numpy and
+faiss work of the previous batch. One thread also leaves the other core to other workers.
 
 `Int8Linear.build` returns None, and the caller keeps its exact float/int64 emulation,
 when the levels do not fit (weights outside int8, more than 256 activation levels, a
@@ -23,17 +28,18 @@ level here where the emulation gives NaN outputs (the encoder does not check for
 from __future__ import annotations
 
 import logging
+import threading
+from contextlib import contextmanager
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
-# Rows per oneDNN call: 8192 measured fastest on a 2-core AVX-512 VNNI machine (2048 and
-# less pay a per-call overhead; one call over 100k rows was 2x slower than blocks).
-GEMM_ROWS = 8192
-# Rows quantized per (parallel) numba call: few calls, because switching between numba's
-# and torch's thread pools costs more than the pass itself; bounds the uint8 buffer.
-QUANTIZE_ROWS = 8 * GEMM_ROWS
+# Rows per oneDNN call: 2048-4096 measured fastest, one thread, 100k x 128 (1024 pays the
+# per-call overhead, 16384 spills the cache; one call over all 100k rows was 2x slower).
+GEMM_ROWS = 4096
+THREADS = 1
+_threads_lock = threading.Lock()   # serialises the save / lower / restore of torch's count
 
 try:
     import numba
@@ -41,12 +47,12 @@ except ImportError:  # pragma: no cover - numba is a dependency
     numba = None
 
 if numba is not None:
-    @numba.njit(parallel=True, cache=True)
+    @numba.njit(cache=True)
     def _levels_u8(x, beta, low, high, out):
         """out = clamp(floor(x * beta + 1/2), low, high) - low as uint8; float32 throughout
         (no fastmath: multiply and add round separately, as numpy does)."""
         half = np.float32(0.5)
-        for i in numba.prange(x.shape[0]):
+        for i in range(x.shape[0]):
             for j in range(x.shape[1]):
                 v = np.floor(x[i, j] * beta + half)
                 if v < low:
@@ -54,6 +60,19 @@ if numba is not None:
                 elif v > high:
                     v = high
                 out[i, j] = np.uint8(np.int32(v - low))
+
+
+@contextmanager
+def _torch_threads(n: int):
+    import torch
+
+    with _threads_lock:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
 
 
 def _onednn_ops():
@@ -71,7 +90,7 @@ class Int8Linear:
 
     Build with `Int8Linear.build`, which returns None when the int8 path cannot reproduce
     the integer semantics exactly on this machine. Holds only the prepacked weight:
-    `__call__` allocates its buffers per call (safe to share between threads).
+    `__call__` allocates its buffers per call; calls from several threads are serialised.
     """
 
     def __init__(self, weight_codes: np.ndarray, act_low: int, act_high: int) -> None:
@@ -146,12 +165,12 @@ class Int8Linear:
         x = np.ascontiguousarray(x, dtype=np.float32)
         n = x.shape[0]
         out = np.empty((n, self.dim_out), dtype=np.float32)
-        levels = np.empty((min(n, QUANTIZE_ROWS), self.dim), dtype=np.uint8)
+        block = np.empty((min(n, GEMM_ROWS), self.dim), dtype=np.uint8)
         beta32, lo, hi = np.float32(beta), np.float32(self.act_low), np.float32(self.act_high)
-        for start in range(0, n, QUANTIZE_ROWS):
-            stop = min(n, start + QUANTIZE_ROWS)
-            _levels_u8(x[start:stop], beta32, lo, hi, levels[:stop - start])
-            for i0 in range(start, stop, GEMM_ROWS):
-                i1 = min(stop, i0 + GEMM_ROWS)
-                out[i0:i1] = self._gemm(levels[i0 - start:i1 - start], scale)
+        with _torch_threads(THREADS):
+            for start in range(0, n, GEMM_ROWS):
+                stop = min(n, start + GEMM_ROWS)
+                levels = block[:stop - start]
+                _levels_u8(x[start:stop], beta32, lo, hi, levels)
+                out[start:stop] = self._gemm(levels, scale)
         return out
