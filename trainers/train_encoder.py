@@ -49,7 +49,6 @@ class EncoderConfig:
     qn_temperature_start: float = 1.0        # linear temperature schedule over training
     qn_temperature_end: float = 200.0
     smh_fraction: float | None = None        # Structured Multi-Hashing: trainable share
-    orthogonal: bool = False                 # keep W a rotation (torch orthogonal parametrization)
     validation_fraction: float = 0.1
     seed: int = 0
     device: str = "cpu"
@@ -84,18 +83,13 @@ class EncoderConfig:
                              f"{self.qn_temperature_start} and {self.qn_temperature_end}")
         if self.smh_fraction is not None and not 0.0 < self.smh_fraction <= 1.0:
             raise ValueError(f"smh_fraction must lie in (0, 1], got smh_fraction={self.smh_fraction}")
-        if self.kind != "gsl" and (self.qn_weight_bits or self.smh_fraction or self.orthogonal):
-            raise ValueError("Quantization Networks, SMH and orthogonal train with kind='gsl', "
-                             f"got kind={self.kind!r}")
-        if self.orthogonal and self.smh_fraction is not None:
-            raise ValueError("orthogonal=True needs an owned weight, not an SMH pool slice "
-                             f"(smh_fraction={self.smh_fraction})")
+        if self.kind != "gsl" and (self.qn_weight_bits or self.smh_fraction):
+            raise ValueError(f"Quantization Networks and SMH train with kind='gsl', got kind={self.kind!r}")
 
 
 def encoder_config_from_spec(spec: str, seed: int = 0) -> EncoderConfig:
-    """'none', 'opq', 'gsl', or 'gsl' with '+qn<bits>' (weights and activations),
-    '+smh<fraction>' and/or '+orth' (W kept orthogonal) options, e.g. 'gsl+qn4',
-    'gsl+smh0.25', 'gsl+orth'."""
+    """'none', 'opq', 'gsl', or 'gsl' with '+qn<bits>' (weights and activations) and/or
+    '+smh<fraction>' options, e.g. 'gsl+qn4', 'gsl+smh0.25'."""
     kind, *options = spec.split("+")
     fields: dict = {"kind": kind, "seed": seed}
     for option in options:
@@ -104,13 +98,11 @@ def encoder_config_from_spec(spec: str, seed: int = 0) -> EncoderConfig:
                 fields["qn_weight_bits"] = fields["qn_activation_bits"] = int(option[2:])
             elif option.startswith("smh"):
                 fields["smh_fraction"] = float(option[3:])
-            elif option == "orth":
-                fields["orthogonal"] = True
             else:
                 raise ValueError
         except ValueError:
             raise ValueError(f"encoder spec {spec!r}: unknown option {option!r}; use "
-                             f"'none', 'opq', 'gsl', 'gsl+qn<bits>', 'gsl+smh<fraction>', 'gsl+orth'") from None
+                             f"'none', 'opq', 'gsl', 'gsl+qn<bits>', 'gsl+smh<fraction>'") from None
     return EncoderConfig(**fields)
 
 
@@ -195,10 +187,6 @@ class _EncoderNet(torch.nn.Module):
         self.layer = QuantizedLinear(d, d_out, weight_bits=cfg.qn_weight_bits,
                                      activation_bits=cfg.qn_activation_bits,
                                      weight=None if provider else w0, weight_provider=provider)
-        if cfg.orthogonal:
-            # W = W0 exp(A) with A skew-symmetric (A = 0 at the start, so W = the OPQ
-            # rotation): every step stays a rotation and z-space distances stay x-space ones
-            torch.nn.utils.parametrizations.orthogonal(self.layer, "weight")
 
     @property
     def quantized(self) -> bool:
@@ -244,8 +232,7 @@ def _train_gsl(x: np.ndarray, init: LinearEncoder, vlq: VLQShape, cfg: EncoderCo
                                          max(1, cfg.rounds * cfg.epochs * nbatches))
     step = 0
     base_params = {"beta": cfg.beta, "snap_k": cfg.snap_k, "rounds": cfg.rounds,
-                   "qn_weight_bits": cfg.qn_weight_bits, "smh_fraction": cfg.smh_fraction,
-                   "orthogonal": cfg.orthogonal}
+                   "qn_weight_bits": cfg.qn_weight_bits, "smh_fraction": cfg.smh_fraction}
     d_knn = ((x_train[:2000, None, :] - x_train[nbr[:2000, -1]][:, None, :]) ** 2).sum(-1)
     tau = float(np.median(d_knn))                      # distance scale of the k-th neighbour
     net.layer.hard_mode(True)

@@ -126,37 +126,3 @@ def test_deployed_integer_encoder_equals_the_trained_hard_forward(small_data):
     # and it is a quantization of the float map, not something else
     rel = np.linalg.norm(deployed.encode(x) - x @ init.T) / np.linalg.norm(x @ init.T)
     assert rel < 0.02
-
-
-def test_orthogonal_option_parses_and_is_refused_where_it_cannot_apply():
-    from trainers.train_encoder import encoder_config_from_spec
-
-    assert encoder_config_from_spec("gsl+orth").orthogonal
-    assert encoder_config_from_spec("gsl+qn8+orth").orthogonal
-    with pytest.raises(ValueError, match="train with kind='gsl'"):
-        EncoderConfig(kind="opq", orthogonal=True)
-    with pytest.raises(ValueError, match="orthogonal=True needs an owned weight"):
-        EncoderConfig(kind="gsl", orthogonal=True, smh_fraction=0.5)
-
-
-@pytest.mark.parametrize("dim_out", [32, 16])
-def test_orthogonal_encoder_starts_at_opq_and_stays_a_rotation(small_data, dim_out):
-    import torch
-
-    from trainers.train_encoder import _EncoderNet
-
-    x = small_data["learn"][:2000]
-    init = train_opq(x, code_bytes=8, dim_out=dim_out).weight
-    torch.manual_seed(0)
-    net = _EncoderNet(init, EncoderConfig(kind="gsl", orthogonal=True))
-    np.testing.assert_allclose(net.export({}).weight, init, atol=1e-5)
-    opt = torch.optim.Adam(net.parameters(), lr=0.05)   # large steps: a free W would drift
-    xt = torch.from_numpy(x[:256])
-    for _ in range(50):
-        loss = (net(xt) - 1.0).pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    w = net.export({}).weight
-    assert np.abs(w - init).max() > 0.05
-    np.testing.assert_allclose(w @ w.T, np.eye(dim_out), atol=1e-4)
