@@ -11,7 +11,7 @@ a = clamp(floor(beta * x + 1/2), low, high), integer weight levels W and one flo
    once) removes the zero point, converts the exact int32 sum to float32 and multiplies
    it by s (passed as the activation scale, weight scale 1).
 The whole call runs on one thread (`THREADS`; torch's thread count is lowered for the
-call and restored): on the 2-core benchmark machine a second thread gained ~15% alone,
+call and restored): on the 2-core benchmark machine a second thread gained ~20% alone,
 but right after a numpy (OpenBLAS) product, whose idle workers keep spinning for ~0.1 s,
 the 2-thread call was 2.5x slower, and in add() the encoder always follows the numpy and
 faiss work of the previous batch. One thread also leaves the other core to other workers.
