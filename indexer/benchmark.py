@@ -297,6 +297,7 @@ class _SnaplineRunner:
             seconds = min(seconds, time.perf_counter() - t0)
         return {"encoder_params": encoder.describe(),
                 "encode_vectors_per_s": sample.shape[0] / seconds,
+                "encode_backend": getattr(encoder, "backend", "float32"),
                 "encoder_rounds": self.encoder_metrics.get("rounds")}
 
     def add(self, x):

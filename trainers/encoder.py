@@ -4,7 +4,8 @@
 - `LinearEncoder`: f(x) = W x with W (d_out x d), held as numpy for encoding; it is the
   OPQ baseline (W = faiss OPQ rotation) and the deployed form of a GSL-trained encoder.
 - `QuantizedEncoder`: the deployed low-bit (Quantization Networks) encoder, integer
-  weight and activation levels, integer matrix product, one float rescale.
+  weight and activation levels, integer matrix product, one float rescale; runs in int8
+  (trainers.int8_linear) when the levels fit, else in an exact float32/int64 emulation.
 Each has `encode(x) -> float32`, `to_arrays()` / `from_arrays()` (plain numpy, stored
 with the model) and `describe()`. Queries pass through the same encoder as the base.
 """
@@ -84,8 +85,11 @@ class QuantizedEncoder:
 
     Activations are mapped to integer levels clamp(floor(act_beta * x + 1/2), lo, hi),
     weights are stored as integer levels, and the product is an integer matrix product
-    (computed exactly in float32 while in_features * |a|max * |w|max < 2**24, else in
-    int64) followed by one float rescale s = act_scale * weight_scale.
+    followed by one float rescale s = act_scale * weight_scale. `backend` says how:
+    "int8" (trainers.int8_linear: uint8 x int8 GEMM with int32 sums, when the levels fit
+    and the op passes its exactness probe), else the emulation "float32-exact" (integer
+    product computed exactly in float32 while in_features * |a|max * |w|max < 2**24) or
+    "int64". All three give the same result up to the rounding of the final rescale.
     """
 
     weight_codes: np.ndarray       # (d_out, d) int8/int16 levels
@@ -96,13 +100,26 @@ class QuantizedEncoder:
     act_high: int
     params: dict = field(default_factory=dict)
     kind: str = "gsl"
+    use_int8: bool = True          # False: always the emulation (reference, tests)
 
     def __post_init__(self):
+        from trainers.int8_linear import Int8Linear
+
         w = np.asarray(self.weight_codes)
         exact = w.shape[1] * max(abs(self.act_low), abs(self.act_high)) * int(np.abs(w).max(initial=0))
         object.__setattr__(self, "_exact_f32", exact < 2 ** 24)
         object.__setattr__(self, "_w_t", np.ascontiguousarray(
             w.T, dtype=np.float32 if exact < 2 ** 24 else np.int64))
+        object.__setattr__(self, "_int8", Int8Linear.build(w, self.act_low, self.act_high)
+                           if self.use_int8 else None)
+
+    def __getstate__(self):  # the prepacked oneDNN weight does not pickle: rebuild it
+        return {f: getattr(self, f) for f in self.__dataclass_fields__}
+
+    def __setstate__(self, state):
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+        self.__post_init__()
 
     @property
     def dim(self) -> int:
@@ -112,9 +129,21 @@ class QuantizedEncoder:
     def dim_out(self) -> int:
         return self.weight_codes.shape[0]
 
+    @property
+    def backend(self) -> str:
+        if self._int8 is not None:
+            return "int8"
+        return "float32-exact" if self._exact_f32 else "int64"
+
     def encode(self, x: np.ndarray) -> np.ndarray:
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"encoder expects (n, {self.dim}) input, got {x.shape}")
+        if self._int8 is not None:
+            return self._int8(x, self.act_beta, self.act_scale * self.weight_scale)
+        return self.encode_emulated(x)
+
+    def encode_emulated(self, x: np.ndarray) -> np.ndarray:
+        """The reference: integer levels and product emulated exactly in float32/int64."""
         a = np.floor(np.asarray(x, dtype=np.float32) * np.float32(self.act_beta) + np.float32(0.5))
         np.clip(a, self.act_low, self.act_high, out=a)
         acc = a @ self._w_t if self._exact_f32 else a.astype(np.int64) @ self._w_t

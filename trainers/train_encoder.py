@@ -205,7 +205,9 @@ class _EncoderNet(torch.nn.Module):
         """The deployed encoder: integer levels when quantized, a float matrix otherwise."""
         params = {**params, "trainable_parameters": self.trainable_parameters()}
         if not self.quantized:
-            return LinearEncoder(self.layer.current_weight().cpu().numpy(), kind="gsl",
+            # a copy: .numpy() of the CPU parameter shares its memory, so training on would
+            # rewrite the weight of an exported (e.g. best-round) encoder in place
+            return LinearEncoder(self.layer.current_weight().cpu().numpy().copy(), kind="gsl",
                                  params=params)
         wq, aq = self.layer.weight_quantizer, self.layer.activation_quantizer
         params.update(weight_bits=wq.bits, activation_bits=aq.bits)

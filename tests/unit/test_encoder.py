@@ -126,3 +126,18 @@ def test_deployed_integer_encoder_equals_the_trained_hard_forward(small_data):
     # and it is a quantization of the float map, not something else
     rel = np.linalg.norm(deployed.encode(x) - x @ init.T) / np.linalg.norm(x @ init.T)
     assert rel < 0.02
+
+
+def test_exported_encoder_does_not_share_the_trained_weight():
+    """The kept (best-round) encoder must not change when training goes on: its weight is
+    what the model file stores."""
+    import torch
+
+    from trainers.train_encoder import _EncoderNet
+
+    w0 = np.linalg.qr(np.random.default_rng(0).normal(size=(8, 8)))[0].astype(np.float32)
+    net = _EncoderNet(w0, EncoderConfig(kind="gsl"))
+    exported = net.export({})
+    with torch.no_grad():
+        net.layer.weight.add_(1.0)
+    np.testing.assert_array_equal(exported.weight, w0)
