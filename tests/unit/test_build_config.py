@@ -104,3 +104,11 @@ def test_cli_refuses_before_starting_ray(tmp_path, source, capsys):
     assert main(["build", "--config", str(path)]) == 2
     assert "shards.rows_per_shard: must be > 0, got 0" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "store")
+
+
+def test_shipped_example_config_is_valid():
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "cluster" / "build.example.yaml"
+    cfg = load_build_config(example)
+    assert cfg.name == "sift-small" and cfg.workers.encode == 2
