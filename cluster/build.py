@@ -20,13 +20,16 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
+import numpy as np
 import ray
 
 from cluster.build_config import BuildConfig, BuildConfigError, SampleConfig, load_build_config
 from cluster.encode_workers import encode_partitions
 from indexer import VLQIndex
 from indexer.benchmark import ivf_nlist_for, vlq_nlist_for
+from indexer.evaluation import exact_ground_truth, recall_at_k
 from shards import open_vectors
 from shards.build_parts import claim_build, publish_parts, record_build
 from shards.fsio import Location
@@ -135,14 +138,39 @@ def train_model(checked: CheckedBuild) -> dict:
     device = "cuda" if cfg.workers.train_gpus > 0 else cfg.encoder.device
     encoder_cfg = dataclasses.replace(cfg.encoder, device=device)
     shape = VLQShape(checked.nlist, checked.nedge, cfg.index.code_bytes, cfg.index.nlambda)
-    encoder, quantizer, metrics = train_encoder(x, shape, encoder_cfg)
-    version = VLQIndex.from_trained(encoder, quantizer).save_model(
-        cfg.store, extra_meta={"training": {"sample": sample, **metrics},
-                               "build": {"name": cfg.name}})
-    log.info("trained model %s on %d rows in %.1f s (sample read %.1f s)", version,
-             x.shape[0], metrics["train_s"], read_s)
+    x_train, x_val = split_validation(x, cfg.encoder.seed)
+    encoder, quantizer, metrics = train_encoder(x_train, shape, encoder_cfg)
+    index = VLQIndex.from_trained(encoder, quantizer)
+    validation = validation_recall(VLQIndex.from_trained(encoder, quantizer), x_train, x_val)
+    version = index.save_model(cfg.store, extra_meta={
+        "training": {"sample": sample, "validation": validation, **metrics},
+        "build": {"name": cfg.name, "index": dataclasses.asdict(cfg.index)},
+        "created": datetime.now(timezone.utc).isoformat(timespec="milliseconds")})
+    log.info("trained model %s on %d rows in %.1f s (sample read %.1f s); validation R@10 %.3f",
+             version, x_train.shape[0], metrics["train_s"], read_s, validation["recall@10"])
     return {"model_version": version, "train_s": metrics["train_s"], "sample_read_s": read_s,
-            "train_rows": int(x.shape[0])}
+            "train_rows": int(x_train.shape[0]), "validation": validation}
+
+
+def split_validation(x, seed: int, fraction: float = 0.05, most: int = 1000):
+    """Hold out a few sample rows (at most 1000) as validation queries."""
+    n_val = min(most, max(1, int(x.shape[0] * fraction))) if x.shape[0] > 1 else 0
+    order = np.random.default_rng(seed).permutation(x.shape[0])
+    return x[np.sort(order[n_val:])], x[np.sort(order[:n_val])]
+
+
+def validation_recall(index: VLQIndex, x_train, x_val, k: int = 10) -> dict:
+    """R@1/10 of held-out sample rows against the training rows (exact ground truth) in
+    an empty index of the model, at a fixed generous search setting: a measure of the
+    model, not of a tuned index."""
+    if x_val.shape[0] == 0:
+        return {}
+    index.add(x_train)
+    nprobe = min(index.nlist, 32)
+    _, ids = index.search(x_val, k=k, nprobe=nprobe, nlines=min(nprobe * index.nedge, 256))
+    _, gt = exact_ground_truth(np.asarray(x_train, np.float32), np.asarray(x_val, np.float32), 1)
+    return {"queries": int(x_val.shape[0]), "nprobe": nprobe,
+            "recall@1": recall_at_k(ids, gt, 1), "recall@10": recall_at_k(ids, gt, k)}
 
 
 @ray.remote(max_restarts=1, max_task_retries=1)
@@ -183,7 +211,8 @@ def run_build(cfg: BuildConfig) -> dict:
     entries = [ShardEntry(path=str(r["path"]), rows=int(r["rows"]), bytes=int(r["bytes"]),
                           sha256=str(r["sha256"])) for r in rows]
     manifest = publish_parts(cfg.store, cfg.name, claim.version, model_version, entries,
-                             {**source, "rows": checked.n_rows})
+                             {**source, "rows": checked.n_rows,
+                              "rows_per_shard": cfg.shards.rows_per_shard})
     written = [r for r in rows if not r["skipped"]]
     summary = {
         "name": cfg.name, "version": manifest.version, "model_version": model_version,

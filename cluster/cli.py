@@ -26,6 +26,11 @@ def _bench(args) -> int:
 
 
 def _train(args) -> int:
+    if args.name:
+        return _train_for_index(args)
+    if not args.learn or not args.nlist:
+        raise ValueError("give --name (a new model for a published index, from a fresh sample "
+                         "of its source) or --learn and --nlist (a model from a vector file)")
     from indexer import VLQIndex
     from shards import open_vectors
     from trainers.train_encoder import VLQShape, encoder_config_from_spec, train_encoder
@@ -40,6 +45,66 @@ def _train(args) -> int:
         "training": {"sample": {"uri": args.learn, "rows": int(rows.shape[0])}, **metrics}})
     print(json.dumps({"model_version": version, "encoder": encoder.describe(),
                       "train_s": metrics["train_s"], "rounds": metrics.get("rounds")}, indent=1))
+    return 0
+
+
+def _train_for_index(args) -> int:
+    import ray
+
+    from cluster.model_updates import train_for_index
+
+    ray.init(address=args.address, ignore_reinit_error=True)
+    result = train_for_index(args.store, args.name, args.sample_size or 100_000, args.seed)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def _models(args) -> int:
+    from shards.registry import list_models
+
+    models = list_models(args.store)
+    if args.json:
+        print(json.dumps(models, indent=1))
+        return 0
+    print(f"{'model_version':<20} {'created':<26} {'index':<14} {'encoder':<8} {'dim':>4} "
+          f"{'nlist':>6} {'M':>3} {'sample':>8} {'val R@10':>8}")
+    for m in models:
+        val = (m["validation"] or {}).get("recall@10") if isinstance(m["validation"], dict) else None
+        print(f"{m['model_version']:<20} {m['created'] or '-':<26} {m['index'] or '-':<14} "
+              f"{m['encoder']:<8} {m['dim']:>4} {m['nlist']:>6} {m['code_bytes']:>3} "
+              f"{(m['sample'] or {}).get('rows', '-'):>8} {val if val is None else f'{val:.3f}':>8}")
+    return 0
+
+
+def _reencode_request(args):
+    from cluster.model_updates import ReencodeRequest
+
+    return ReencodeRequest(store=args.store, name=args.name, model=args.model,
+                           if_stale=args.if_stale, keep=args.keep, lease_ttl_s=args.lease_ttl)
+
+
+def _reencode(args) -> int:
+    import ray
+
+    from cluster.model_updates import check_reencode, reencode
+
+    req = _reencode_request(args)
+    check_reencode(req)                # refuse before Ray starts
+    ray.init(address=args.address, ignore_reinit_error=True)
+    print(json.dumps(reencode(req), indent=1, default=str))
+    return 0
+
+
+def _schedule(args) -> int:
+    import ray
+
+    from cluster.model_updates import parse_period, start_scheduler
+
+    every = parse_period(args.every)
+    ray.init(address=args.address or "auto", namespace="snapline", ignore_reinit_error=True)
+    start_scheduler(_reencode_request(args), every)
+    print(f"snapline schedule: actor reencode:{args.name} (namespace snapline) checks every "
+          f"{every:g} s")
     return 0
 
 
@@ -110,16 +175,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train an encoder and VLQ codebooks; write a model "
                            "version into a store")
-    train.add_argument("--learn", required=True, help="training vectors (any supported format)")
     train.add_argument("--store", required=True, help="store URI (local path or s3://...)")
-    train.add_argument("--nlist", type=int, required=True)
+    train.add_argument("--name", default=None, help="a published index: train a new model "
+                       "version for it on a fresh sample of its source (a Ray task)")
+    train.add_argument("--learn", default=None, help="training vectors (any supported format)")
+    train.add_argument("--nlist", type=int, default=None)
+    train.add_argument("--address", default=None, help="Ray address (with --name)")
     train.add_argument("--nedge", type=int, default=32)
     train.add_argument("--code-bytes", type=int, default=16)
     train.add_argument("--nlambda", type=int, default=256)
     train.add_argument("--encoder", default="none", help="none, opq, gsl, gsl+qn8, gsl+smh0.5 ...")
-    train.add_argument("--sample-size", type=int, default=None, help="first N rows only")
+    train.add_argument("--sample-size", type=int, default=None, help="with --learn: first N "
+                       "rows only; with --name: uniform sample size (default 100000)")
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(func=_train)
+
+    models = sub.add_parser("models", help="list the model versions of a store")
+    models.add_argument("--store", required=True)
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(func=_models)
+
+    for cmd, text in (("reencode", "re-encode an index with a model into a new published version"),
+                      ("schedule", "start a detached actor that re-encodes an index when a newer "
+                                   "model appears")):
+        p = sub.add_parser(cmd, help=text)
+        p.add_argument("--store", required=True)
+        p.add_argument("--name", required=True)
+        p.add_argument("--model", default="latest", help="a model version or 'latest'")
+        p.add_argument("--if-stale", action="store_true", default=cmd == "schedule",
+                       help="do nothing when the index already uses that model")
+        p.add_argument("--keep", type=int, default=3, help="published versions to keep")
+        p.add_argument("--address", default=None, help="Ray address")
+        p.add_argument("--lease-ttl", type=float, default=600.0, help="seconds the re-encode "
+                       "lease lives without renewal (renewed every third of it while running)")
+        if cmd == "schedule":
+            p.add_argument("--every", required=True, help="period: 90s, 15m, 1h ...")
+        p.set_defaults(func=_reencode if cmd == "reencode" else _schedule)
 
     build = sub.add_parser("build", help="build and publish an index from a build.yaml on a "
                            "local Ray (what `python -m cluster.build` does under ray job submit)")

@@ -1,0 +1,223 @@
+"""Model updates (SPEC 5): train a new model for an index, re-encode the index with it,
+on demand, when stale, or on a schedule; old versions retired after a retention count.
+
+    snapline train    --store S --name N --sample-size 100000 --seed 1
+    snapline models   --store S
+    snapline reencode --store S --name N [--model VERSION|latest] [--if-stale]
+    snapline schedule --store S --name N --every 1h        # a detached Ray actor
+
+A re-encode is the build pipeline (cluster.build.run_build) with the model given and the
+source, row ranges and shard size of the published version, so it resumes like a build
+when it is interrupted. One re-encode of an index runs at a time: a lease in the store.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import ray
+
+from cluster.build import CheckedBuild, check_build, run_build, train_model
+from cluster.build_config import (
+    BuildConfig,
+    IndexConfig,
+    SampleConfig,
+    ShardsConfig,
+    SourceConfig,
+    WorkersConfig,
+)
+from shards import open_vectors, resolve
+from shards.manifest import Manifest
+from shards.registry import Lease, latest_model, model_meta, retain_versions
+from trainers.train_encoder import EncoderConfig
+
+log = logging.getLogger(__name__)
+
+DEFAULT_KEEP = 3
+
+
+class StaleCheckError(ValueError):
+    """The index and the requested model or source cannot be re-encoded together."""
+
+
+def _published(store: str, name: str) -> Manifest:
+    try:
+        manifest, _, _ = resolve(f"{store.rstrip('/')}/indexes/{name}")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{store}: no published index named {name!r}") from None
+    return manifest
+
+
+def _source_of(manifest: Manifest) -> SourceConfig:
+    src = manifest.source
+    if not src.get("uri"):
+        raise StaleCheckError(f"index {manifest.name!r} {manifest.version}: its manifest names "
+                              f"no source to re-encode from")
+    return SourceConfig(uri=src["uri"], format=src.get("format"), column=src.get("column"))
+
+
+def _encoder_config(meta: dict, seed: int) -> EncoderConfig:
+    config = dict(((meta.get("training") or {}).get("config")) or {})
+    config.setdefault("kind", (meta.get("encoder") or {}).get("kind", "none"))
+    if config["kind"] not in ("none", "opq", "gsl"):
+        config["kind"] = "none"
+    return EncoderConfig(**{**config, "seed": seed})
+
+
+def train_for_index(store: str, name: str, sample_size: int, seed: int,
+                    workers: WorkersConfig = WorkersConfig()) -> dict:
+    """A new model version for index `name`: a fresh sample of its source, the index
+    shape and encoder settings of the model it is encoded with now."""
+    manifest = _published(store, name)
+    current = model_meta(store, manifest.model_version)
+    cfg = BuildConfig(
+        name=name, store=store, source=_source_of(manifest),
+        sample=SampleConfig(size=sample_size, seed=seed),
+        index=IndexConfig(nlist=manifest.nlist, nedge=manifest.nedge,
+                          code_bytes=manifest.code_bytes, nlambda=manifest.nlambda),
+        encoder=_encoder_config(current, seed), workers=workers)
+    checked = check_build(cfg)
+    trainer = ray.remote(num_cpus=workers.cpus_per_worker, num_gpus=workers.train_gpus)(train_model)
+    return ray.get(trainer.remote(checked))
+
+
+def is_stale(store: str, name: str) -> tuple[bool, str, str | None]:
+    """(stale, the model the index is encoded with, the newest model for the index)."""
+    manifest = _published(store, name)
+    newest = latest_model(store, name)
+    return (newest is not None and newest != manifest.model_version,
+            manifest.model_version, newest)
+
+
+@dataclass(frozen=True)
+class ReencodeRequest:
+    store: str
+    name: str
+    model: str = "latest"
+    if_stale: bool = False
+    keep: int = DEFAULT_KEEP
+    lease_ttl_s: float = 600.0
+    workers: WorkersConfig = WorkersConfig()
+
+
+def check_reencode(req: ReencodeRequest) -> tuple[BuildConfig, Manifest]:
+    """Everything that must hold before a re-encode starts; raises naming the problem."""
+    if req.keep < 2:
+        raise ValueError(f"keep must be >= 2 (the served version and the new one), got {req.keep}")
+    manifest = _published(req.store, req.name)
+    model = latest_model(req.store, req.name) if req.model == "latest" else req.model
+    if model is None:
+        raise StaleCheckError(f"{req.store}: no model version trained for index {req.name!r}")
+    try:
+        meta = model_meta(req.store, model)        # verifies every array's sha256
+    except (FileNotFoundError, ValueError) as exc:
+        raise StaleCheckError(f"model {model}: {exc}") from None
+    if meta.get("dim") != manifest.dim:
+        raise StaleCheckError(f"model {model} takes {meta.get('dim')}-d vectors, index "
+                              f"{req.name!r} holds {manifest.dim}-d ones")
+    source = _source_of(manifest)
+    try:
+        reader = open_vectors(source.uri, source.format, column=source.column)
+    except (FileNotFoundError, ValueError) as exc:
+        raise StaleCheckError(f"index {req.name!r} source: {exc}") from None
+    rows = manifest.source.get("rows", manifest.ntotal)
+    if reader.n != rows or reader.d != manifest.dim:
+        raise StaleCheckError(f"source {source.uri} now has {reader.n} rows of d={reader.d}; "
+                              f"index {req.name!r} {manifest.version} was built from {rows} "
+                              f"rows of d={manifest.dim}: refusing to re-encode")
+    rows_per_shard = manifest.source.get("rows_per_shard") or max(s.rows for s in manifest.shards)
+    cfg = BuildConfig(name=req.name, store=req.store, source=source, model=model,
+                      shards=ShardsConfig(rows_per_shard=rows_per_shard), workers=req.workers)
+    check_build(cfg)
+    return cfg, manifest
+
+
+def reencode(req: ReencodeRequest) -> dict:
+    """Re-encode index `name` with a model into a new published version (needs Ray).
+    Returns a summary; {"skipped": reason} when up to date (if_stale) or leased."""
+    cfg, manifest = check_reencode(req)
+    if req.if_stale and cfg.model == manifest.model_version:
+        return {"skipped": f"index {req.name!r} {manifest.version} is encoded with the newest "
+                           f"model {cfg.model}", "version": manifest.version}
+    lease = Lease(req.store, req.name, ttl_s=req.lease_ttl_s)
+    if not lease.acquire():
+        return {"skipped": f"another re-encode of {req.name!r} holds the lease: {lease.holder()}"}
+    stop = threading.Event()
+    renewer = threading.Thread(target=_renew_until, args=(lease, stop), daemon=True)
+    renewer.start()
+    try:
+        summary = run_build(cfg)
+        summary["previous_version"] = manifest.version
+        summary["deleted_versions"] = retain_versions(req.store, req.name, req.keep,
+                                                      protect=(manifest.version,))
+        return summary
+    finally:
+        stop.set()
+        renewer.join()
+        lease.release()
+
+
+def _renew_until(lease: Lease, stop: threading.Event) -> None:
+    while not stop.wait(lease.ttl_s / 3):
+        lease.renew()
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0)
+class ReencodeScheduler:
+    """Checks every `every_s` seconds whether index `name` is stale; re-encodes it if so."""
+
+    def __init__(self, req: ReencodeRequest, every_s: float):
+        logging.basicConfig(level=logging.INFO)
+        self.req, self.every_s = req, every_s
+        self.runs: list[dict] = []
+        self._stop = threading.Event()
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            started = time.time()
+            try:
+                result = reencode(self.req)
+            except Exception as exc:  # noqa: BLE001 - reported, then the next period tries again
+                log.exception("scheduled re-encode of %s failed", self.req.name)
+                result = {"error": f"{type(exc).__name__}: {exc}"}
+            self.runs.append({"started": started, **{k: v for k, v in result.items()
+                                                     if isinstance(v, (str, int, float, bool))}})
+            self._stop.wait(self.every_s)
+
+    def status(self) -> dict:
+        return {"name": self.req.name, "every_s": self.every_s, "runs": self.runs[-20:]}
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+SCHEDULER_NAMESPACE = "snapline"
+
+
+def start_scheduler(req: ReencodeRequest, every_s: float) -> ray.actor.ActorHandle:
+    """A detached scheduler actor named `reencode:<name>` (replaces nothing if it exists)."""
+    if every_s <= 0:
+        raise ValueError(f"--every must be > 0, got {every_s} s")
+    check_reencode(req)
+    return ReencodeScheduler.options(
+        name=f"reencode:{req.name}", namespace=SCHEDULER_NAMESPACE, lifetime="detached",
+        get_if_exists=True, num_cpus=0).remote(req, every_s)
+
+
+def parse_period(text: str) -> float:
+    """'90s', '15m', '1h', '2d' or plain seconds -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip().lower()
+    try:
+        if text and text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--every: cannot read {text!r} as a period (e.g. 90s, 15m, 1h)") from None
+
+
+__all__ = ["CheckedBuild", "ReencodeRequest", "StaleCheckError", "check_reencode", "is_stale",
+           "parse_period", "reencode", "start_scheduler", "train_for_index"]

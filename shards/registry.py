@@ -1,0 +1,148 @@
+"""Model registry, re-encode lease and version retention in a store (SPEC 4, 5).
+
+    <store>/models/<model_version>/meta.json      config, training sample, metrics, created
+    <store>/indexes/<name>/leases/lease-NNNNNN    who re-encodes index <name>, until when
+
+A lease is taken by creating the next numbered lease file exclusively (os.link locally, a
+conditional PUT on S3), so of two machines racing for it exactly one wins; it expires
+unless its holder renews it, and is released by rewriting it as expired.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+
+from shards.artifacts import read_array_bundle_at
+from shards.fsio import Location
+from shards.index_store import (
+    CURRENT_FILE,
+    INDEXES_DIR,
+    MODEL_KIND,
+    MODELS_DIR,
+    _published_versions,
+    _version_number,
+    current_version,
+)
+from shards.manifest import check_name
+
+log = logging.getLogger(__name__)
+
+LEASES_DIR = "leases"
+
+
+def list_models(store_uri: str, storage_options: dict | None = None) -> list[dict]:
+    """Every model version of the store with what its meta.json says, oldest first."""
+    models = Location.of(store_uri, storage_options).child(MODELS_DIR)
+    out = []
+    for version in models.listdir():
+        if not models.exists(f"{version}/meta.json"):
+            continue
+        doc = json.loads(models.child(version).read_bytes("meta.json"))
+        meta = doc.get("meta") or {} if isinstance(doc, dict) else {}
+        if meta.get("kind") != MODEL_KIND:
+            continue
+        training = meta.get("training") or {}
+        out.append({
+            "model_version": version, "created": meta.get("created", ""),
+            "index": (meta.get("build") or {}).get("name"),
+            "dim": meta.get("dim"), "nlist": meta.get("nlist"), "nedge": meta.get("nedge"),
+            "code_bytes": meta.get("code_bytes"), "nlambda": meta.get("nlambda"),
+            "encoder": (meta.get("encoder") or {}).get("kind", "none"),
+            "sample": training.get("sample"), "train_s": training.get("train_s"),
+            "validation": training.get("validation") or None,
+        })
+    return sorted(out, key=lambda m: (m["created"], m["model_version"]))
+
+
+def latest_model(store_uri: str, name: str, storage_options: dict | None = None) -> str | None:
+    """The newest model version trained for index `name` (None if there is none)."""
+    mine = [m for m in list_models(store_uri, storage_options) if m["index"] == name]
+    return mine[-1]["model_version"] if mine else None
+
+
+def model_meta(store_uri: str, version: str, storage_options: dict | None = None) -> dict:
+    """meta.json of a model version, with every array file verified against its sha256."""
+    loc = Location.of(store_uri, storage_options).child(MODELS_DIR, check_name(version, "model"))
+    if not loc.exists("meta.json"):
+        raise FileNotFoundError(f"{loc.uri}: no such model version")
+    meta, _ = read_array_bundle_at(loc)
+    return meta
+
+
+# -- lease -------------------------------------------------------------------------
+@dataclass
+class Lease:
+    """One holder at a time for a named job on an index, across machines."""
+
+    store_uri: str
+    name: str
+    ttl_s: float = 600.0
+    storage_options: dict | None = None
+    owner: str = ""
+    number: int = -1
+
+    def __post_init__(self):
+        self.owner = self.owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._dir = Location.of(self.store_uri, self.storage_options).child(
+            INDEXES_DIR, check_name(self.name, "index name"), LEASES_DIR)
+
+    def _newest(self) -> tuple[int, dict | None]:
+        numbers = [int(f.split("-")[1]) for f in self._dir.listdir() if f.startswith("lease-")]
+        if not numbers:
+            return 0, None
+        n = max(numbers)
+        return n, json.loads(self._dir.read_bytes(f"lease-{n:06d}"))
+
+    def holder(self) -> dict | None:
+        """The live lease record, or None when the lease is free."""
+        _, record = self._newest()
+        return record if record and record["expires"] > time.time() else None
+
+    def acquire(self) -> bool:
+        n, record = self._newest()
+        if record is not None and record["expires"] > time.time():
+            return record["owner"] == self.owner
+        mine = {"owner": self.owner, "expires": time.time() + self.ttl_s}
+        if self._dir.create_exclusive(f"lease-{n + 1:06d}", json.dumps(mine).encode()):
+            self.number = n + 1
+            return True
+        return False     # another machine took lease n + 1 first
+
+    def renew(self) -> None:
+        if self.number < 0:
+            raise RuntimeError("renew: this lease is not held")
+        self._write(time.time() + self.ttl_s)
+
+    def release(self) -> None:
+        if self.number >= 0:
+            self._write(0.0)
+            self.number = -1
+
+    def _write(self, expires: float) -> None:
+        self._dir.write_bytes(f"lease-{self.number:06d}",
+                              json.dumps({"owner": self.owner, "expires": expires}).encode())
+
+
+# -- retention -------------------------------------------------------------------------
+def retain_versions(store_uri: str, name: str, keep: int, protect: tuple[str, ...] = (),
+                    storage_options: dict | None = None) -> list[str]:
+    """Delete published versions older than the `keep` newest; never CURRENT, never one in
+    `protect` (e.g. the version a coordinator still serves). Returns the deleted ones."""
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    root = Location.of(store_uri, storage_options).child(INDEXES_DIR, check_name(name, "index name"))
+    current = current_version(store_uri, name, storage_options)
+    published = _published_versions(root)
+    doomed = [v for v in published[:-keep] if v != current and v not in protect
+              and _version_number(v) < _version_number(current or "")]
+    for version in doomed:
+        root.remove(f"{version}/manifest.json")   # first: the version stops being loadable
+        root.remove(version, recursive=True)
+        log.info("deleted %s/%s (retention: keep %d)", root.uri, version, keep)
+    assert not root.exists(CURRENT_FILE) or current not in doomed
+    return doomed
