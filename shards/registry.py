@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import time
 import uuid
@@ -33,6 +34,7 @@ from shards.manifest import check_name
 log = logging.getLogger(__name__)
 
 LEASES_DIR = "leases"
+_LEASE_FILE = re.compile(r"^lease-(\d{6,})$")    # not the temp files of a write in flight
 
 
 def list_models(store_uri: str, storage_options: dict | None = None) -> list[dict]:
@@ -92,7 +94,7 @@ class Lease:
             INDEXES_DIR, check_name(self.name, "index name"), LEASES_DIR)
 
     def _newest(self) -> tuple[int, dict | None]:
-        numbers = [int(f.split("-")[1]) for f in self._dir.listdir() if f.startswith("lease-")]
+        numbers = [int(m.group(1)) for m in map(_LEASE_FILE.match, self._dir.listdir()) if m]
         if not numbers:
             return 0, None
         n = max(numbers)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,6 +46,22 @@ def build_index(store: str, source: str, name: str = "sift") -> dict:
         "shards": {"rows_per_shard": 5000}, "workers": {"encode": 2}}))
 
 
+@pytest.fixture(scope="module")
+def built(local_ray, tmp_path_factory):
+    """One built index for the tests that only re-encode it: (store folder, source path)."""
+    folder = tmp_path_factory.mktemp("built")
+    source = folder / "base.u8bin"
+    write_vectors(str(source), open_vectors(str(BUNDLED / "base.u8bin")).read())
+    summary = build_index(str(folder / "store"), str(source))
+    return folder / "store", str(source), summary
+
+
+def copy_of(built, tmp_path) -> tuple[str, str, dict]:
+    folder, source, summary = built
+    shutil.copytree(folder, tmp_path / "store")
+    return str(tmp_path / "store"), source, summary
+
+
 @pytest.fixture()
 def source(tmp_path):
     x = open_vectors(str(BUNDLED / "base.u8bin")).read()
@@ -53,9 +70,8 @@ def source(tmp_path):
     return str(path)
 
 
-def test_train_list_reencode_when_stale(local_ray, tmp_path, source):
-    store = str(tmp_path / "store")
-    built = build_index(store, source)
+def test_train_list_reencode_when_stale(built, tmp_path):
+    store, source, built = copy_of(built, tmp_path)
     assert is_stale(store, "sift") == (False, built["model_version"], built["model_version"])
     trained = train_for_index(store, "sift", sample_size=7000, seed=1)
     new_model = trained["model_version"]
@@ -109,8 +125,8 @@ def test_bad_models_and_changed_source_are_refused(local_ray, tmp_path, source):
     assert current_version(store, "sift") == "v000001"     # nothing was published
 
 
-def test_lease_has_one_holder_and_expires(tmp_path):
-    store = str(tmp_path / "store")
+def test_lease_has_one_holder_and_expires(store_uri):
+    store = store_uri
     leases = [Lease(store, "idx", ttl_s=1.0) for _ in range(8)]
     results = [None] * 8
     barrier = threading.Barrier(8)
@@ -133,9 +149,8 @@ def test_lease_has_one_holder_and_expires(tmp_path):
 
 
 def test_killed_reencode_leaves_the_served_version_and_the_next_run_completes(
-        local_ray, tmp_path, source):
-    store = str(tmp_path / "store")
-    build_index(store, source)
+        local_ray, built, tmp_path):
+    store, source, _ = copy_of(built, tmp_path)
     new_model = train_for_index(store, "sift", sample_size=7000, seed=3)["model_version"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     proc = subprocess.Popen([sys.executable, "-m", "cluster.cli", "reencode", "--store", store,
@@ -158,9 +173,8 @@ def test_killed_reencode_leaves_the_served_version_and_the_next_run_completes(
     assert np.array_equal(np.sort(data.ids), np.arange(20000))
 
 
-def test_two_schedulers_run_one_reencode(local_ray, tmp_path, source):
-    store = str(tmp_path / "store")
-    build_index(store, source)
+def test_two_schedulers_run_one_reencode(local_ray, built, tmp_path):
+    store, source, _ = copy_of(built, tmp_path)
     train_for_index(store, "sift", sample_size=7000, seed=4)
     schedulers = [start_scheduler(ReencodeRequest(store, f"sift", if_stale=True), every_s=1.0)
                   for _ in range(1)]

@@ -1,0 +1,87 @@
+"""Issue 7 end to end: serve under load on the local S3 endpoint, train a new model,
+let the scheduler re-encode and publish, watch the service swap."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+
+from cluster.build import run_build
+from cluster.build_config import build_config_from_dict
+from cluster.client import Client
+from cluster.coordinator import start_service, stop_service
+from cluster.model_updates import ReencodeRequest, start_scheduler, train_for_index
+from cluster.serve_types import NAMESPACE, ServeConfig
+from indexer import VLQIndex
+from indexer.evaluation import evaluate
+from shards import current_version, open_vectors, read_ground_truth
+
+pytestmark = pytest.mark.slow
+BUNDLED = Path(__file__).resolve().parents[2] / "data" / "sift-small"
+
+
+@pytest.fixture(scope="module")
+def ray_with_s3(s3_endpoint):
+    """A local Ray started after the S3 endpoint, so every worker sees AWS_ENDPOINT_URL."""
+    ray.init(num_cpus=2, include_dashboard=False, namespace=NAMESPACE)
+    yield
+    ray.shutdown()
+
+
+def test_scheduled_reencode_swaps_under_load_with_no_failed_query(ray_with_s3, s3_bucket):
+    store = f"s3://{s3_bucket}/store"
+    base = str(BUNDLED / "base.u8bin")
+    run_build(build_config_from_dict({
+        "name": "sift", "store": store, "source": {"uri": base}, "sample": {"size": 6000, "seed": 0},
+        "index": {"nlist": 48, "nedge": 8, "code_bytes": 16},
+        "shards": {"rows_per_shard": 5000}, "workers": {"encode": 2}}))
+    start_service(ServeConfig(store=store, name="sift", searchers=2, replicas=1, poll_s=1.0))
+    queries = open_vectors(str(BUNDLED / "query.u8bin")).read()
+    gt, _ = read_ground_truth(str(BUNDLED / "gt.ibin"))
+    client = Client.connect("sift")
+    answers, failures, stop = [], [], threading.Event()
+
+    def load(offset: int) -> None:
+        i = offset
+        while not stop.is_set():
+            batch = queries[i % 190:i % 190 + 10]
+            try:
+                answers.append(client.search(batch, k=10, nprobe=16, nlines=128).version)
+            except Exception as exc:  # noqa: BLE001 - every failure is counted
+                failures.append(repr(exc))
+            i += 10
+
+    threads = [threading.Thread(target=load, args=(j * 50,)) for j in range(4)]
+    [t.start() for t in threads]
+    scheduler = None
+    try:
+        new_model = train_for_index(store, "sift", sample_size=7000, seed=5)["model_version"]
+        scheduler = start_scheduler(ReencodeRequest(store, "sift", if_stale=True), every_s=1.0)
+        deadline = time.monotonic() + 240
+        while client.stats()["version"] != "v000002" and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(2.0)                                  # keep the load on after the swap
+    finally:
+        stop.set()
+        [t.join() for t in threads]
+        if scheduler is not None:
+            ray.get(scheduler.stop.remote())
+            ray.kill(scheduler)
+    try:
+        assert current_version(store, "sift") == "v000002"
+        assert failures == []
+        assert set(answers) == {"v000001", "v000002"}   # served before and after, one each
+        assert answers[-1] == "v000002"
+        after = client.search(queries, k=10, nprobe=16, nlines=128)
+        assert after.version == "v000002"
+        fresh = VLQIndex.from_model(store, new_model)
+        fresh.add(open_vectors(base).read())
+        _, i_fresh = fresh.search(queries, k=10, nprobe=16, nlines=128)
+        assert (np.asarray(after.ids) == i_fresh).all(axis=1).mean() >= 0.999
+        assert evaluate(after.ids, gt)["recall@10"] == evaluate(i_fresh, gt)["recall@10"]
+    finally:
+        stop_service("sift")
