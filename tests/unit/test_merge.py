@@ -49,3 +49,21 @@ def test_bad_arguments(bad):
     Is = [np.zeros(s, np.int64) for s in shapes]
     with pytest.raises(ValueError):
         merge_topk(Ds, Is, bad.get("k", 3))
+
+
+def test_ties_are_ordered_by_id_whatever_the_split():
+    D = np.array([[1.0, 2.0, 2.0, 3.0]], np.float32)
+    a = merge_topk([D[:, [0, 2]], D[:, [1, 3]]], [np.array([[5, 9]]), np.array([[4, 7]])], 4)
+    b = merge_topk([D[:, [1, 3]], D[:, [0, 2]]], [np.array([[4, 7]]), np.array([[5, 9]])], 4)
+    assert a[1].tolist() == b[1].tolist() == [[5, 4, 9, 7]]
+
+
+def test_order_ties_by_id_leaves_rows_without_ties():
+    from indexer.merge import order_ties_by_id
+
+    D = np.array([[1.0, 2.0, 2.0], [1.0, 2.0, 3.0]], np.float32)
+    I = np.array([[3, 8, 6], [9, 1, 2]])
+    out_d, out_i = order_ties_by_id(D, I)
+    assert out_i.tolist() == [[3, 6, 8], [9, 1, 2]]
+    same = I[1:]
+    assert order_ties_by_id(D[1:], same)[1] is same
