@@ -31,11 +31,12 @@ import numpy as np  # noqa: E402
 import ray  # noqa: E402
 
 from cluster.client import Client  # noqa: E402
-from cluster.coordinator import start_service, stop_service  # noqa: E402
-from cluster.serve_types import NAMESPACE, ServeConfig  # noqa: E402
+from cluster.coordinator import get_coordinator, start_service, stop_service  # noqa: E402
+from cluster.serve_types import NAMESPACE, SearchParams, ServeConfig  # noqa: E402
 from indexer import VLQIndex  # noqa: E402
 from indexer.benchmark import find_dataset_files, ivf_nlist_for, vlq_nlist_for  # noqa: E402
 from indexer.evaluation import evaluate  # noqa: E402
+from indexer.vlq import _blas_controller  # noqa: E402
 from shards import current_version, open_vectors, publish, read_ground_truth  # noqa: E402
 
 SHARDINGS = (1, 2, 4)
@@ -90,10 +91,11 @@ def coarse_share(index: VLQIndex, q: np.ndarray, params: dict, repeats: int = 50
     qf = q.astype(np.float32)
     quantizer = index.quantizer
 
-    def coarse():
-        x = index.encoder.encode(qf)
-        quantizer.centroid_distances(x)
-        quantizer.query_tables(x)
+    def coarse():    # as VLQIndex._search_batch runs it: one BLAS thread
+        with _blas_controller().limit(limits=1, user_api="blas"):
+            x = index.encoder.encode(qf)
+            quantizer.centroid_distances(x)
+            quantizer.query_tables(x)
 
     def timed(fn):
         best = []
@@ -107,6 +109,38 @@ def coarse_share(index: VLQIndex, q: np.ndarray, params: dict, repeats: int = 50
     search_ms = timed(lambda: index.search(qf, **params))
     return {"queries": int(q.shape[0]), "coarse_ms": coarse_ms, "search_ms": search_ms,
             "share": coarse_ms / search_ms}
+
+
+@ray.remote(num_cpus=0)
+class _Echo:
+    """An actor that returns its input: the cost of one Ray actor round trip."""
+
+    def echo(self, queries, params):
+        return queries
+
+
+def hop_latencies(client: Client, name: str, queries, params: dict, repeats: int = 200) -> dict:
+    """Median ms of one batch along each path, one call at a time: a bare actor round
+    trip, a searcher called directly, the coordinator, the client (coordinator + checks)."""
+    coordinator = get_coordinator(name)
+    searcher = ray.get(coordinator.searchers.remote())[0]["handle"]
+    echo = _Echo.remote()
+    sp = SearchParams(**params)
+    paths = {"actor_round_trip": lambda: ray.get(echo.echo.remote(queries, sp)),
+             "searcher_direct": lambda: ray.get(searcher.search.remote(queries, sp)),
+             "coordinator": lambda: ray.get(coordinator.search.remote(queries, sp, None)),
+             "client": lambda: client.search(queries, **params)}
+    out = {}
+    for path, call in paths.items():
+        call()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            call()
+            times.append((time.perf_counter() - t0) * 1e3)
+        out[path] = float(np.median(times))
+    ray.kill(echo)
+    return out
 
 
 def client_load(client: Client, queries, params, batch, threads, seconds) -> dict:
@@ -159,6 +193,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seconds", type=float, default=60.0, help="per load run")
     parser.add_argument("--sequential-seconds", type=float, default=10.0)
     parser.add_argument("--searchers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--searcher-threads", type=int, default=None,
+                        help="scan threads per searcher (default: cores // searchers)")
+    parser.add_argument("--skip-equality", action="store_true")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     name = args.name or Path(args.data_dir).name
@@ -175,7 +212,8 @@ def main(argv: list[str] | None = None) -> dict:
     record = {"data": Path(args.data_dir).name, "nb": index.ntotal, "nq": int(queries.shape[0]),
               "nlist": index.nlist, "nedge": index.nedge, "code_bytes": index.code_bytes,
               "params": params, "batch": args.batch, "client_threads": args.threads,
-              "load_seconds": args.seconds, "cpus": os.cpu_count(),
+              "load_seconds": args.seconds, "searcher_threads": args.searcher_threads,
+              "cpus": os.cpu_count(),
               "machine": platform.processor() or platform.machine(),
               "recall": evaluate(ref_ids, gt), "build": built, "single_process": single,
               "equality": {}, "service": {}}
@@ -187,7 +225,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     ray.init(num_cpus=2, include_dashboard=False, namespace=NAMESPACE, log_to_driver=False)
     try:
-        for n in SHARDINGS:
+        for n in () if args.skip_equality else SHARDINGS:
             start_service(ServeConfig(store, built["names"][n], searchers=n, poll_s=0,
                                       timeout_s=120))
             result = Client.connect(built["names"][n]).search(queries, **params)
@@ -198,18 +236,24 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{n} shards on {n} searchers: {same:.4%} of ids identical to single process")
         served = built["names"][4]
         for searchers in args.searchers:
+            threads = args.searcher_threads or max(1, (os.cpu_count() or 1) // searchers)
             start_service(ServeConfig(store, served, searchers=searchers, poll_s=0,
-                                      timeout_s=120))
+                                      timeout_s=120, searcher_threads=threads))
             client = Client.connect(served)
             client.search(queries[:args.batch], **params)         # warm up
+            hops = hop_latencies(client, served, queries[:args.batch].astype(np.float32), params)
             sequential = client_load(client, queries, params, args.batch, 1,
                                      args.sequential_seconds)
             loaded = client_load(client, queries, params, args.batch, args.threads, args.seconds)
             stats = client.stats()
             stop_service(served)
             record["service"][str(searchers)] = {"searchers": searchers, "replicas": 1,
-                                                 "shards": 4, "sequential": sequential,
+                                                 "threads_per_searcher": threads,
+                                                 "shards": 4, "hops_ms": hops,
+                                                 "sequential": sequential,
                                                  "load": loaded, "coordinator_stats": stats}
+            print(f"{searchers} searcher(s): median ms per batch of {args.batch}: "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in hops.items()))
             print(f"{searchers} searcher(s): 1 client {sequential['qps']:.0f} QPS p50 "
                   f"{sequential['latency_ms']['p50']:.1f} ms; {args.threads} clients "
                   f"{loaded['qps']:.0f} QPS p50 {loaded['latency_ms']['p50']:.1f} ms p99 "

@@ -102,7 +102,8 @@ def _serve(args) -> int:
 
     cfg = ServeConfig(store=args.store, name=args.name, searchers=args.searchers,
                       replicas=args.replicas, timeout_s=args.timeout_s, poll_s=args.poll_s,
-                      searcher_cpus=args.searcher_cpus, searcher_gpus=args.searcher_gpus)
+                      searcher_cpus=args.searcher_cpus, searcher_gpus=args.searcher_gpus,
+                      searcher_threads=args.searcher_threads)
     _connect_ray(args.address)
     stats = start_service(cfg)
     print(json.dumps(stats, indent=1))
@@ -161,6 +162,8 @@ def _add_serving_commands(sub) -> None:
                        "(0: reload only on request)")
     serve.add_argument("--searcher-cpus", type=float, default=0.0)
     serve.add_argument("--searcher-gpus", type=float, default=0.0)
+    serve.add_argument("--searcher-threads", type=int, default=None, help="scan threads per "
+                       "searcher (default: all cores; searchers on one machine share them)")
     serve.set_defaults(func=_serve)
 
     search = sub.add_parser("search", help="query a running service with a vector file")

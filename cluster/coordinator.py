@@ -116,7 +116,7 @@ class QueryCoordinator:
         for shards in shard_groups(len(manifest.shards), self.cfg.searchers):
             replicas = [SearcherActor.options(
                 num_cpus=self.cfg.searcher_cpus, num_gpus=self.cfg.searcher_gpus,
-            ).remote(uri, shards, backend=self.cfg.backend,
+            ).remote(uri, shards, backend=self.cfg.backend, threads=self.cfg.searcher_threads,
                      storage_options=self.cfg.storage_options)
                 for _ in range(self.cfg.replicas)]
             groups.append(_Group(shards, replicas, [0.0] * len(replicas)))

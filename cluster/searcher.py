@@ -15,6 +15,7 @@ import ray
 
 from cluster.serve_types import SearchParams
 from indexer import VLQIndex
+from indexer.benchmark import set_threads
 from shards import load_arrays
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,9 @@ class ShardSearcher:
     """Shards `shards` of the index version at `version_uri`, searchable."""
 
     def __init__(self, version_uri: str, shards: Sequence[int], *, backend: str = "auto",
-                 storage_options: dict | None = None):
+                 threads: int | None = None, storage_options: dict | None = None):
+        if threads is not None:     # several searchers on one machine share its cores
+            set_threads(threads)
         manifest, data = load_arrays(version_uri, list(shards), storage_options)
         self.version = manifest.version
         self.shards = tuple(int(s) for s in shards)

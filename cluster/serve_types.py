@@ -52,6 +52,7 @@ class ServeConfig:
     load_timeout_s: float = 600.0     # a version's searchers must be ready within this
     searcher_cpus: float = 0.0        # Ray resources per searcher actor
     searcher_gpus: float = 0.0        # > 0: the lists are resident on the GPU (torch)
+    searcher_threads: int | None = None   # scan threads per searcher (None: all cores)
     backend: Literal["auto", "numba", "torch"] = "auto"
     storage_options: dict | None = field(default=None, compare=False)
 
@@ -67,6 +68,8 @@ class ServeConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        if self.searcher_threads is not None:
+            _positive(self.searcher_threads, "searcher_threads")
         if self.backend not in ("auto", "numba", "torch"):
             raise ValueError(f"backend must be 'auto', 'numba' or 'torch', got {self.backend!r}")
 
