@@ -256,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cluster.serve_types import PartialResultError, ServiceUnavailableError
+    from cluster.serve_types import PartialResultError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"snapline {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except (ServiceUnavailableError, PartialResultError) as exc:
+    except (ConnectionError, PartialResultError) as exc:   # incl. ServiceUnavailableError
         print(f"snapline {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
 

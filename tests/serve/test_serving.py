@@ -37,8 +37,10 @@ def _serve(store, name, **kw):
 
 @pytest.fixture(scope="module")
 def served_1(store):
-    client, _ = _serve(store, "sift-1", searchers=1, replicas=1)
-    yield client          # stopped by test_stopped_service_is_a_clear_error
+    """Started with `snapline serve`, stopped by test_stopped_service_is_a_clear_error."""
+    assert cli.main(["serve", "--store", store, "--name", "sift-1", "--searchers", "1",
+                     "--replicas", "1", "--poll-s", "0", "--timeout-s", str(TIMEOUT_S)]) == 0
+    yield Client.connect("sift-1")
 
 
 @pytest.fixture(scope="module")
