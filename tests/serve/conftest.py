@@ -19,7 +19,8 @@ SHARDINGS = {"sift-1": 1, "sift-2": 2, "sift-4": 4}
 
 @pytest.fixture(scope="module")
 def ray_local():
-    ray.init(num_cpus=2, include_dashboard=False, namespace=NAMESPACE, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, namespace=NAMESPACE,
+             log_to_driver=False)
     try:
         yield
     finally:
