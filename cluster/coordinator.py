@@ -124,13 +124,13 @@ class QueryCoordinator:
         try:
             infos = await asyncio.wait_for(asyncio.gather(*[h.info.remote() for h in handles]),
                                            self.cfg.load_timeout_s)
-        except BaseException:
+            if any(info["version"] != version for info in infos):
+                raise RuntimeError(f"searchers loaded {sorted({i['version'] for i in infos})}, "
+                                   f"expected {version}")
+        except BaseException:     # a version that does not load: nothing of it left running
             for h in handles:
                 ray.kill(h, no_restart=True)
             raise
-        if any(info["version"] != version for info in infos):
-            raise RuntimeError(f"searchers loaded {sorted({i['version'] for i in infos})}, "
-                               f"expected {version}")
         log.info("serving %s/%s: %d shards in %d groups x %d replicas", self.cfg.name, version,
                  len(manifest.shards), len(groups), self.cfg.replicas)
         return _ServingState(version=version, dim=manifest.dim, ntotal=manifest.ntotal,
