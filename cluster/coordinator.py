@@ -122,8 +122,12 @@ class QueryCoordinator:
             groups.append(_Group(shards, replicas, [0.0] * len(replicas)))
         handles = [h for g in groups for h in g.replicas]
         try:
-            infos = await asyncio.wait_for(asyncio.gather(*[h.info.remote() for h in handles]),
-                                           self.cfg.load_timeout_s)
+            try:
+                infos = await asyncio.wait_for(
+                    asyncio.gather(*[h.info.remote() for h in handles]), self.cfg.load_timeout_s)
+            except RayActorError as exc:     # a searcher's constructor failed: bad data
+                raise ValueError(f"index {self.cfg.name!r} version {version} does not load: "
+                                 f"{exc}") from None
             if any(info["version"] != version for info in infos):
                 raise RuntimeError(f"searchers loaded {sorted({i['version'] for i in infos})}, "
                                    f"expected {version}")

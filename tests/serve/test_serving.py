@@ -293,3 +293,27 @@ def test_hot_reload_under_load(store, trained, sift):
         seen.add(result.version)
     assert seen == set(offsets)
     assert stats["reloads"] == 2 and stats["version"] == "v000003"
+
+
+def test_a_version_that_does_not_load_leaves_the_old_one_serving(store, trained, sift, reference):
+    """A new version with a corrupted shard: reload fails with the checksum error and the
+    service keeps answering from the version it had."""
+    from pathlib import Path
+
+    from shards import publish
+
+    arrays = trained.to_arrays()
+    publish(store, "sift-broken", arrays, rows_per_shard=NB)
+    client, _ = _serve(store, "sift-broken", searchers=1, replicas=1)
+    try:
+        bad = publish(store, "sift-broken", dataclasses.replace(arrays, next_id=NB + 1),
+                      rows_per_shard=NB)
+        shard = Path(store) / "indexes" / "sift-broken" / bad.version / bad.shards[0].path
+        shard.write_bytes(shard.read_bytes()[:-100])          # truncated after publishing
+        with pytest.raises(Exception, match="truncated or replaced"):
+            client.reload()
+        result = client.search(sift["query"][:5], **PARAMS)
+        assert result.version == "v000001"
+        assert _identical(result.ids, reference[1][:5]) >= 0.99
+    finally:
+        stop_service("sift-broken")
