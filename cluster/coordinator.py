@@ -238,12 +238,16 @@ class QueryCoordinator:
         """(D, I) from one replica of the group, failing over until the deadline; None
         when no replica answered in time."""
         while True:
-            for r in group.order():
+            order = group.order()
+            for tried, r in enumerate(order):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
+                # a hung replica gets its share of the time left, not all of it
+                attempt_s = left / (len(order) - tried)
                 try:
-                    return await asyncio.wait_for(group.replicas[r].search.remote(q, params), left)
+                    return await asyncio.wait_for(group.replicas[r].search.remote(q, params),
+                                                  attempt_s)
                 except RayTaskError as exc:
                     if isinstance(exc, ValueError):
                         raise                       # a bad request, not a bad replica
