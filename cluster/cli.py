@@ -152,6 +152,110 @@ def _demo(args) -> int:
     return 0
 
 
+def _connect_ray(address: str | None) -> None:
+    import ray
+
+    from cluster.serve_types import NAMESPACE
+
+    if not ray.is_initialized():
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+
+
+def _serve(args) -> int:
+    from cluster.coordinator import start_service
+    from cluster.serve_types import ServeConfig
+
+    cfg = ServeConfig(store=args.store, name=args.name, searchers=args.searchers,
+                      replicas=args.replicas, timeout_s=args.timeout_s, poll_s=args.poll_s,
+                      searcher_cpus=args.searcher_cpus, searcher_gpus=args.searcher_gpus,
+                      searcher_threads=args.searcher_threads)
+    _connect_ray(args.address)
+    stats = start_service(cfg)
+    print(json.dumps(stats, indent=1))
+    print(f"snapline serve: {cfg.name} version {stats['version']} ready: {stats['shards']} "
+          f"shards on {stats['searchers']} searchers x {stats['replicas']} replicas")
+    return 0
+
+
+def _search(args) -> int:
+    import numpy as np
+
+    from cluster.client import Client
+    from shards import open_vectors
+
+    reader = open_vectors(args.queries)
+    queries = reader.read(0, min(reader.n, args.limit) if args.limit else reader.n)
+    _connect_ray(args.address)
+    client = Client.connect(args.name, address=args.address)
+    result = client.search(queries, k=args.k, nprobe=args.nprobe, nlines=args.nlines,
+                           on_partial=args.on_partial, timeout_s=args.timeout_s)
+    if args.out:
+        np.savez(args.out, distances=result.distances, ids=result.ids)
+    print(json.dumps({"version": result.version, "queries": int(queries.shape[0]),
+                      "k": args.k, "missing_shards": list(result.missing_shards),
+                      "ids_head": result.ids[:3].tolist(), "out": args.out}, indent=1))
+    return 0
+
+
+def _status(args) -> int:
+    from cluster.client import Client
+
+    _connect_ray(args.address)
+    print(json.dumps(Client.connect(args.name, address=args.address).stats(), indent=1))
+    return 0
+
+
+def _stop(args) -> int:
+    from cluster.coordinator import stop_service
+
+    _connect_ray(args.address)
+    stop_service(args.name)
+    print(f"snapline stop: {args.name} stopped")
+    return 0
+
+
+def _add_serving_commands(sub) -> None:
+    serve = sub.add_parser("serve", help="start the detached query coordinator and shard "
+                           "searchers of a published index on the current Ray cluster")
+    serve.add_argument("--store", required=True, help="store URI (local path or s3://...)")
+    serve.add_argument("--name", required=True, help="index name (its CURRENT version is served)")
+    serve.add_argument("--searchers", type=int, default=1, help="shard groups (one searcher "
+                       "per group and replica)")
+    serve.add_argument("--replicas", type=int, default=1, help="searchers holding each group")
+    serve.add_argument("--timeout-s", type=float, default=10.0, help="default query timeout")
+    serve.add_argument("--poll-s", type=float, default=5.0, help="CURRENT check period "
+                       "(0: reload only on request)")
+    serve.add_argument("--searcher-cpus", type=float, default=0.0)
+    serve.add_argument("--searcher-gpus", type=float, default=0.0)
+    serve.add_argument("--searcher-threads", type=int, default=None, help="scan threads per "
+                       "searcher (default: all cores; searchers on one machine share them)")
+    serve.set_defaults(func=_serve)
+
+    search = sub.add_parser("search", help="query a running service with a vector file")
+    search.add_argument("--name", required=True)
+    search.add_argument("--queries", required=True, help="query vectors (any supported format)")
+    search.add_argument("--limit", type=int, default=None, help="first N queries only")
+    search.add_argument("--k", type=int, default=10)
+    search.add_argument("--nprobe", type=int, default=32)
+    search.add_argument("--nlines", type=int, default=256)
+    search.add_argument("--timeout-s", type=float, default=None)
+    search.add_argument("--on-partial", choices=("raise", "partial"), default="raise")
+    search.add_argument("--out", default=None, help=".npz file for distances and ids")
+    search.set_defaults(func=_search)
+
+    status = sub.add_parser("status", help="stats of a running service (JSON)")
+    status.add_argument("--name", required=True)
+    status.set_defaults(func=_status)
+
+    stop = sub.add_parser("stop", help="stop a running service: searchers and coordinator")
+    stop.add_argument("--name", required=True)
+    stop.set_defaults(func=_stop)
+
+    for cmd in (serve, search, status, stop):
+        cmd.add_argument("--address", default="auto", help="Ray cluster address (default: "
+                         "auto; with `ray start` token auth set RAY_AUTH_MODE=token)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="snapline", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -237,10 +341,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--store", default="./snapline-store")
     demo.add_argument("--data-dir", default=None, help="big-ann folder (default: bundled)")
     demo.set_defaults(func=_demo)
+
+    _add_serving_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from cluster.serve_types import PartialResultError
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -249,6 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"snapline {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except (ConnectionError, PartialResultError) as exc:   # incl. ServiceUnavailableError
+        print(f"snapline {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

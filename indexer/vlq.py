@@ -15,6 +15,7 @@ from threadpoolctl import ThreadpoolController
 
 from indexer.invlists import InvertedLists
 from indexer.kernels import numba, scan_torch, search_numba
+from indexer.merge import order_ties_by_id
 from indexer.quantizer import VLQQuantizer
 from indexer.coarse import select_lines
 from shards.index_store import (
@@ -165,8 +166,9 @@ class VLQIndex:
     def search(self, q: np.ndarray, k: int = 10, nprobe: int = 32, nlines: int = 256,
                batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
         """k nearest neighbours by exact ADC over the `nlines` nearest lines of the
-        `nprobe` nearest centroids. Returns D float32 (nq, k), I int64 (nq, k); where
-        the scanned lists hold fewer than k codes, the tail is (inf, -1)."""
+        `nprobe` nearest centroids. Returns D float32 (nq, k), I int64 (nq, k), equal
+        distances in id order; where the scanned lists hold fewer than k codes, the tail
+        is (inf, -1)."""
         self._require_trained("search")
         check_vectors(q, self.dim, "search")
         if self.ntotal == 0:
@@ -182,7 +184,7 @@ class VLQIndex:
         for s in range(0, qf.shape[0], step):
             out_d[s:s + step], out_i[s:s + step] = self._search_batch(qf[s:s + step], k,
                                                                       nprobe, nlines)
-        return out_d, out_i
+        return order_ties_by_id(out_d, out_i)   # the same order however the index is split
 
     def _search_batch(self, q, k, nprobe, nlines):
         quantizer = self.quantizer

@@ -335,3 +335,11 @@ def load_arrays(uri: str, shards: Sequence[int] | None = None,
                        codes=cat("codes", np.uint8, (0, manifest.code_bytes)),
                        next_id=manifest.next_id)
     return manifest, data
+
+
+def index_version_uri(store_uri: str, name: str, version: str,
+                      storage_options: dict | None = None) -> str:
+    """URI of the folder `<store>/indexes/<name>/<version>`."""
+    store = Location.of(store_uri, storage_options)
+    return store.child(INDEXES_DIR, check_name(name, "index name"),
+                       check_name(version, "version")).uri

@@ -1,0 +1,81 @@
+"""Python client of a snapline service (SPEC 5).
+
+    from cluster.client import Client
+    client = Client.connect(name="sift-demo", address="auto")
+    D, I = client.search(queries, k=10, nprobe=32, nlines=256)
+    client.stats()
+
+Queries are checked here (clear ValueErrors before anything is sent) and again by the
+coordinator. A result that lacks some shards raises PartialResultError unless
+`on_partial="partial"`, which returns it marked (`result.partial`, `missing_shards`).
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+
+from cluster.coordinator import get_coordinator
+from cluster.serve_types import (NAMESPACE, OnPartial, PartialResultError, SearchParams,
+                                 SearchResult, ServiceUnavailableError, check_queries)
+
+log = logging.getLogger(__name__)
+
+REPLY_MARGIN_S = 30.0     # beyond the query timeout, for the round trip itself
+
+
+class Client:
+    """A handle on the coordinator of one index; thread-safe (one per process is enough)."""
+
+    def __init__(self, name: str, coordinator, info: dict):
+        self.name = name
+        self._coordinator = coordinator
+        self.dim = int(info["dim"])
+
+    @classmethod
+    def connect(cls, name: str, address: str | None = "auto") -> "Client":
+        """Join the Ray cluster at `address` (unless this process already has) and find
+        the coordinator of index `name`; ValueError when there is none."""
+        if not ray.is_initialized():
+            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+        coordinator = get_coordinator(name)
+        info = cls._call(name, coordinator.describe.remote(), timeout=60)
+        return cls(name, coordinator, info)
+
+    def search(self, queries: np.ndarray, k: int = 10, nprobe: int = 32, nlines: int = 256, *,
+               on_partial: OnPartial = "raise", timeout_s: float | None = None) -> SearchResult:
+        """k nearest of every query; unpacks as `D, I`, and carries `.version` (the index
+        version that answered) and `.missing_shards`."""
+        if on_partial not in ("raise", "partial"):
+            raise ValueError(f"on_partial must be 'raise' or 'partial', got {on_partial!r}")
+        if timeout_s is not None and (isinstance(timeout_s, bool) or
+                                      not isinstance(timeout_s, (int, float)) or timeout_s <= 0):
+            raise ValueError(f"timeout_s must be a number > 0, got {timeout_s!r}")
+        q = check_queries(queries, self.dim)
+        params = SearchParams(k=k, nprobe=nprobe, nlines=nlines)
+        ref = self._coordinator.search.remote(q, params, timeout_s)
+        result = self._call(self.name, ref, timeout=(timeout_s or 600.0) + REPLY_MARGIN_S)
+        if result.partial and on_partial == "raise":
+            raise PartialResultError(result)
+        return result
+
+    def stats(self) -> dict:
+        """version, shards, searchers, replicas, queries served, latency percentiles ..."""
+        return self._call(self.name, self._coordinator.stats.remote(), timeout=60)
+
+    def reload(self) -> str:
+        """Serve the version CURRENT names now (the coordinator also polls it)."""
+        return self._call(self.name, self._coordinator.reload.remote(), timeout=None)
+
+    @staticmethod
+    def _call(name: str, ref, timeout: float | None):
+        try:
+            return ray.get(ref, timeout=timeout)
+        except RayActorError as exc:
+            raise ServiceUnavailableError(f"the snapline service for index {name!r} is "
+                                          f"stopped or unreachable ({type(exc).__name__})") from exc
+        except GetTimeoutError as exc:
+            raise ServiceUnavailableError(f"the snapline service for index {name!r} did not "
+                                          f"answer within {timeout} s") from exc

@@ -1,0 +1,330 @@
+"""The query coordinator: a named, detached Ray actor that serves one index (SPEC 5).
+
+It owns the serving state (index version, shard groups, searcher actors per group),
+fans each query batch out to one live replica of every group, merges the top-k and
+answers a SearchResult stamped with the version. A batch reads the state once, so it
+never mixes versions; a reload starts the new version's searchers beside the old ones,
+swaps the state between two batches and releases the old searchers once the batches
+that use them are done.
+
+    start_service(ServeConfig(store, name, searchers=2, replicas=2))   # returns when ready
+    get_coordinator(name); stop_service(name)
+
+The coarse step (centroid distances, lookup tables) is not shared: every searcher holds
+the whole model and computes it for its batch (bench/RESULTS.md "Serving" measures its
+share of a search).
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
+
+from cluster.searcher import SearcherActor, shard_groups
+from cluster.serve_types import (NAMESPACE, SearchParams, SearchResult, ServeConfig,
+                                 check_queries)
+from indexer.merge import merge_topk
+from shards import current_version, resolve
+from shards.index_store import index_version_uri
+
+log = logging.getLogger(__name__)
+
+LATENCY_WINDOW = 10_000          # batches kept for the latency percentiles
+REPLICA_COOLDOWN_S = 2.0         # a failed replica is tried last for this long
+RETRY_PAUSE_S = 0.05             # between rounds over a group's replicas
+MAX_CONCURRENCY = 256            # query batches in flight in the coordinator
+
+
+@dataclass(eq=False)
+class _Group:
+    shards: tuple[int, ...]
+    replicas: list                      # searcher actor handles
+    down_until: list[float]             # per replica: monotonic time before which it is tried last
+    turn: itertools.count = field(default_factory=itertools.count)
+
+    def order(self) -> list[int]:
+        """Replicas to try: round-robin start, recently failed ones last."""
+        n = len(self.replicas)
+        start = next(self.turn) % n
+        ring = [(start + i) % n for i in range(n)]
+        now = time.monotonic()
+        return sorted(ring, key=lambda r: self.down_until[r] > now)
+
+
+@dataclass(eq=False)
+class _ServingState:
+    version: str
+    dim: int
+    ntotal: int
+    nlist: int
+    nedge: int
+    nshards: int
+    groups: list[_Group]
+    inflight: int = 0
+
+
+class QueryCoordinator:
+    """Serves `cfg.name` from `cfg.store`; see the module docstring."""
+
+    def __init__(self, cfg: ServeConfig):
+        self.cfg = cfg
+        self._state: _ServingState | None = None
+        self._load_lock: asyncio.Lock | None = None
+        self._poller: asyncio.Task | None = None
+        self._latency_ms = collections.deque(maxlen=LATENCY_WINDOW)
+        self._counts = collections.Counter()
+        self._started = time.time()
+        self._last_reload_error: str | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+    async def start(self) -> dict:
+        """Load the version CURRENT names (once), start polling CURRENT; returns stats."""
+        await self._current_state()
+        return await self.stats()
+
+    async def _current_state(self) -> _ServingState:
+        if self._state is None:
+            if self._load_lock is None:
+                self._load_lock = asyncio.Lock()
+            async with self._load_lock:
+                if self._state is None:
+                    version = self._published_version()
+                    self._state = await self._start_version(version)
+                    if self.cfg.poll_s > 0 and self._poller is None:
+                        self._poller = asyncio.get_running_loop().create_task(self._poll())
+        return self._state
+
+    def _published_version(self) -> str:
+        version = current_version(self.cfg.store, self.cfg.name, self.cfg.storage_options)
+        if version is None:
+            raise FileNotFoundError(f"index {self.cfg.name!r} has no published version in "
+                                    f"{self.cfg.store} (no CURRENT)")
+        return version
+
+    async def _start_version(self, version: str) -> _ServingState:
+        """Start every searcher of a version and wait until each has loaded its shards."""
+        uri = index_version_uri(self.cfg.store, self.cfg.name, version, self.cfg.storage_options)
+        manifest, _, _ = resolve(uri, self.cfg.storage_options)
+        groups = []
+        for shards in shard_groups(len(manifest.shards), self.cfg.searchers):
+            replicas = [SearcherActor.options(
+                num_cpus=self.cfg.searcher_cpus, num_gpus=self.cfg.searcher_gpus,
+            ).remote(uri, shards, backend=self.cfg.backend, threads=self.cfg.searcher_threads,
+                     storage_options=self.cfg.storage_options)
+                for _ in range(self.cfg.replicas)]
+            groups.append(_Group(shards, replicas, [0.0] * len(replicas)))
+        handles = [h for g in groups for h in g.replicas]
+        try:
+            try:
+                infos = await asyncio.wait_for(
+                    asyncio.gather(*[h.info.remote() for h in handles]), self.cfg.load_timeout_s)
+            except RayActorError as exc:     # a searcher's constructor failed: bad data
+                raise ValueError(f"index {self.cfg.name!r} version {version} does not load: "
+                                 f"{exc}") from None
+            if any(info["version"] != version for info in infos):
+                raise RuntimeError(f"searchers loaded {sorted({i['version'] for i in infos})}, "
+                                   f"expected {version}")
+        except BaseException:     # a version that does not load: nothing of it left running
+            for h in handles:
+                ray.kill(h, no_restart=True)
+            raise
+        log.info("serving %s/%s: %d shards in %d groups x %d replicas", self.cfg.name, version,
+                 len(manifest.shards), len(groups), self.cfg.replicas)
+        return _ServingState(version=version, dim=manifest.dim, ntotal=manifest.ntotal,
+                             nlist=manifest.nlist, nedge=manifest.nedge,
+                             nshards=len(manifest.shards), groups=groups)
+
+    async def reload(self) -> str:
+        """Serve the version CURRENT names now, if it is not the one served; returns it."""
+        await self._current_state()
+        async with self._load_lock:
+            version = self._published_version()
+            old = self._state
+            if version == old.version:
+                return version
+            new = await self._start_version(version)
+            self._state = new                     # the switch: between two batches
+            self._counts["reloads"] += 1
+            log.info("switched %s from %s to %s", self.cfg.name, old.version, version)
+        asyncio.get_running_loop().create_task(self._release(old))
+        return version
+
+    async def _release(self, state: _ServingState) -> None:
+        while state.inflight:                     # batches that started on it finish on it
+            await asyncio.sleep(RETRY_PAUSE_S)
+        for group in state.groups:
+            for handle in group.replicas:
+                ray.kill(handle, no_restart=True)
+        log.info("released %s/%s", self.cfg.name, state.version)
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.poll_s)
+            try:
+                await self.reload()
+                self._last_reload_error = None
+            except Exception as exc:              # keep serving the old version
+                self._last_reload_error = f"{type(exc).__name__}: {exc}"
+                log.warning("reload of %s failed, still serving the old version: %s",
+                            self.cfg.name, self._last_reload_error)
+
+    async def shutdown(self) -> None:
+        """Release every searcher (the caller then kills this actor)."""
+        if self._poller is not None:
+            self._poller.cancel()
+        if self._state is not None:
+            for group in self._state.groups:
+                for handle in group.replicas:
+                    ray.kill(handle, no_restart=True)
+            self._state = None
+
+    # -- queries ---------------------------------------------------------------
+    async def search(self, queries: np.ndarray, params: SearchParams,
+                     timeout_s: float | None = None) -> SearchResult:
+        """Top-k over every shard of one version. Shards that no replica answered within
+        the timeout are listed in `missing_shards` (the caller decides what that means)."""
+        t0 = time.perf_counter()
+        state = await self._current_state()
+        try:
+            q = self._check_request(state, queries, params, timeout_s)
+        except ValueError:
+            self._counts["rejected_batches"] += 1
+            raise
+        deadline = time.monotonic() + (timeout_s or self.cfg.timeout_s)
+        state.inflight += 1
+        try:
+            parts = await asyncio.gather(*[self._search_group(g, q, params, deadline)
+                                           for g in state.groups])
+        finally:
+            state.inflight -= 1
+        answered = [p for p in parts if p is not None]
+        missing = tuple(s for g, p in zip(state.groups, parts) if p is None for s in g.shards)
+        if answered:
+            D, I = merge_topk([p[0] for p in answered], [p[1] for p in answered], params.k)
+        else:
+            D = np.full((q.shape[0], params.k), np.inf, np.float32)
+            I = np.full((q.shape[0], params.k), -1, np.int64)
+        self._latency_ms.append((time.perf_counter() - t0) * 1e3)
+        self._counts["batches"] += 1
+        self._counts["queries"] += q.shape[0]
+        if missing:
+            self._counts["partial_batches"] += 1
+        return SearchResult(D, I, state.version, missing)
+
+    def _check_request(self, state, queries, params, timeout_s) -> np.ndarray:
+        if not isinstance(params, SearchParams):
+            raise ValueError(f"params: expected SearchParams, got {type(params).__name__}")
+        q = check_queries(queries, state.dim)
+        if params.k > state.ntotal:
+            raise ValueError(f"k={params.k} exceeds the {state.ntotal} vectors of index "
+                             f"{self.cfg.name!r} version {state.version}")
+        if params.nprobe > state.nlist:
+            raise ValueError(f"nprobe={params.nprobe} exceeds nlist={state.nlist}")
+        if params.nlines > params.nprobe * state.nedge:
+            raise ValueError(f"nlines={params.nlines} exceeds nprobe * nedge = "
+                             f"{params.nprobe * state.nedge}")
+        if timeout_s is not None and not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
+            raise ValueError(f"timeout_s must be a number > 0, got {timeout_s!r}")
+        return q
+
+    async def _search_group(self, group: _Group, q, params, deadline):
+        """(D, I) from one replica of the group, failing over until the deadline; None
+        when no replica answered in time."""
+        while True:
+            order = group.order()
+            for tried, r in enumerate(order):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                # a hung replica gets its share of the time left, not all of it
+                attempt_s = left / (len(order) - tried)
+                try:
+                    return await asyncio.wait_for(group.replicas[r].search.remote(q, params),
+                                                  attempt_s)
+                except RayTaskError as exc:
+                    if isinstance(exc, ValueError):
+                        raise                       # a bad request, not a bad replica
+                    self._replica_failed(group, r, exc)
+                except (RayActorError, GetTimeoutError, asyncio.TimeoutError, RayError) as exc:
+                    self._replica_failed(group, r, exc)
+            await asyncio.sleep(min(RETRY_PAUSE_S, max(0.0, deadline - time.monotonic())))
+
+    def _replica_failed(self, group: _Group, r: int, exc: BaseException) -> None:
+        group.down_until[r] = time.monotonic() + REPLICA_COOLDOWN_S
+        self._counts["replica_failures"] += 1
+        log.warning("searcher for shards %s replica %d failed: %s", group.shards, r,
+                    type(exc).__name__)
+
+    # -- introspection -----------------------------------------------------------
+    async def describe(self) -> dict:
+        """What a client needs to check queries: version, dim, ntotal, nlist, nedge."""
+        s = await self._current_state()
+        return {"name": self.cfg.name, "version": s.version, "dim": s.dim, "ntotal": s.ntotal,
+                "nlist": s.nlist, "nedge": s.nedge}
+
+    async def searchers(self) -> list[dict]:
+        """Every searcher of the served version: group, replica, shards, actor handle."""
+        s = await self._current_state()
+        return [{"group": g, "replica": r, "shards": list(group.shards), "handle": h}
+                for g, group in enumerate(s.groups) for r, h in enumerate(group.replicas)]
+
+    async def stats(self) -> dict:
+        s = self._state
+        lat = np.asarray(self._latency_ms, dtype=np.float64)
+        pct = ({f"p{p}": float(np.percentile(lat, p)) for p in (50, 90, 99)} if lat.size
+               else {})
+        return {"name": self.cfg.name, "store": self.cfg.store,
+                "version": s.version if s else None, "shards": s.nshards if s else 0,
+                "ntotal": s.ntotal if s else 0,
+                "searchers": len(s.groups) if s else 0, "replicas": self.cfg.replicas,
+                "queries_served": self._counts["queries"], "batches": self._counts["batches"],
+                "partial_batches": self._counts["partial_batches"],
+                "rejected_batches": self._counts["rejected_batches"],
+                "replica_failures": self._counts["replica_failures"],
+                "reloads": self._counts["reloads"], "last_reload_error": self._last_reload_error,
+                "latency_ms": {**pct, "window_batches": int(lat.size)},
+                "uptime_s": time.time() - self._started}
+
+
+CoordinatorActor = ray.remote(max_restarts=-1, max_task_retries=0)(QueryCoordinator)
+
+
+def start_service(cfg: ServeConfig) -> dict:
+    """Start (or find) the detached coordinator of `cfg.name` and its searchers on the
+    connected Ray cluster; returns its stats once every searcher is ready."""
+    if current_version(cfg.store, cfg.name, cfg.storage_options) is None:   # fail before Ray
+        raise FileNotFoundError(f"index {cfg.name!r} has no published version in {cfg.store} "
+                                f"(no CURRENT)")
+    handle = CoordinatorActor.options(
+        name=cfg.name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+        num_cpus=0, max_concurrency=MAX_CONCURRENCY).remote(cfg)
+    try:
+        return ray.get(handle.start.remote())
+    except BaseException:
+        ray.kill(handle, no_restart=True)       # no orphaned detached actor
+        raise
+
+
+def get_coordinator(name: str):
+    """The running coordinator of index `name`; ValueError naming it when there is none."""
+    try:
+        return ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        raise ValueError(f"no snapline service for index {name!r} on this Ray cluster "
+                         f"(namespace {NAMESPACE!r}); start one with `snapline serve`") from None
+
+
+def stop_service(name: str) -> None:
+    """Release the searchers of index `name`, then kill its coordinator for good."""
+    handle = get_coordinator(name)
+    try:
+        ray.get(handle.shutdown.remote(), timeout=60)
+    finally:
+        ray.kill(handle, no_restart=True)

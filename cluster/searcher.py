@@ -1,0 +1,67 @@
+"""Shard searchers: one process holds a group of a published version's shards as
+resident inverted lists (on the GPU when the actor has one) and searches query batches.
+
+`ShardSearcher` is a plain class (tested without Ray); `SearcherActor` is the same class
+as a Ray actor that Ray restarts when it dies. `shard_groups` assigns shards to groups.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Sequence
+
+import numpy as np
+import ray
+
+from cluster.serve_types import SearchParams
+from indexer import VLQIndex
+from indexer.benchmark import set_threads
+from shards import load_arrays
+
+log = logging.getLogger(__name__)
+
+
+def shard_groups(nshards: int, ngroups: int) -> list[tuple[int, ...]]:
+    """Contiguous, balanced groups of shard numbers; at most one group per shard."""
+    if nshards <= 0 or ngroups <= 0:
+        raise ValueError(f"need nshards > 0 and ngroups > 0, got {nshards} and {ngroups}")
+    ngroups = min(ngroups, nshards)
+    return [tuple(int(s) for s in part) for part in np.array_split(np.arange(nshards), ngroups)]
+
+
+class ShardSearcher:
+    """Shards `shards` of the index version at `version_uri`, searchable."""
+
+    def __init__(self, version_uri: str, shards: Sequence[int], *, backend: str = "auto",
+                 threads: int | None = None, storage_options: dict | None = None):
+        if threads is not None:     # several searchers on one machine share its cores
+            set_threads(threads)
+        manifest, data = load_arrays(version_uri, list(shards), storage_options)
+        self.version = manifest.version
+        self.shards = tuple(int(s) for s in shards)
+        self.index = VLQIndex.from_arrays(data, backend=backend)
+        self._warm_up()
+        log.info("searcher %d: version %s shards %s, %d vectors on %s/%s", os.getpid(),
+                 self.version, self.shards, self.index.ntotal, self.index.backend,
+                 self.index.device)
+
+    def _warm_up(self) -> None:
+        """Compile (or load the cached) scan kernel before the first real query."""
+        if self.index.ntotal:
+            self.index.search(np.zeros((1, self.index.dim), np.float32), 1, 1, 1)
+
+    def info(self) -> dict:
+        return {"version": self.version, "shards": list(self.shards),
+                "ntotal": self.index.ntotal, "backend": self.index.backend,
+                "device": self.index.device, "pid": os.getpid()}
+
+    def search(self, queries: np.ndarray, params: SearchParams) -> tuple[np.ndarray, np.ndarray]:
+        """This group's k nearest (fewer stored vectors than k: padded with inf, -1)."""
+        nq = queries.shape[0]
+        k_local = min(params.k, self.index.ntotal)
+        if k_local == 0:
+            return np.full((nq, 0), np.inf, np.float32), np.full((nq, 0), -1, np.int64)
+        return self.index.search(queries, k_local, params.nprobe, params.nlines)
+
+
+SearcherActor = ray.remote(max_restarts=-1, max_task_retries=0)(ShardSearcher)

@@ -1,0 +1,125 @@
+"""Configs, requests and results of the serving layer (plain dataclasses, no Ray).
+
+`ServeConfig` says what to serve and how (searchers, replicas, timeouts, resources);
+`SearchParams` are one query batch's search settings; `SearchResult` is the answer,
+stamped with the index version that produced it and the shards that did not answer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+NAMESPACE = "snapline"           # Ray namespace of every serving actor
+OnPartial = Literal["raise", "partial"]
+
+
+class PartialResultError(RuntimeError):
+    """Some shards did not answer within the timeout; `.result` holds what did."""
+
+    def __init__(self, result: "SearchResult"):
+        super().__init__(f"partial result: shards {list(result.missing_shards)} of index "
+                         f"version {result.version} did not answer in time; pass "
+                         f"on_partial='partial' to accept partial results")
+        self.result = result
+
+
+class ServiceUnavailableError(ConnectionError):
+    """The query coordinator is stopped or unreachable."""
+
+
+def _positive(value, name: str, kind=int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (kind, np.integer) if kind is int
+                                                  else (int, float)):
+        raise ValueError(f"{name} must be a{'n integer' if kind is int else ' number'}, "
+                         f"got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """What the coordinator serves: index `name` of `store`, split into `searchers`
+    shard groups, each held by `replicas` searcher actors (searchers x replicas actors)."""
+
+    store: str
+    name: str
+    searchers: int = 1
+    replicas: int = 1
+    timeout_s: float = 10.0           # default per query batch
+    poll_s: float = 5.0               # how often CURRENT is checked; 0 = only reload()
+    load_timeout_s: float = 600.0     # a version's searchers must be ready within this
+    searcher_cpus: float = 0.0        # Ray resources per searcher actor
+    searcher_gpus: float = 0.0        # > 0: the lists are resident on the GPU (torch)
+    searcher_threads: int | None = None   # scan threads per searcher (None: all cores)
+    backend: Literal["auto", "numba", "torch"] = "auto"
+    storage_options: dict | None = field(default=None, compare=False)
+
+    def __post_init__(self):
+        if not self.store or not self.name:
+            raise ValueError(f"store and name are required, got store={self.store!r} "
+                             f"name={self.name!r}")
+        _positive(self.searchers, "searchers")
+        _positive(self.replicas, "replicas")
+        _positive(self.timeout_s, "timeout_s", float)
+        _positive(self.load_timeout_s, "load_timeout_s", float)
+        for name in ("poll_s", "searcher_cpus", "searcher_gpus"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        if self.searcher_threads is not None:
+            _positive(self.searcher_threads, "searcher_threads")
+        if self.backend not in ("auto", "numba", "torch"):
+            raise ValueError(f"backend must be 'auto', 'numba' or 'torch', got {self.backend!r}")
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    k: int = 10
+    nprobe: int = 32
+    nlines: int = 256
+
+    def __post_init__(self):
+        for name in ("k", "nprobe", "nlines"):
+            _positive(getattr(self, name), name)
+
+
+@dataclass(frozen=True, eq=False)
+class SearchResult:
+    """distances float32 (nq, k), ids int64 (nq, k) with -1 for empty slots, the index
+    version that answered, and the shards that did not (empty for a full answer).
+
+    Unpacks as `D, I = result`."""
+
+    distances: np.ndarray
+    ids: np.ndarray
+    version: str
+    missing_shards: tuple[int, ...] = ()
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.missing_shards)
+
+    def __iter__(self):
+        return iter((self.distances, self.ids))
+
+
+def check_queries(queries, dim: int | None = None) -> np.ndarray:
+    """float32 C-contiguous (nq, dim) copy of a query batch; ValueError naming the
+    problem (type, shape, dimension, NaN/inf)."""
+    if not isinstance(queries, np.ndarray):
+        raise ValueError(f"queries: expected a numpy array, got {type(queries).__name__}")
+    if queries.dtype.kind not in "fiu":
+        raise ValueError(f"queries: expected a numeric array, got dtype {queries.dtype}")
+    if queries.ndim != 2 or queries.shape[0] == 0:
+        raise ValueError(f"queries: expected a non-empty 2-D array (nq, d), got shape "
+                         f"{queries.shape}")
+    if dim is not None and queries.shape[1] != dim:
+        raise ValueError(f"queries: wrong dimension: got shape {queries.shape}, the index "
+                         f"has dim={dim}")
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    bad = ~np.isfinite(q).all(axis=1)
+    if bad.any():
+        raise ValueError(f"queries: row {int(np.flatnonzero(bad)[0])} contains NaN or inf")
+    return q

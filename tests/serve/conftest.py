@@ -1,0 +1,57 @@
+"""Serving tests on a real local Ray (in-process `ray.init`, 2 CPUs) and small indexes of
+the bundled SIFT data published into a temporary store as 1, 2 and 4 shards."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import ray
+
+from cluster.serve_types import NAMESPACE
+
+REPO = Path(__file__).resolve().parents[2]
+BUNDLED = REPO / "data" / "sift-small"
+NB = 20_000
+PARAMS = dict(k=10, nprobe=16, nlines=128)
+SHARDINGS = {"sift-1": 1, "sift-2": 2, "sift-4": 4}
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray.init(address="local", num_cpus=2, include_dashboard=False, namespace=NAMESPACE,
+             log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def sift():
+    from shards import open_vectors
+
+    return {name: open_vectors(str(BUNDLED / f"{name}.u8bin")).read()
+            for name in ("base", "query", "learn")}
+
+
+@pytest.fixture(scope="module")
+def trained(sift):
+    from indexer import VLQIndex
+
+    index = VLQIndex(128, nlist=64, nedge=16, code_bytes=16, backend="numba")
+    index.train(sift["learn"])
+    index.add(sift["base"])
+    return index
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, trained):
+    """A store with the same index published as 1, 2 and 4 shards."""
+    from shards import publish
+
+    path = tmp_path_factory.mktemp("store")
+    arrays = trained.to_arrays()
+    for name, nshards in SHARDINGS.items():
+        manifest = publish(str(path), name, arrays, rows_per_shard=-(-NB // nshards))
+        assert len(manifest.shards) == nshards
+    return str(path)

@@ -1,0 +1,319 @@
+"""Serving on a real local Ray: distributed answers equal the single-process index,
+failover with replicas, explicit partial results, bad input, hot reload under load, and
+a bounded load run. Services are module-scoped (starting actors is the slow part)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+import ray
+
+from cluster import cli
+from cluster.client import Client
+from cluster.coordinator import get_coordinator, start_service, stop_service
+from cluster.serve_types import (PartialResultError, SearchParams, ServeConfig,
+                                 ServiceUnavailableError)
+from tests.serve.conftest import BUNDLED, NB, PARAMS
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+TIMEOUT_S = 60.0          # generous: the 2 cores are shared with other work
+WAIT_S = 180.0            # bound on waiting for a restart or a reload
+
+
+@pytest.fixture(scope="module")
+def reference(trained, sift):
+    return trained.search(sift["query"], **PARAMS)
+
+
+def _serve(store, name, **kw):
+    cfg = ServeConfig(store=store, name=name, timeout_s=TIMEOUT_S, poll_s=0, **kw)
+    stats = start_service(cfg)
+    return Client.connect(name), stats
+
+
+@pytest.fixture(scope="module")
+def served_1(store):
+    """Started with `snapline serve`, stopped by test_stopped_service_is_a_clear_error."""
+    assert cli.main(["serve", "--store", store, "--name", "sift-1", "--searchers", "1",
+                     "--replicas", "1", "--poll-s", "0", "--timeout-s", str(TIMEOUT_S)]) == 0
+    yield Client.connect("sift-1")
+
+
+@pytest.fixture(scope="module")
+def served_2(store):
+    client, _ = _serve(store, "sift-2", searchers=2, replicas=2)
+    yield client
+    stop_service("sift-2")
+
+
+@pytest.fixture(scope="module")
+def served_4(store):
+    client, _ = _serve(store, "sift-4", searchers=2, replicas=1)
+    yield client
+    stop_service("sift-4")
+
+
+def _identical(ids, ref_ids) -> float:
+    return float((ids == ref_ids).mean())
+
+
+@pytest.mark.parametrize("service", ["served_1", "served_2", "served_4"])
+def test_distributed_equals_single_process(request, service, sift, reference):
+    client = request.getfixturevalue(service)
+    result = client.search(sift["query"], **PARAMS)
+    D, I = result
+    assert not result.partial and result.version == "v000001"
+    assert I.shape == reference[1].shape and I.dtype == np.int64 and D.dtype == np.float32
+    assert _identical(I, reference[1]) >= 0.999
+    stats = client.stats()
+    assert stats["version"] == "v000001" and stats["queries_served"] >= sift["query"].shape[0]
+    assert stats["shards"] == int(service[-1])
+
+
+def test_cli_status_and_search(served_2, sift, reference, tmp_path, capsys):
+    assert cli.main(["status", "--name", "sift-2"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["searchers"] == 2 and stats["replicas"] == 2 and "latency_ms" in stats
+    out = tmp_path / "answer.npz"
+    queries = str(BUNDLED / "query.u8bin")
+    assert cli.main(["search", "--name", "sift-2", "--queries", queries, "--k", "10",
+                     "--nprobe", "16", "--nlines", "128", "--out", str(out)]) == 0
+    assert _identical(np.load(out)["ids"], reference[1]) >= 0.999
+    assert cli.main(["status", "--name", "no-such-index"]) == 2
+    assert "no snapline service for index 'no-such-index'" in capsys.readouterr().err
+
+
+
+
+def _query_loop(client, queries, stop, answers, errors, batch=10, **kw):
+    i = 0
+    while not stop.is_set():
+        start = (i * batch) % (queries.shape[0] - batch)
+        try:
+            answers.append((start, client.search(queries[start:start + batch], **PARAMS, **kw)))
+        except Exception as exc:                    # every failure is counted
+            errors.append(exc)
+        i += 1
+
+
+def _run_threads(n, target, *args):
+    threads = [threading.Thread(target=target, args=args, daemon=True) for _ in range(n)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def test_killed_replica_fails_no_query(served_2, sift, reference):
+    """R=2: kill a searcher during a query load; zero failed or partial queries."""
+    handles = ray.get(get_coordinator("sift-2").searchers.remote())
+    victim = handles[0]["handle"]
+    stop, answers, errors = threading.Event(), [], []
+    threads = _run_threads(2, _query_loop, served_2, sift["query"], stop, answers, errors)
+    while len(answers) < 5 and not errors:
+        time.sleep(0.05)
+    before = len(answers)
+    ray.kill(victim, no_restart=False)               # Ray restarts it (max_restarts)
+    _wait_restarted(victim)                          # back up, answering
+    after = len(answers)
+    deadline = time.monotonic() + WAIT_S
+    while len(answers) < after + 5 and time.monotonic() < deadline and not errors:
+        time.sleep(0.05)
+    stop.set()
+    for t in threads:
+        t.join(timeout=WAIT_S)
+    assert errors == []
+    assert len(answers) > before
+    for start, result in answers:
+        assert not result.partial
+        assert _identical(result.ids, reference[1][start:start + 10]) >= 0.99
+    assert served_2.stats()["replica_failures"] >= 1    # the failover path did run
+
+
+def _wait_restarted(handle) -> dict:
+    """The searcher's info once Ray has restarted it (calls fail while it restarts)."""
+    def probe():
+        try:
+            return ray.get(handle.info.remote(), timeout=WAIT_S)
+        except ray.exceptions.RayActorError:
+            return None
+    return _until(probe, "restarted searcher")
+
+
+def _until(predicate, what):
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value is not None:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"no {what} within {WAIT_S} s")
+
+
+def test_single_replica_gives_marked_partial_then_full(served_4, store, sift, reference):
+    """R=1: while the killed searcher restarts, its shards are reported missing (or
+    PartialResultError is raised); full answers come back after the restart."""
+    q = sift["query"][:10]
+    group0 = get_coordinator("sift-4").searchers.remote()
+    victim = next(s for s in ray.get(group0) if s["group"] == 0)
+    assert victim["shards"] == [0, 1]
+
+    def raised():
+        try:
+            served_4.search(q, **PARAMS, timeout_s=1.0)
+        except PartialResultError as exc:
+            return exc
+        return None
+
+    ray.kill(victim["handle"], no_restart=False)
+    exc = _until(raised, "PartialResultError")
+    assert {0, 1} <= set(exc.result.missing_shards)
+    assert "partial result: shards" in str(exc)
+    _wait_restarted(victim["handle"])
+
+    ray.kill(victim["handle"], no_restart=False)
+    partial = _until(lambda: (lambda r: r if r.partial else None)(
+        served_4.search(q, **PARAMS, on_partial="partial", timeout_s=1.0)), "partial result")
+    assert {0, 1} <= set(partial.missing_shards)
+    assert partial.ids.shape == (10, PARAMS["k"])
+    # what did answer is exactly the other group's top-k (shards 2 and 3 alone)
+    from indexer import VLQIndex
+    _, other_ids = VLQIndex.load(f"{store}/indexes/sift-4", shards=[2, 3]).search(q, **PARAMS)
+    assert _identical(partial.ids, other_ids) >= 0.99
+
+    full = _until(lambda: (lambda r: None if r.partial else r)(
+        served_4.search(q, **PARAMS, on_partial="partial", timeout_s=TIMEOUT_S)), "full answer")
+    assert _identical(full.ids, reference[1][:10]) >= 0.99
+    assert served_4.stats()["partial_batches"] >= 2
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda q: q[:, :64], "wrong dimension"),
+    (lambda q: np.where(np.arange(128) == 3, np.nan, q.astype(np.float32)), "NaN"),
+    (lambda q: q.tolist(), "numpy array"),
+    (lambda q: q[:0], "non-empty"),
+])
+def test_bad_queries_are_clear_errors(served_2, sift, reference, make, message):
+    with pytest.raises(ValueError, match=message):
+        served_2.search(make(sift["query"][:5]), **PARAMS)
+    # the coordinator checks too (a client that skipped its own checks)
+    coordinator = get_coordinator("sift-2")
+    bad = make(sift["query"][:5])
+    if isinstance(bad, np.ndarray):
+        with pytest.raises(ValueError, match=message):
+            ray.get(coordinator.search.remote(bad, SearchParams(**PARAMS)))
+    assert _identical(served_2.search(sift["query"][:5], **PARAMS).ids, reference[1][:5]) >= 0.99
+
+
+@pytest.mark.parametrize("params, message", [
+    (dict(k=0), "k must be > 0"), (dict(k=-3), "k must be > 0"),
+    (dict(k=NB + 1), f"k={NB + 1} exceeds the {NB} vectors"),
+    (dict(nprobe=10_000), "nprobe=10000 exceeds nlist"),
+    (dict(nlines=10_000), "nlines=10000 exceeds"),
+])
+def test_bad_parameters_are_clear_errors(served_2, sift, reference, params, message):
+    with pytest.raises(ValueError, match=message):
+        served_2.search(sift["query"][:5], **{**PARAMS, **params})
+    assert _identical(served_2.search(sift["query"][:5], **PARAMS).ids, reference[1][:5]) >= 0.99
+
+
+def test_unknown_index_is_a_clear_error(store):
+    with pytest.raises(ValueError, match="no snapline service for index 'nope'"):
+        Client.connect("nope")
+    with pytest.raises(FileNotFoundError, match="no published version"):
+        start_service(ServeConfig(store=store, name="nope"))
+
+
+def test_stopped_service_is_a_clear_error(served_1, served_2, sift, reference):
+    served_1.search(sift["query"][:5], **PARAMS)
+    assert cli.main(["stop", "--name", "sift-1"]) == 0
+    with pytest.raises(ServiceUnavailableError, match="'sift-1' is stopped or unreachable"):
+        served_1.search(sift["query"][:5], **PARAMS)
+    with pytest.raises(ValueError, match="no snapline service"):
+        Client.connect("sift-1")
+    assert _identical(served_2.search(sift["query"][:5], **PARAMS).ids, reference[1][:5]) >= 0.99
+
+
+def test_bounded_load(served_2, sift):
+    """8 client threads for 5 s: zero errors; the coordinator counts every query."""
+    before = served_2.stats()["queries_served"]
+    stop, answers, errors = threading.Event(), [], []
+    threads = _run_threads(8, _query_loop, served_2, sift["query"], stop, answers, errors)
+    time.sleep(5)
+    stop.set()
+    for t in threads:
+        t.join(timeout=WAIT_S)
+    assert errors == [] and answers
+    assert all(not r.partial for _, r in answers)
+    stats = served_2.stats()
+    assert stats["queries_served"] - before == 10 * len(answers)
+    assert set(stats["latency_ms"]) >= {"p50", "p90", "p99"}
+
+
+def test_hot_reload_under_load(store, trained, sift):
+    """New versions (ids shifted so that each version's answers are recognisable) are
+    picked up by reload() and by the CURRENT poll; no query fails or mixes versions."""
+    from shards import publish
+
+    arrays = trained.to_arrays()
+    publish(store, "sift-reload", arrays, rows_per_shard=NB // 2)
+    cfg = ServeConfig(store=store, name="sift-reload", searchers=2, replicas=1,
+                      timeout_s=TIMEOUT_S, poll_s=1.0)
+    start_service(cfg)
+    client = Client.connect("sift-reload")
+    offsets = {"v000001": 0, "v000002": 1_000_000, "v000003": 2_000_000}
+    stop, answers, errors = threading.Event(), [], []
+    threads = _run_threads(3, _query_loop, client, sift["query"], stop, answers, errors)
+    try:
+        for version in ("v000002", "v000003"):
+            shifted = dataclasses.replace(arrays, ids=arrays.ids + offsets[version],
+                                          next_id=arrays.next_id + offsets[version])
+            assert publish(store, "sift-reload", shifted, rows_per_shard=NB // 2).version == version
+            if version == "v000002":
+                assert client.reload() == version            # on request
+            _until(lambda: client.stats()["version"] == version or None, f"switch to {version}")
+            n = len(answers)
+            _until(lambda: len(answers) > n + 3 or None, f"answers from {version}")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=WAIT_S)
+    stats = client.stats()
+    stop_service("sift-reload")
+    assert errors == []
+    seen = set()
+    for _, result in answers:
+        assert not result.partial
+        low = offsets[result.version]
+        found = result.ids[result.ids >= 0]
+        assert ((found >= low) & (found < low + NB)).all(), result.version   # one version only
+        seen.add(result.version)
+    assert seen == set(offsets)
+    assert stats["reloads"] == 2 and stats["version"] == "v000003"
+
+
+def test_a_version_that_does_not_load_leaves_the_old_one_serving(store, trained, sift, reference):
+    """A new version with a corrupted shard: reload fails with the checksum error and the
+    service keeps answering from the version it had."""
+    from pathlib import Path
+
+    from shards import publish
+
+    arrays = trained.to_arrays()
+    publish(store, "sift-broken", arrays, rows_per_shard=NB)
+    client, _ = _serve(store, "sift-broken", searchers=1, replicas=1)
+    try:
+        bad = publish(store, "sift-broken", dataclasses.replace(arrays, next_id=NB + 1),
+                      rows_per_shard=NB)
+        shard = Path(store) / "indexes" / "sift-broken" / bad.version / bad.shards[0].path
+        shard.write_bytes(shard.read_bytes()[:-100])          # truncated after publishing
+        with pytest.raises(Exception, match="truncated or replaced"):
+            client.reload()
+        result = client.search(sift["query"][:5], **PARAMS)
+        assert result.version == "v000001"
+        assert _identical(result.ids, reference[1][:5]) >= 0.99
+    finally:
+        stop_service("sift-broken")

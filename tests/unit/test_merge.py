@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+
+from indexer.merge import merge_topk
+
+
+def test_merge_equals_topk_of_the_union():
+    rng = np.random.default_rng(0)
+    nq, k = 7, 5
+    parts_d, parts_i, all_d, all_i = [], [], [], []
+    for p in range(3):
+        d = rng.random((nq, 20), dtype=np.float32)
+        ids = rng.permutation(1000)[:20] + 1000 * p
+        i = np.tile(ids, (nq, 1))
+        order = np.argsort(d, axis=1)[:, :k]
+        parts_d.append(np.take_along_axis(d, order, 1))
+        parts_i.append(np.take_along_axis(i, order, 1))
+        all_d.append(d)
+        all_i.append(i)
+    D, I = merge_topk(parts_d, parts_i, k)
+    full_d, full_i = np.hstack(all_d), np.hstack(all_i)
+    best = np.argsort(full_d, axis=1)[:, :k]
+    np.testing.assert_array_equal(I, np.take_along_axis(full_i, best, 1))
+    np.testing.assert_array_equal(D, np.take_along_axis(full_d, best, 1))
+    assert D.dtype == np.float32 and I.dtype == np.int64
+
+
+def test_empty_slots_sort_last_and_pad():
+    D1 = np.array([[1.0, np.inf]], np.float32)
+    I1 = np.array([[4, -1]])
+    D2 = np.array([[0.5]], np.float32)
+    I2 = np.array([[9]])
+    D, I = merge_topk([D1, D2], [I1, I2], 4)
+    assert I.tolist() == [[9, 4, -1, -1]]
+    assert D[0, :2].tolist() == [0.5, 1.0] and np.isinf(D[0, 2:]).all()
+
+
+def test_single_part_is_returned_unchanged():
+    D = np.array([[0.1, 0.2, 0.2]], np.float32)
+    I = np.array([[3, 1, 2]])
+    out_d, out_i = merge_topk([D], [I], 3)
+    assert out_i.tolist() == [[3, 1, 2]]
+
+
+@pytest.mark.parametrize("bad", [dict(k=0), dict(shapes=((2, 3), (3, 3)))])
+def test_bad_arguments(bad):
+    shapes = bad.get("shapes", ((2, 3), (2, 3)))
+    Ds = [np.zeros(s, np.float32) for s in shapes]
+    Is = [np.zeros(s, np.int64) for s in shapes]
+    with pytest.raises(ValueError):
+        merge_topk(Ds, Is, bad.get("k", 3))
+
+
+def test_ties_are_ordered_by_id_whatever_the_split():
+    D = np.array([[1.0, 2.0, 2.0, 3.0]], np.float32)
+    a = merge_topk([D[:, [0, 2]], D[:, [1, 3]]], [np.array([[5, 9]]), np.array([[4, 7]])], 4)
+    b = merge_topk([D[:, [1, 3]], D[:, [0, 2]]], [np.array([[4, 7]]), np.array([[5, 9]])], 4)
+    assert a[1].tolist() == b[1].tolist() == [[5, 4, 9, 7]]
+
+
+def test_order_ties_by_id_leaves_rows_without_ties():
+    from indexer.merge import order_ties_by_id
+
+    D = np.array([[1.0, 2.0, 2.0], [1.0, 2.0, 3.0]], np.float32)
+    I = np.array([[3, 8, 6], [9, 1, 2]])
+    out_d, out_i = order_ties_by_id(D, I)
+    assert out_i.tolist() == [[3, 6, 8], [9, 1, 2]]
+    same = I[1:]
+    assert order_ties_by_id(D[1:], same)[1] is same
