@@ -78,7 +78,35 @@ def ray_head(tmp_path_factory, s3_endpoint):
     try:
         yield head
     finally:
-        head.ray("stop", "--force", check=False, timeout=120)
+        stop_processes_of(temp_dir)
+
+
+def stop_processes_of(temp_dir: Path, grace_s: float = 10.0) -> None:
+    """Stop this head's processes only (GCS, raylet, dashboard... all name `temp_dir` on
+    their command line; workers exit with their raylet), not other Ray clusters on the
+    machine as `ray stop` would."""
+    import signal
+
+    def ours() -> list[int]:
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if str(temp_dir).encode() in (entry / "cmdline").read_bytes():
+                        pids.append(int(entry.name))
+                except OSError:
+                    pass
+        return pids
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in ours():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace_s
+        while ours() and time.monotonic() < deadline:
+            time.sleep(0.2)
 
 
 @pytest.fixture()
