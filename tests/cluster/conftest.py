@@ -73,30 +73,45 @@ def ray_head(tmp_path_factory, s3_endpoint):
     with open(temp_dir / "ray-start.log", "w") as log:   # not a pipe: the daemons keep it open
         subprocess.run([str(VENV_BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1",
                         f"--port={port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-                        "--num-cpus=2", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
+                        f"--ray-client-server-port={_free_port()}", "--num-cpus=2",
+                        "--disable-usage-stats", f"--temp-dir={temp_dir}"],
                        env=env, stdout=log, stderr=subprocess.STDOUT, check=True, timeout=120)
     try:
         yield head
     finally:
-        stop_processes_of(temp_dir)
+        stop_processes_of(temp_dir, port)
 
 
-def stop_processes_of(temp_dir: Path, grace_s: float = 10.0) -> None:
-    """Stop this head's processes only (GCS, raylet, dashboard... all name `temp_dir` on
-    their command line; workers exit with their raylet), not other Ray clusters on the
-    machine as `ray stop` would."""
+def stop_processes_of(temp_dir: Path, gcs_port: int, grace_s: float = 10.0) -> None:
+    """Stop this head's processes only: those naming `temp_dir` or its GCS port on their
+    command line (GCS, raylet, dashboard, client server ...) and their descendants
+    (workers, agents), not other Ray clusters on the machine as `ray stop` would."""
     import signal
 
+    gcs = re.compile(rb"-(-address|-gcs-address|-gcs_address)=[^\0 ]*:%d(\0| |$)" % gcs_port)
+
     def ours() -> list[int]:
-        pids = []
+        """Processes naming temp_dir, and all their descendants (workers, agents)."""
+        parent, named = {}, set()
         for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    if str(temp_dir).encode() in (entry / "cmdline").read_bytes():
-                        pids.append(int(entry.name))
-                except OSError:
-                    pass
-        return pids
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                state, ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+                if state == "Z":           # exited, not yet reaped: nothing to stop
+                    continue
+                parent[int(entry.name)] = int(ppid)
+                cmdline = (entry / "cmdline").read_bytes()
+                if str(temp_dir).encode() in cmdline or gcs.search(cmdline):
+                    named.add(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                pass
+        found, grew = set(named), True
+        while grew:
+            more = {pid for pid, ppid in parent.items() if ppid in found} - found
+            found |= more
+            grew = bool(more)
+        return sorted(found)
 
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in ours():
