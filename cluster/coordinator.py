@@ -33,6 +33,7 @@ from cluster.serve_types import (NAMESPACE, SearchParams, SearchResult, ServeCon
 from indexer.merge import merge_topk
 from shards import current_version, resolve
 from shards.index_store import index_version_uri
+from shards.registry import mark_serving
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ class QueryCoordinator:
                 if self._state is None:
                     version = self._published_version()
                     self._state = await self._start_version(version)
+                    await self._mark_serving()
                     if self.cfg.poll_s > 0 and self._poller is None:
                         self._poller = asyncio.get_running_loop().create_task(self._poll())
         return self._state
@@ -153,6 +155,7 @@ class QueryCoordinator:
             self._state = new                     # the switch: between two batches
             self._counts["reloads"] += 1
             log.info("switched %s from %s to %s", self.cfg.name, old.version, version)
+            await self._mark_serving()
         asyncio.get_running_loop().create_task(self._release(old))
         return version
 
@@ -164,11 +167,22 @@ class QueryCoordinator:
                 ray.kill(handle, no_restart=True)
         log.info("released %s/%s", self.cfg.name, state.version)
 
+    async def _mark_serving(self, version: str | None = "current") -> None:
+        """Tell the store which version this coordinator serves (retention keeps it)."""
+        version = self._state.version if version == "current" and self._state else version
+        holder = f"coordinator-{ray.get_runtime_context().get_actor_id() or 'driver'}"
+        try:
+            await asyncio.to_thread(mark_serving, self.cfg.store, self.cfg.name, holder, version,
+                                    self.cfg.storage_options)
+        except OSError as exc:      # serving goes on; retention may not see this record
+            log.warning("could not record the served version in %s: %s", self.cfg.store, exc)
+
     async def _poll(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.poll_s)
             try:
                 await self.reload()
+                await self._mark_serving()        # heartbeat
                 self._last_reload_error = None
             except Exception as exc:              # keep serving the old version
                 self._last_reload_error = f"{type(exc).__name__}: {exc}"
@@ -179,6 +193,7 @@ class QueryCoordinator:
         """Release every searcher (the caller then kills this actor)."""
         if self._poller is not None:
             self._poller.cancel()
+        await self._mark_serving(None)
         if self._state is not None:
             for group in self._state.groups:
                 for handle in group.replicas:

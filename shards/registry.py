@@ -34,6 +34,8 @@ from shards.manifest import check_name
 log = logging.getLogger(__name__)
 
 LEASES_DIR = "leases"
+SERVING_DIR = "serving"          # <holder>.json: {"version", "at"} heartbeats of servers
+SERVING_FRESH_S = 300.0          # a serving record older than this is a dead server's
 _LEASE_FILE = re.compile(r"^lease-(\d{6,})$")    # not the temp files of a write in flight
 
 
@@ -130,18 +132,51 @@ class Lease:
                               json.dumps({"owner": self.owner, "expires": expires}).encode())
 
 
+# -- what is served -------------------------------------------------------------------
+def mark_serving(store_uri: str, name: str, holder: str, version: str | None,
+                 storage_options: dict | None = None) -> None:
+    """Record (a heartbeat) that `holder`, e.g. a query coordinator, serves `version` of
+    index `name`; version None removes the record."""
+    loc = Location.of(store_uri, storage_options).child(
+        INDEXES_DIR, check_name(name, "index name"), SERVING_DIR)
+    file = f"{check_name(holder, 'holder')}.json"
+    if version is None:
+        loc.remove(file)
+    else:
+        loc.write_bytes(file, json.dumps({"version": version, "at": time.time()}).encode())
+
+
+def served_versions(store_uri: str, name: str, max_age_s: float = SERVING_FRESH_S,
+                    storage_options: dict | None = None) -> set[str]:
+    """Versions of index `name` whose serving record was renewed in the last max_age_s."""
+    loc = Location.of(store_uri, storage_options).child(
+        INDEXES_DIR, check_name(name, "index name"), SERVING_DIR)
+    out = set()
+    for file in loc.listdir():
+        if file.endswith(".json"):
+            try:
+                record = json.loads(loc.read_bytes(file))
+            except (FileNotFoundError, ValueError):
+                continue           # removed or being replaced as we read
+            if time.time() - record.get("at", 0) <= max_age_s:
+                out.add(record["version"])
+    return out
+
+
 # -- retention -------------------------------------------------------------------------
 def retain_versions(store_uri: str, name: str, keep: int, protect: tuple[str, ...] = (),
                     storage_options: dict | None = None) -> list[str]:
     """Delete published versions older than the `keep` newest; never CURRENT, never one in
-    `protect` (e.g. the version a coordinator still serves). Returns the deleted ones."""
+    `protect` (e.g. the version being replaced), never one a coordinator reports serving
+    (`mark_serving` within SERVING_FRESH_S). Returns the deleted ones."""
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
     root = Location.of(store_uri, storage_options).child(INDEXES_DIR, check_name(name, "index name"))
     current = current_version(store_uri, name, storage_options)
     published = _published_versions(root)
+    served = served_versions(store_uri, name, storage_options=storage_options)
     doomed = [v for v in published[:-keep] if v != current and v not in protect
-              and _version_number(v) < _version_number(current or "")]
+              and v not in served and _version_number(v) < _version_number(current or "")]
     for version in doomed:
         root.remove(f"{version}/manifest.json")   # first: the version stops being loadable
         root.remove(version, recursive=True)

@@ -19,6 +19,7 @@ from cluster.serve_types import NAMESPACE, ServeConfig
 from indexer import VLQIndex
 from indexer.evaluation import evaluate
 from shards import current_version, open_vectors, read_ground_truth
+from shards.registry import served_versions
 
 pytestmark = pytest.mark.slow
 BUNDLED = Path(__file__).resolve().parents[2] / "data" / "sift-small"
@@ -76,6 +77,7 @@ def test_scheduled_reencode_swaps_under_load_with_no_failed_query(ray_with_s3, s
         assert failures == []
         assert set(answers) == {"v000001", "v000002"}   # served before and after, one each
         assert answers[-1] == "v000002"
+        assert served_versions(store, "sift") == {"v000002"}   # the coordinator's heartbeat
         after = client.search(queries, k=10, nprobe=16, nlines=128)
         assert after.version == "v000002"
         fresh = VLQIndex.from_model(store, new_model)

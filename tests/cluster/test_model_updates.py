@@ -26,7 +26,8 @@ from cluster.model_updates import (
 )
 from indexer import VLQIndex
 from shards import current_version, load_arrays, open_vectors, write_vectors
-from shards.registry import Lease, list_models, retain_versions
+from shards.registry import (Lease, list_models, mark_serving, retain_versions,
+                             served_versions)
 
 pytestmark = pytest.mark.slow
 BUNDLED = Path(__file__).resolve().parents[2] / "data" / "sift-small"
@@ -208,7 +209,11 @@ def test_retention_keeps_current_and_the_newest(tmp_path, small_data):
         index.add(small_data["base"][i * 100:(i + 1) * 100])
         publish(store, "idx", index.to_arrays())
     assert current_version(store, "idx") == "v000004"
-    assert retain_versions(store, "idx", keep=2) == ["v000001", "v000002"]
+    mark_serving(store, "idx", "coordinator-a", "v000001")     # a server still on v000001
+    assert served_versions(store, "idx") == {"v000001"}
+    assert retain_versions(store, "idx", keep=2) == ["v000002"]
+    mark_serving(store, "idx", "coordinator-a", None)          # it moved on / stopped
+    assert retain_versions(store, "idx", keep=2) == ["v000001"]
     assert sorted(p.name for p in Path(store).glob("indexes/idx/v*")) == ["v000003", "v000004"]
     with pytest.raises(ValueError, match="keep must be >= 1"):
         retain_versions(store, "idx", keep=0)
