@@ -248,8 +248,7 @@ class VLQIndex:
         """The model and the encoded rows, as stored (shards/ writes them)."""
         self._require_trained("save")
         self.lists.compact()
-        return IndexArrays(model_meta=self.model_meta(),
-                           model_arrays={**self.quantizer.arrays(), **self.encoder.to_arrays()},
+        return IndexArrays(model_meta=self.model_meta(), model_arrays=self._model_arrays(),
                            ids=self.lists.ids, list_ids=self.lists.list_ids(),
                            lambda_idx=self.lists.lambda_idx, codes=self.lists.codes,
                            next_id=self._next_id)
@@ -292,9 +291,12 @@ class VLQIndex:
                    extra_meta: dict | None = None) -> str:
         """Write the trained model (encoder + codebooks) as a model version of a store."""
         self._require_trained("save_model")
-        arrays = {**self.quantizer.arrays(), **self.encoder.to_arrays()}
-        return save_model(str(store_uri), {**self.model_meta(), **(extra_meta or {})}, arrays,
-                          storage_options)
+        return save_model(str(store_uri), {**self.model_meta(), **(extra_meta or {})},
+                          self._model_arrays(), storage_options)
+
+    def _model_arrays(self) -> dict[str, np.ndarray]:
+        """What a model version holds: the codebooks and the encoder's weights."""
+        return {**self.quantizer.arrays(), **self.encoder.to_arrays()}
 
     def save(self, uri: str, storage_options: dict | None = None,
              rows_per_shard: int = DEFAULT_ROWS_PER_SHARD) -> None:

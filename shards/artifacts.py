@@ -47,18 +47,8 @@ def write_array_bundle_at(loc: Location, meta: dict[str, Any],
 
 def read_array_bundle_at(loc: Location) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Read a bundle written by write_array_bundle_at, verifying every checksum."""
+    doc = _read_bundle_doc(loc)
     meta_uri = f"{loc.uri}/{META_FILE}"
-    if not loc.exists(META_FILE):
-        raise FileNotFoundError(f"{loc.uri}: no {META_FILE}; not a snapline model or bundle")
-    try:
-        doc = json.loads(loc.read_bytes(META_FILE))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{meta_uri}: not valid JSON ({exc})") from None
-    if (not isinstance(doc, dict) or doc.get("format") != BUNDLE_FORMAT
-            or doc.get("format_version") != BUNDLE_FORMAT_VERSION):
-        raise ValueError(f"{meta_uri}: unsupported format {doc.get('format')!r} version "
-                         f"{doc.get('format_version')!r}; expected {BUNDLE_FORMAT!r} "
-                         f"version {BUNDLE_FORMAT_VERSION}")
     arrays = {}
     decompressor = zstandard.ZstdDecompressor()
     for name, entry in doc["arrays"].items():
@@ -79,6 +69,27 @@ def read_array_bundle_at(loc: Location) -> tuple[dict[str, Any], dict[str, np.nd
                              f"says {entry['dtype']}{entry['shape']}")
         arrays[name] = arr
     return doc["meta"], arrays
+
+
+def read_bundle_meta(loc: Location) -> dict[str, Any]:
+    """The meta of a bundle (format checked), without reading or verifying its arrays."""
+    return _read_bundle_doc(loc)["meta"]
+
+
+def _read_bundle_doc(loc: Location) -> dict[str, Any]:
+    meta_uri = f"{loc.uri}/{META_FILE}"
+    if not loc.exists(META_FILE):
+        raise FileNotFoundError(f"{loc.uri}: no {META_FILE}; not a snapline model or bundle")
+    try:
+        doc = json.loads(loc.read_bytes(META_FILE))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{meta_uri}: not valid JSON ({exc})") from None
+    if (not isinstance(doc, dict) or doc.get("format") != BUNDLE_FORMAT
+            or doc.get("format_version") != BUNDLE_FORMAT_VERSION):
+        raise ValueError(f"{meta_uri}: unsupported format {doc.get('format')!r} version "
+                         f"{doc.get('format_version')!r}; expected {BUNDLE_FORMAT!r} "
+                         f"version {BUNDLE_FORMAT_VERSION}")
+    return doc
 
 
 def state_dict_to_arrays(state_dict, prefix: str = "") -> dict[str, np.ndarray]:

@@ -22,18 +22,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shards.fsio import Location
 from shards.index_store import (
     BUILD_FILE,
-    INDEXES_DIR,
-    MODELS_DIR,
     _published_versions,
     _version_number,
     commit_manifest,
     current_version,
-    read_model,
+    index_root,
+    load_model,
+    utc_now,
 )
-from shards.manifest import MANIFEST_FILE, Manifest, ShardEntry, check_name
+from shards.manifest import Manifest, ShardEntry, check_name
 from shards.shard_file import ShardMeta, encode_shard
 
 log = logging.getLogger(__name__)
@@ -46,16 +45,12 @@ class BuildClaim:
     resumed: bool
 
 
-def _root(store_uri: str, name: str, storage_options: dict | None) -> Location:
-    return Location.of(store_uri, storage_options).child(INDEXES_DIR, check_name(name, "index name"))
-
-
 def claim_build(store_uri: str, name: str, fingerprint: dict,
                 storage_options: dict | None = None) -> BuildClaim:
     """The version folder a build writes: the newest unfinished build with the same
     fingerprint when it is newer than every published version (a rerun resumes it),
     else a new version claimed exclusively (two builds never share a folder)."""
-    root = _root(store_uri, name, storage_options)
+    root = index_root(store_uri, name, storage_options)
     published = _published_versions(root)
     newest_published = max([_version_number(v) for v in published]
                            + [_version_number(current_version(store_uri, name, storage_options)
@@ -84,7 +79,7 @@ def record_build(store_uri: str, name: str, claim: BuildClaim, storage_options: 
                  **fields) -> BuildClaim:
     """Add fields (e.g. the trained model_version) to a claim's build.json."""
     record = {**claim.record, **fields}
-    _root(store_uri, name, storage_options).child(claim.version).write_bytes(
+    index_root(store_uri, name, storage_options).child(claim.version).write_bytes(
         BUILD_FILE, json.dumps(record, indent=1).encode())
     return BuildClaim(claim.version, record, claim.resumed)
 
@@ -97,7 +92,7 @@ def find_part(store_uri: str, name: str, version: str, number: int, meta: ShardM
               storage_options: dict | None = None) -> ShardEntry | None:
     """A finished part `number` of this build (right checksum, model and row range), or
     None. A part file that fails the checks is removed so that it is written again."""
-    vloc = _root(store_uri, name, storage_options).child(check_name(version, "version"))
+    vloc = index_root(store_uri, name, storage_options).child(check_name(version, "version"))
     for file in vloc.listdir("shards"):
         if not (file.startswith(_part_prefix(number)) and file.endswith(".parquet")):
             continue
@@ -124,7 +119,7 @@ def write_part(store_uri: str, name: str, version: str, number: int, ids: np.nda
     blob = encode_shard(ids, list_ids, lambda_idx, codes, meta)
     digest = hashlib.sha256(blob).hexdigest()
     path = f"shards/{_part_prefix(number)}{digest[:16]}.parquet"
-    vloc = _root(store_uri, name, storage_options).child(check_name(version, "version"))
+    vloc = index_root(store_uri, name, storage_options).child(check_name(version, "version"))
     vloc.write_bytes(path, blob)
     return ShardEntry(path=path, rows=int(ids.shape[0]), bytes=len(blob), sha256=digest)
 
@@ -134,11 +129,8 @@ def publish_parts(store_uri: str, name: str, version: str, model_version: str,
                   storage_options: dict | None = None) -> Manifest:
     """Publish a claimed version from its parts (listed in part order): the manifest,
     created exclusively, then CURRENT. Part files not listed are removed first."""
-    store = Location.of(store_uri, storage_options)
-    root = _root(store_uri, name, storage_options)
-    vloc = root.child(check_name(version, "version"))
-    meta, _ = read_model(store.child(MODELS_DIR, check_name(model_version, "model version")),
-                         model_version)
+    vloc = index_root(store_uri, name, storage_options).child(check_name(version, "version"))
+    meta, _ = load_model(store_uri, model_version, storage_options)
     listed = {e.path for e in entries}
     for file in vloc.listdir("shards"):
         if f"shards/{file}" not in listed:
@@ -150,10 +142,6 @@ def publish_parts(store_uri: str, name: str, version: str, model_version: str,
                         nlist=meta["nlist"], nedge=meta["nedge"], code_bytes=meta["code_bytes"],
                         nlambda=meta["nlambda"], ntotal=ntotal, next_id=next_id,
                         shards=tuple(entries), name=name, source=dict(source),
-                        created=_now())
+                        created=utc_now())
     return commit_manifest(store_uri, name, vloc, manifest, storage_options)
 
-
-def _now() -> str:
-    from datetime import datetime, timezone
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -174,8 +174,12 @@ def _manifest_for(data: IndexArrays, version: str, entries, name, model_path, so
                     nlist=meta["nlist"], nedge=meta["nedge"], code_bytes=meta["code_bytes"],
                     nlambda=meta["nlambda"], ntotal=int(data.ids.shape[0]),
                     next_id=int(data.next_id), shards=tuple(entries), name=name,
-                    model_path=model_path, source=dict(source),
-                    created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                    model_path=model_path, source=dict(source), created=utc_now())
+
+
+def utc_now() -> str:
+    """A manifest's creation time."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _no_step(*_args) -> None:
@@ -201,8 +205,13 @@ def save_copy(uri: str, data: IndexArrays, rows_per_shard: int = DEFAULT_ROWS_PE
 
 
 # -- the versioned store -------------------------------------------------------
+def index_root(store_uri: str, name: str, storage_options: dict | None = None) -> Location:
+    """The folder `<store>/indexes/<name>` (name checked)."""
+    return Location.of(store_uri, storage_options).child(INDEXES_DIR, check_name(name, "index name"))
+
+
 def current_version(store_uri: str, name: str, storage_options: dict | None = None) -> str | None:
-    root = Location.of(store_uri, storage_options).child(INDEXES_DIR, check_name(name, "index name"))
+    root = index_root(store_uri, name, storage_options)
     if not root.exists(CURRENT_FILE):
         return None
     return check_name(root.read_bytes(CURRENT_FILE).decode().strip(), f"{root.uri}/CURRENT")
@@ -239,7 +248,7 @@ def publish(store_uri: str, name: str, data: IndexArrays, *, version: str | None
     right checksum are skipped, an identical manifest is kept, CURRENT is written.
     """
     store = Location.of(store_uri, storage_options)
-    root = store.child(INDEXES_DIR, check_name(name, "index name"))
+    root = index_root(store_uri, name, storage_options)
     source = source or {}
     on_step("model")
     write_model(store.child(MODELS_DIR, data.model_version), data.model_meta, data.model_arrays)
@@ -272,7 +281,7 @@ def commit_manifest(store_uri: str, name: str, vloc: Location, manifest: Manifes
                                   f"writer first; this writer's shards were not published")
         manifest = existing    # a rerun of the same publish
     on_step("current")
-    root = Location.of(store_uri, storage_options).child(INDEXES_DIR, check_name(name, "index name"))
+    root = index_root(store_uri, name, storage_options)
     current = current_version(store_uri, name, storage_options)
     if current is None or _version_number(current) < _version_number(version):
         root.write_bytes(CURRENT_FILE, (version + "\n").encode())
@@ -340,6 +349,4 @@ def load_arrays(uri: str, shards: Sequence[int] | None = None,
 def index_version_uri(store_uri: str, name: str, version: str,
                       storage_options: dict | None = None) -> str:
     """URI of the folder `<store>/indexes/<name>/<version>`."""
-    store = Location.of(store_uri, storage_options)
-    return store.child(INDEXES_DIR, check_name(name, "index name"),
-                       check_name(version, "version")).uri
+    return index_root(store_uri, name, storage_options).child(check_name(version, "version")).uri

@@ -18,16 +18,15 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from shards.artifacts import read_array_bundle_at
+from shards.artifacts import read_bundle_meta
 from shards.fsio import Location
 from shards.index_store import (
-    CURRENT_FILE,
-    INDEXES_DIR,
     MODEL_KIND,
     MODELS_DIR,
     _published_versions,
     _version_number,
     current_version,
+    index_root,
 )
 from shards.manifest import check_name
 
@@ -46,8 +45,7 @@ def list_models(store_uri: str, storage_options: dict | None = None) -> list[dic
     for version in models.listdir():
         if not models.exists(f"{version}/meta.json"):
             continue
-        doc = json.loads(models.child(version).read_bytes("meta.json"))
-        meta = doc.get("meta") or {} if isinstance(doc, dict) else {}
+        meta = read_bundle_meta(models.child(version))
         if meta.get("kind") != MODEL_KIND:
             continue
         training = meta.get("training") or {}
@@ -69,15 +67,6 @@ def latest_model(store_uri: str, name: str, storage_options: dict | None = None)
     return mine[-1]["model_version"] if mine else None
 
 
-def model_meta(store_uri: str, version: str, storage_options: dict | None = None) -> dict:
-    """meta.json of a model version, with every array file verified against its sha256."""
-    loc = Location.of(store_uri, storage_options).child(MODELS_DIR, check_name(version, "model"))
-    if not loc.exists("meta.json"):
-        raise FileNotFoundError(f"{loc.uri}: no such model version")
-    meta, _ = read_array_bundle_at(loc)
-    return meta
-
-
 # -- lease -------------------------------------------------------------------------
 @dataclass
 class Lease:
@@ -92,8 +81,7 @@ class Lease:
 
     def __post_init__(self):
         self.owner = self.owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._dir = Location.of(self.store_uri, self.storage_options).child(
-            INDEXES_DIR, check_name(self.name, "index name"), LEASES_DIR)
+        self._dir = index_root(self.store_uri, self.name, self.storage_options).child(LEASES_DIR)
 
     def _newest(self) -> tuple[int, dict | None]:
         numbers = [int(m.group(1)) for m in map(_LEASE_FILE.match, self._dir.listdir()) if m]
@@ -137,8 +125,7 @@ def mark_serving(store_uri: str, name: str, holder: str, version: str | None,
                  storage_options: dict | None = None) -> None:
     """Record (a heartbeat) that `holder`, e.g. a query coordinator, serves `version` of
     index `name`; version None removes the record."""
-    loc = Location.of(store_uri, storage_options).child(
-        INDEXES_DIR, check_name(name, "index name"), SERVING_DIR)
+    loc = index_root(store_uri, name, storage_options).child(SERVING_DIR)
     file = f"{check_name(holder, 'holder')}.json"
     if version is None:
         loc.remove(file)
@@ -149,8 +136,7 @@ def mark_serving(store_uri: str, name: str, holder: str, version: str | None,
 def served_versions(store_uri: str, name: str, max_age_s: float = SERVING_FRESH_S,
                     storage_options: dict | None = None) -> set[str]:
     """Versions of index `name` whose serving record was renewed in the last max_age_s."""
-    loc = Location.of(store_uri, storage_options).child(
-        INDEXES_DIR, check_name(name, "index name"), SERVING_DIR)
+    loc = index_root(store_uri, name, storage_options).child(SERVING_DIR)
     out = set()
     for file in loc.listdir():
         if file.endswith(".json"):
@@ -171,7 +157,7 @@ def retain_versions(store_uri: str, name: str, keep: int, protect: tuple[str, ..
     (`mark_serving` within SERVING_FRESH_S). Returns the deleted ones."""
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
-    root = Location.of(store_uri, storage_options).child(INDEXES_DIR, check_name(name, "index name"))
+    root = index_root(store_uri, name, storage_options)
     current = current_version(store_uri, name, storage_options)
     published = _published_versions(root)
     served = served_versions(store_uri, name, storage_options=storage_options)
@@ -181,5 +167,4 @@ def retain_versions(store_uri: str, name: str, keep: int, protect: tuple[str, ..
         root.remove(f"{version}/manifest.json")   # first: the version stops being loadable
         root.remove(version, recursive=True)
         log.info("deleted %s/%s (retention: keep %d)", root.uri, version, keep)
-    assert not root.exists(CURRENT_FILE) or current not in doomed
     return doomed
