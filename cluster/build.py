@@ -12,9 +12,7 @@
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import logging
 import os
 import sys
@@ -25,7 +23,7 @@ from datetime import datetime, timezone
 import numpy as np
 import ray
 
-from cluster.build_config import BuildConfig, BuildConfigError, SampleConfig, load_build_config
+from cluster.build_config import BuildConfig, BuildConfigError, SampleConfig
 from cluster.encode_workers import encode_partitions
 from indexer import VLQIndex
 from indexer.benchmark import ivf_nlist_for, vlq_nlist_for
@@ -181,10 +179,11 @@ class ModelTrainer:
 
 
 # -- the pipeline ----------------------------------------------------------------------
-def run_build(cfg: BuildConfig) -> dict:
-    """Check, claim, train, encode, publish. Needs a connected Ray (ray.init)."""
+def run_build(cfg: BuildConfig, checked: CheckedBuild | None = None) -> dict:
+    """Check (unless `checked` is check_build's result for cfg), claim, train, encode,
+    publish. Needs a connected Ray (ray.init)."""
     t0 = time.perf_counter()
-    checked = check_build(cfg)
+    checked = checked or check_build(cfg)
     cfg = checked.config
     claim = claim_build(cfg.store, cfg.name, fingerprint(checked))
     log.info("%s build of %s/%s: %d rows, d=%d, nlist=%d, %s", "resuming" if claim.resumed
@@ -238,27 +237,10 @@ def summary_line(s: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cluster.build", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="build.yaml")
-    parser.add_argument("--address", default=None, help="Ray cluster address (default: the "
-                        "job's cluster under `ray job submit`, else a new local Ray)")
-    parser.add_argument("--summary-json", default=None, help="also write the summary here")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        cfg = load_build_config(args.config)
-        check_build(cfg)           # fail fast, before Ray starts
-    except BuildConfigError as exc:
-        print(f"snapline build: error: {exc}", file=sys.stderr)
-        return 2
-    ray.init(address=args.address, ignore_reinit_error=True)
-    summary = run_build(cfg)
-    print(summary_line(summary))
-    if args.summary_json:
-        with open(args.summary_json, "w") as f:
-            json.dump(summary, f, indent=1)
-    return 0
+    """`python -m cluster.build ...` is `snapline build ...` (the entry `ray job submit` runs)."""
+    from cluster.cli import main as cli_main
+
+    return cli_main(["build", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -115,14 +115,17 @@ def _build(args) -> int:
     from cluster.build_config import load_build_config
 
     cfg = load_build_config(args.config)
-    check_build(cfg)            # fail fast, before Ray starts
+    checked = check_build(cfg)  # fail fast, before Ray starts
     ray.init(address=args.address, ignore_reinit_error=True)
     try:
-        summary = run_build(cfg)
+        summary = run_build(cfg, checked)
     finally:
         ray.shutdown()
     print(json.dumps(summary, indent=1))
     print(summary_line(summary))
+    if args.summary_json:
+        with open(args.summary_json, "w") as f:
+            json.dump(summary, f, indent=1)
     return 0
 
 
@@ -319,8 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     build = sub.add_parser("build", help="build and publish an index from a build.yaml on a "
                            "local Ray (what `python -m cluster.build` does under ray job submit)")
     build.add_argument("--config", required=True, help="build.yaml")
-    build.add_argument("--address", default=None, help="Ray cluster address (default: a new "
-                       "local Ray, or RAY_ADDRESS)")
+    build.add_argument("--address", default=None, help="Ray cluster address (default: the "
+                       "job's cluster under `ray job submit`, RAY_ADDRESS, else a new local Ray)")
+    build.add_argument("--summary-json", default=None, help="also write the summary here")
     build.set_defaults(func=_build)
 
     plan = sub.add_parser("plan", help="sizing estimate: shards, GPUs to hold the lists, "

@@ -18,7 +18,7 @@ import ray
 from cluster.build import run_build
 from cluster.build_config import BuildConfig, build_config_from_dict
 from indexer import VLQIndex
-from indexer.benchmark import find_dataset_files, ivf_nlist_for, vlq_nlist_for
+from indexer.benchmark import find_dataset_files
 from indexer.evaluation import evaluate
 from shards import open_vectors, read_ground_truth
 
@@ -41,15 +41,14 @@ class DemoConfig:
 
 def demo_build_config(cfg: DemoConfig) -> BuildConfig:
     """The build job for the bundled data: train on its learn set, nlist sized for the
-    data, four shards, two encode workers."""
+    data by the build (`nlist: auto`), four shards, two encode workers."""
     files = find_dataset_files(cfg.data_dir)
-    base, learn = open_vectors(str(files.base)), open_vectors(str(files.learn))
-    nlist = vlq_nlist_for(ivf_nlist_for(base.n, learn.n), learn.n)
+    n_base = open_vectors(str(files.base)).n
     return build_config_from_dict({
         "name": cfg.name, "store": cfg.store, "source": {"uri": str(files.base)},
         "learn": {"uri": str(files.learn)},
-        "index": {"nlist": nlist, "nedge": min(cfg.nedge, nlist - 1), "code_bytes": cfg.code_bytes},
-        "shards": {"rows_per_shard": max(1, -(-base.n // 4))}, "workers": {"encode": 2}})
+        "index": {"nlist": "auto", "nedge": cfg.nedge, "code_bytes": cfg.code_bytes},
+        "shards": {"rows_per_shard": max(1, -(-n_base // 4))}, "workers": {"encode": 2}})
 
 
 def run_demo(cfg: DemoConfig) -> dict:
@@ -73,7 +72,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     metrics = evaluate(ids, gt)
     return {**{k: built[k] for k in ("version", "model_version", "ntotal", "shards", "nlist",
                                       "train_s", "encode_s", "total_s")},
-            "nedge": build.index.nedge, "index": index_root, "n_query": int(queries.shape[0]),
+            "nedge": index.nedge, "index": index_root, "n_query": int(queries.shape[0]),
             "qps": queries.shape[0] / seconds, "bytes_per_vector": index.bytes_per_vector,
             **{key: metrics[key] for key in ("recall@1", "recall@10")},
             "nprobe": cfg.nprobe, "nlines": cfg.nlines}

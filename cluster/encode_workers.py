@@ -104,9 +104,10 @@ def encode_partitions(*, store: str, name: str, version: str, model_version: str
                       n_rows: int, rows_per_shard: int, workers: int, cpus_per_worker: float,
                       gpus_per_worker: float, storage_options: dict | None = None) -> list[dict]:
     """Run the encode stage; returns one result row per partition, in part order."""
-    nparts = len(partitions(n_rows, rows_per_shard))
-    ds = ray.data.read_datasource(PartitionDatasource(n_rows, rows_per_shard),
-                                  override_num_blocks=nparts, num_cpus=0)  # descriptors only
+    source_parts = PartitionDatasource(n_rows, rows_per_shard)
+    nparts = len(source_parts.parts)
+    ds = ray.data.read_datasource(source_parts, override_num_blocks=nparts,
+                                  num_cpus=0)  # descriptors only
     encoded = ds.map_batches(
         ShardEncoder, batch_size=1, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=workers),

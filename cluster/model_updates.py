@@ -30,7 +30,8 @@ from cluster.build_config import (
 )
 from shards import open_vectors, resolve
 from shards.manifest import Manifest
-from shards.registry import Lease, latest_model, model_meta, retain_versions
+from shards.index_store import index_root, load_model
+from shards.registry import Lease, latest_model, retain_versions
 from trainers.train_encoder import EncoderConfig
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class StaleCheckError(ValueError):
 
 def _published(store: str, name: str) -> Manifest:
     try:
-        manifest, _, _ = resolve(f"{store.rstrip('/')}/indexes/{name}")
+        manifest, _, _ = resolve(index_root(store, name).uri)
     except FileNotFoundError:
         raise FileNotFoundError(f"{store}: no published index named {name!r}") from None
     return manifest
@@ -71,7 +72,7 @@ def train_for_index(store: str, name: str, sample_size: int, seed: int,
     """A new model version for index `name`: a fresh sample of its source, the index
     shape and encoder settings of the model it is encoded with now."""
     manifest = _published(store, name)
-    current = model_meta(store, manifest.model_version)
+    current, _ = load_model(store, manifest.model_version)
     cfg = BuildConfig(
         name=name, store=store, source=_source_of(manifest),
         sample=SampleConfig(size=sample_size, seed=seed),
@@ -102,7 +103,7 @@ class ReencodeRequest:
     workers: WorkersConfig = WorkersConfig()
 
 
-def check_reencode(req: ReencodeRequest) -> tuple[BuildConfig, Manifest]:
+def check_reencode(req: ReencodeRequest) -> tuple[CheckedBuild, Manifest]:
     """Everything that must hold before a re-encode starts; raises naming the problem."""
     if req.keep < 2:
         raise ValueError(f"keep must be >= 2 (the served version and the new one), got {req.keep}")
@@ -111,7 +112,7 @@ def check_reencode(req: ReencodeRequest) -> tuple[BuildConfig, Manifest]:
     if model is None:
         raise StaleCheckError(f"{req.store}: no model version trained for index {req.name!r}")
     try:
-        meta = model_meta(req.store, model)        # verifies every array's sha256
+        meta, _ = load_model(req.store, model)     # verifies every array's sha256
     except (FileNotFoundError, ValueError) as exc:
         raise StaleCheckError(f"model {model}: {exc}") from None
     if meta.get("dim") != manifest.dim:
@@ -130,14 +131,14 @@ def check_reencode(req: ReencodeRequest) -> tuple[BuildConfig, Manifest]:
     rows_per_shard = manifest.source.get("rows_per_shard") or max(s.rows for s in manifest.shards)
     cfg = BuildConfig(name=req.name, store=req.store, source=source, model=model,
                       shards=ShardsConfig(rows_per_shard=rows_per_shard), workers=req.workers)
-    check_build(cfg)
-    return cfg, manifest
+    return check_build(cfg), manifest
 
 
 def reencode(req: ReencodeRequest) -> dict:
     """Re-encode index `name` with a model into a new published version (needs Ray).
     Returns a summary; {"skipped": reason} when up to date (if_stale) or leased."""
-    cfg, manifest = check_reencode(req)
+    checked, manifest = check_reencode(req)
+    cfg = checked.config
     if req.if_stale and cfg.model == manifest.model_version:
         return {"skipped": f"index {req.name!r} {manifest.version} is encoded with the newest "
                            f"model {cfg.model}", "version": manifest.version}
@@ -148,7 +149,7 @@ def reencode(req: ReencodeRequest) -> dict:
     renewer = threading.Thread(target=_renew_until, args=(lease, stop), daemon=True)
     renewer.start()
     try:
-        summary = run_build(cfg)
+        summary = run_build(cfg, checked)
         summary["previous_version"] = manifest.version
         summary["deleted_versions"] = retain_versions(req.store, req.name, req.keep,
                                                       protect=(manifest.version,))
@@ -219,5 +220,5 @@ def parse_period(text: str) -> float:
         raise ValueError(f"--every: cannot read {text!r} as a period (e.g. 90s, 15m, 1h)") from None
 
 
-__all__ = ["CheckedBuild", "ReencodeRequest", "StaleCheckError", "check_reencode", "is_stale",
+__all__ = ["ReencodeRequest", "StaleCheckError", "check_reencode", "is_stale",
            "parse_period", "reencode", "start_scheduler", "train_for_index"]
