@@ -1,0 +1,69 @@
+"""The shape of an index: the one type that says what a model, a manifest, a shard and a
+VLQIndex are sized for (SPEC 2).
+
+    IndexShape(dim=128, nlist=1024, nedge=32, code_bytes=16, nlambda=256,
+               encoder="none", code_dim=128)
+
+`code_dim` is the dimension the encoder outputs (what VLQ quantizes): `dim` for the
+identity encoder. Every check names the field and the value.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {name}={value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class IndexShape:
+    dim: int                 # input vectors
+    nlist: int               # coarse centroids
+    nedge: int               # graph edges per centroid (lists = nlist * nedge)
+    code_bytes: int          # PQ sub-quantizers, one byte each
+    nlambda: int = 256       # lambda levels (one byte)
+    encoder: str = "none"    # encoder kind: "none", "opq", "gsl"
+    code_dim: int | None = None   # encoder output dimension; None: dim
+
+    def __post_init__(self):
+        for name in ("dim", "nlist", "nedge", "code_bytes", "nlambda"):
+            _positive_int(getattr(self, name), name)
+        if self.code_dim is None:
+            object.__setattr__(self, "code_dim", self.dim)
+        _positive_int(self.code_dim, "code_dim")
+        if self.nlist < 2:
+            raise ValueError(f"nlist must be >= 2 (lines join two centroids), got nlist={self.nlist}")
+        if self.nedge >= self.nlist:
+            raise ValueError(f"nedge must be < nlist (edges go to other centroids), got "
+                             f"nedge={self.nedge} with nlist={self.nlist}")
+        if self.nlambda > 256:
+            raise ValueError(f"nlambda must be <= 256 (one lambda byte), got nlambda={self.nlambda}")
+        if self.code_dim > self.dim:
+            raise ValueError(f"code_dim={self.code_dim} exceeds dim={self.dim}")
+        if self.code_dim % self.code_bytes:
+            raise ValueError(f"code_bytes={self.code_bytes} must divide the encoded dimension "
+                             f"{self.code_dim} (one PQ sub-quantizer per byte)")
+        if not isinstance(self.encoder, str) or not self.encoder:
+            raise ValueError(f"encoder must name an encoder kind, got encoder={self.encoder!r}")
+
+    @property
+    def nlists(self) -> int:
+        """Inverted lists: one per (centroid, edge)."""
+        return self.nlist * self.nedge
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: dict, where: str) -> "IndexShape":
+        """From a manifest's, a model's or a shard's metadata; errors name `where`."""
+        if not isinstance(doc, dict):
+            raise ValueError(f"{where}: index shape must be a mapping, got {type(doc).__name__}")
+        keys = ("dim", "nlist", "nedge", "code_bytes", "nlambda", "encoder", "code_dim")
+        try:
+            return cls(**{k: doc[k] for k in keys if k in doc})
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: bad index shape ({exc})") from None

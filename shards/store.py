@@ -1,0 +1,94 @@
+"""Store handles: one object for a store location, one for an index inside it.
+
+    store = Store("s3://bucket/prefix", storage_options={"endpoint_url": ...})
+    root = store.index("sift")            # <store>/indexes/sift
+    root.current_version(); root.versions(); root.version_location("v000002")
+
+A handle replaces the loose triple (store_uri, name, storage_options) in every
+signature; it is a small frozen dataclass, so it pickles into Ray actors and tasks.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from shards.fsio import Location
+from shards.manifest import MANIFEST_FILE, check_name
+
+MODELS_DIR = "models"
+INDEXES_DIR = "indexes"
+CURRENT_FILE = "CURRENT"
+_VERSION = re.compile(r"^v(\d{6,})$")
+
+
+def version_number(version: str | None) -> int:
+    """v000042 -> 42; anything that is not a version name -> -1."""
+    match = _VERSION.match(version or "")
+    return int(match.group(1)) if match else -1
+
+
+@dataclass(frozen=True)
+class Store:
+    """A store: a local folder or `s3://bucket/prefix`, with fsspec storage options."""
+
+    uri: str
+    storage_options: dict | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def of(cls, store: "Store | str", storage_options: dict | None = None) -> "Store":
+        """A handle from a handle or a URI (the CLI and old callers pass strings)."""
+        if isinstance(store, Store):
+            return store
+        if not isinstance(store, str) or not store:
+            raise ValueError(f"store must be a non-empty URI or a Store, got {store!r}")
+        return cls(store, storage_options)
+
+    @property
+    def location(self) -> Location:
+        return Location.of(self.uri, self.storage_options)
+
+    def models(self) -> Location:
+        """The folder `<store>/models`."""
+        return self.location.child(MODELS_DIR)
+
+    def model_location(self, version: str) -> Location:
+        return self.models().child(check_name(version, "model version"))
+
+    def index(self, name: str) -> "IndexRoot":
+        return IndexRoot(self, check_name(name, "index name"))
+
+
+@dataclass(frozen=True)
+class IndexRoot:
+    """The folder `<store>/indexes/<name>`: versions, CURRENT, leases, serving records."""
+
+    store: Store
+    name: str
+
+    @property
+    def location(self) -> Location:
+        return self.store.location.child(INDEXES_DIR, self.name)
+
+    @property
+    def uri(self) -> str:
+        return self.location.uri
+
+    def version_location(self, version: str) -> Location:
+        return self.location.child(check_name(version, "version"))
+
+    def version_uri(self, version: str) -> str:
+        return self.version_location(version).uri
+
+    def current_version(self) -> str | None:
+        """The version CURRENT names, or None before the first publish."""
+        loc = self.location
+        if not loc.exists(CURRENT_FILE):
+            return None
+        return check_name(loc.read_bytes(CURRENT_FILE).decode().strip(), f"{loc.uri}/CURRENT")
+
+    def versions(self) -> list[str]:
+        """Published versions (folders that hold a manifest), oldest first."""
+        loc = self.location
+        found = [e for e in loc.listdir()
+                 if version_number(e) >= 0 and loc.exists(f"{e}/{MANIFEST_FILE}")]
+        return sorted(found, key=version_number)
