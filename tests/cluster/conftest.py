@@ -1,9 +1,11 @@
-"""A real Ray head on loopback (`ray start --head`, token authentication on, as Ray 2.60
-sets it up) and helpers to submit jobs to it with `ray job submit`."""
+"""A real Ray head on loopback (`ray start --head` with token authentication on: a fresh
+token in the head's own temp dir, RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH for the head
+and every client) and helpers to submit jobs to it with `ray job submit`."""
 from __future__ import annotations
 
 import os
 import re
+import secrets
 import socket
 import subprocess
 import sys
@@ -64,11 +66,15 @@ class RayHead:
 def ray_head(tmp_path_factory, s3_endpoint):
     """`ray start --head` bound to loopback, 2 CPUs, its own temp dir; stopped after the
     module. Started after the S3 endpoint so that its workers see AWS_ENDPOINT_URL."""
-    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
-           "RAY_AUTH_MODE": "token"}
-    env.pop("RAY_ADDRESS", None)
-    port, dash = _free_port(), _free_port()
     temp_dir = tmp_path_factory.mktemp("ray")
+    token = temp_dir / "auth_token"         # never ~/.ray: a fresh machine has none
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    env.pop("RAY_ADDRESS", None)
+    env.pop("RAY_AUTH_TOKEN", None)
+    port, dash = _free_port(), _free_port()
     head = RayHead(f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}", env)
     with open(temp_dir / "ray-start.log", "w") as log:   # not a pipe: the daemons keep it open
         subprocess.run([str(VENV_BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1",
