@@ -7,9 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
 from bench.json_records import read_json
 
 __all__ = ["PLOT_FILE", "pareto_front", "plot_recall_qps", "plot_results"]
@@ -37,6 +34,11 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 
 def plot_recall_qps(results: dict, path: str | Path, recall_key: str = "recall@10") -> Path:
     """R@10 (x) against QPS (y, log scale), one Pareto-front curve per run."""
+    # matplotlib loads here, not at import: `snapline bench` imports this module before it
+    # spawns the benchmark children, whose peak RSS would then count matplotlib's pages
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(8, 6))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)

@@ -178,7 +178,7 @@ def client_load(client: Client, queries, params, batch, threads, seconds) -> dic
             "first_errors": errors[:5]}
 
 
-def main(argv: list[str] | None = None) -> dict:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data_dir")
     parser.add_argument("--store", default="bench/out/serve/store")
@@ -197,7 +197,11 @@ def main(argv: list[str] | None = None) -> dict:
                         help="scan threads per searcher (default: cores // searchers)")
     parser.add_argument("--skip-equality", action="store_true")
     parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = _parse_args(argv)
     name = args.name or Path(args.data_dir).name
     params = {"k": args.k, "nprobe": args.nprobe, "nlines": args.nlines}
     store = os.path.abspath(args.store)
