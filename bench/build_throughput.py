@@ -32,11 +32,13 @@ import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 import ray  # noqa: E402
 
+from bench.dataset_files import find_dataset_files  # noqa: E402
+from bench.json_records import write_json  # noqa: E402
 from cluster.build import run_build  # noqa: E402
 from cluster.build_config import build_config_from_dict  # noqa: E402
 from cluster.plan import PlanConfig, plan  # noqa: E402
 from indexer import VLQIndex  # noqa: E402
-from indexer.benchmark import find_dataset_files, ivf_nlist_for, vlq_nlist_for  # noqa: E402
+from indexer.sizing import ivf_nlist_for, vlq_nlist_for  # noqa: E402
 from shards import open_vectors  # noqa: E402
 
 
@@ -140,8 +142,7 @@ def main() -> None:
                         for name, d in (("SIFT1B", 128), ("DEEP1B", 96))}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1, default=str))
+    write_json(out, args.out, default=str)
     print(f"wrote {args.out}")
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from indexer.plotting import pareto_front  # noqa: E402
+from bench.plotting import pareto_front  # noqa: E402
 
 
 def front(run, key="recall@10"):

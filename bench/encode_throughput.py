@@ -19,7 +19,6 @@ the output allocation.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -32,7 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from indexer.benchmark import find_dataset_files, set_threads  # noqa: E402
+from bench.dataset_files import find_dataset_files  # noqa: E402
+from bench.json_records import write_json  # noqa: E402
+from indexer.sizing import set_threads  # noqa: E402
 from shards import open_vectors  # noqa: E402
 from trainers.encoder import LinearEncoder  # noqa: E402
 from trainers.train_encoder import EncoderConfig, _EncoderNet  # noqa: E402
@@ -101,10 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
               + ", ".join(f"{k} {v / 1e6:.2f} M vectors/s" for k, v in rates.items())
               + f", qn8/fp {result['speedup_qn8_vs_fp']:.2f}x interleaved, "
               f"{result['blocked_speedup_qn8_vs_fp']:.2f}x blocked")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, args.out)
+    write_json(record, args.out)
     return record
 
 

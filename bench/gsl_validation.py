@@ -20,7 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from indexer.benchmark import find_dataset_files, set_threads  # noqa: E402
+from bench.dataset_files import find_dataset_files  # noqa: E402
+from bench.json_records import write_json  # noqa: E402
+from indexer.sizing import set_threads  # noqa: E402
 from shards import open_vectors  # noqa: E402
 from trainers.train_encoder import VLQShape, encoder_config_from_spec, train_encoder  # noqa: E402
 
@@ -37,8 +39,7 @@ def main(argv: list[str]) -> dict:
     weight = getattr(encoder, "weight", None)
     if weight is not None:
         record["orthogonality_error"] = float(np.abs(weight @ weight.T - np.eye(weight.shape[0])).max())
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1))
+    write_json(record, out)
     return record
 
 

@@ -31,13 +31,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import ray  # noqa: E402
 
+from bench.dataset_files import find_dataset_files  # noqa: E402
+from bench.json_records import write_json  # noqa: E402
 from cluster.build import run_build  # noqa: E402
 from cluster.build_config import build_config_from_dict  # noqa: E402
 from cluster.client import Client  # noqa: E402
 from cluster.coordinator import start_service, stop_service  # noqa: E402
 from cluster.model_updates import ReencodeRequest, reencode, train_for_index  # noqa: E402
 from cluster.serve_types import NAMESPACE, ServeConfig  # noqa: E402
-from indexer.benchmark import find_dataset_files  # noqa: E402
 from indexer.evaluation import evaluate  # noqa: E402
 from shards import open_vectors, read_ground_truth  # noqa: E402
 
@@ -126,8 +127,7 @@ def main() -> None:
     finally:
         ray.shutdown()
         shutil.rmtree(scratch, ignore_errors=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1, default=str))
+    write_json(out, args.out, default=str)
     print(json.dumps({k: out[k] for k in ("timeline_s", "latency", "errors",
                                           "reencode_vs_fresh_encode_vectors_per_s")}, indent=1))
 

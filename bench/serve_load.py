@@ -17,7 +17,6 @@ shared with other work, so the figures carry that noise.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -30,13 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import ray  # noqa: E402
 
+from bench.dataset_files import find_dataset_files  # noqa: E402
+from bench.json_records import write_json  # noqa: E402
 from cluster.client import Client  # noqa: E402
 from cluster.coordinator import get_coordinator, start_service, stop_service  # noqa: E402
 from cluster.serve_types import NAMESPACE, SearchParams, ServeConfig  # noqa: E402
 from indexer import VLQIndex  # noqa: E402
-from indexer.benchmark import find_dataset_files, ivf_nlist_for, vlq_nlist_for  # noqa: E402
 from indexer.evaluation import evaluate  # noqa: E402
-from indexer.vlq import _blas_controller  # noqa: E402
+from indexer.sizing import blas_controller, ivf_nlist_for, vlq_nlist_for  # noqa: E402
 from shards import current_version, open_vectors, publish, read_ground_truth  # noqa: E402
 
 SHARDINGS = (1, 2, 4)
@@ -92,7 +92,7 @@ def coarse_share(index: VLQIndex, q: np.ndarray, params: dict, repeats: int = 50
     quantizer = index.quantizer
 
     def coarse():    # as VLQIndex._search_batch runs it: one BLAS thread
-        with _blas_controller().limit(limits=1, user_api="blas"):
+        with blas_controller().limit(limits=1, user_api="blas"):
             x = index.encoder.encode(qf)
             quantizer.centroid_distances(x)
             quantizer.query_tables(x)
@@ -178,7 +178,7 @@ def client_load(client: Client, queries, params, batch, threads, seconds) -> dic
             "first_errors": errors[:5]}
 
 
-def main(argv: list[str] | None = None) -> dict:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data_dir")
     parser.add_argument("--store", default="bench/out/serve/store")
@@ -197,7 +197,11 @@ def main(argv: list[str] | None = None) -> dict:
                         help="scan threads per searcher (default: cores // searchers)")
     parser.add_argument("--skip-equality", action="store_true")
     parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = _parse_args(argv)
     name = args.name or Path(args.data_dir).name
     params = {"k": args.k, "nprobe": args.nprobe, "nlines": args.nlines}
     store = os.path.abspath(args.store)
@@ -260,10 +264,7 @@ def main(argv: list[str] | None = None) -> dict:
                   f"{loaded['latency_ms']['p99']:.1f} ms, {loaded['errors']} errors")
     finally:
         ray.shutdown()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, args.out)
+    write_json(record, args.out)
     return record
 
 

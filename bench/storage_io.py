@@ -11,7 +11,6 @@ vectors/s, and stored bytes per vector against the raw in-memory column size.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import socket
@@ -23,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.json_records import write_json  # noqa: E402
 from indexer import VLQIndex  # noqa: E402
 from shards import open_vectors  # noqa: E402
 from shards.index_store import load_arrays, publish  # noqa: E402
@@ -100,8 +100,7 @@ def main() -> int:
               "method": f"best of {args.repeats}: publish() then load_arrays() of the whole "
                         "index; S3 = moto_server on loopback (single process, not AWS)",
               "runs": runs}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+    write_json(result, args.out)
     for run in runs:
         print(f"{run['store']:>5}: {run['shards']} shards {run['shard_mb']:.1f} MB | write "
               f"{run['write_mb_s']:.1f} MB/s {run['write_vectors_s']:.0f} vec/s | read "

@@ -26,7 +26,7 @@ import ray
 from cluster.build_config import BuildConfig, BuildConfigError, SampleConfig
 from cluster.encode_workers import encode_partitions
 from indexer import VLQIndex
-from indexer.benchmark import ivf_nlist_for, vlq_nlist_for
+from indexer.sizing import ivf_nlist_for, vlq_nlist_for
 from indexer.evaluation import exact_ground_truth, recall_at_k
 from shards import open_vectors
 from shards.build_parts import claim_build, publish_parts, record_build

@@ -8,7 +8,9 @@ import sys
 
 
 def _bench(args) -> int:
-    from indexer.benchmark import BenchConfig, run_benchmark
+    from bench.config import BenchConfig
+    from bench.plotting import plot_results
+    from bench.runner import RESULTS_FILE, run_benchmark
 
     systems = tuple(args.systems.split(",")) if args.systems else None
     cfg = BenchConfig(data_dir=args.data_dir, out_dir=args.out, code_bytes=args.code_bytes,
@@ -17,11 +19,19 @@ def _bench(args) -> int:
                       **({"nlist_vlq": args.nlist} if args.nlist else {}),
                       encoders=tuple(args.encoder or ["none"]), nedge=args.nedge)
     results = run_benchmark(cfg)
+    png = plot_results(cfg.out_dir / RESULTS_FILE)   # the plot step reads the file on disk
     for run in results["runs"]:
         best = max(run["search"], key=lambda p: p["recall@10"])
         print(f"{run['index']:<40} bytes/vec {run['bytes_per_vector']:5.1f}  "
               f"best R@10 {best['recall@10']:.3f} at {best['qps']:.0f} QPS")
-    print(f"wrote {cfg.out_dir}/results.json and {cfg.out_dir}/recall_qps.png")
+    print(f"wrote {cfg.out_dir}/{RESULTS_FILE} and {png}")
+    return 0
+
+
+def _plot(args) -> int:
+    from bench.plotting import plot_results
+
+    print(f"wrote {plot_results(args.results_json, args.out)}")
     return 0
 
 
@@ -259,11 +269,7 @@ def _add_serving_commands(sub) -> None:
                          "auto; with `ray start` token auth set RAY_AUTH_MODE=token)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="snapline", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_bench_commands(sub) -> None:
     bench = sub.add_parser("bench", help="snapline vs faiss baselines on a big-ann folder")
     bench.add_argument("data_dir", help="folder with base.*, query.*, learn.*, gt.ibin")
     bench.add_argument("--code-bytes", type=int, default=16)
@@ -279,6 +285,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="encoder spec for a snapline run, repeatable: none, opq, gsl, "
                             "gsl+qn8, gsl+qn4, gsl+smh0.25 ... (default: none)")
     bench.set_defaults(func=_bench)
+
+    plot = sub.add_parser("plot", help="re-plot a results.json of `snapline bench`: each "
+                          "system's Pareto front, R@10 against QPS")
+    plot.add_argument("results_json", help="results.json written by `snapline bench`")
+    plot.add_argument("--out", default=None, help="PNG to write (default: recall_qps.png "
+                      "beside the results file)")
+    plot.set_defaults(func=_plot)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="snapline", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    _add_bench_commands(sub)
 
     train = sub.add_parser("train", help="train an encoder and VLQ codebooks; write a model "
                            "version into a store")

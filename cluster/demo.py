@@ -15,10 +15,10 @@ from pathlib import Path
 
 import ray
 
+from bench.dataset_files import find_dataset_files
 from cluster.build import run_build
 from cluster.build_config import BuildConfig, build_config_from_dict
 from indexer import VLQIndex
-from indexer.benchmark import find_dataset_files
 from indexer.evaluation import evaluate
 from shards import open_vectors, read_ground_truth
 

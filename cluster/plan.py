@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from indexer.benchmark import ivf_nlist_for, vlq_nlist_for
+from indexer.sizing import blas_controller, ivf_nlist_for, vlq_nlist_for
 from indexer.coarse import build_graph
 from indexer.quantizer import VLQQuantizer
-from indexer.vlq import ID_BYTES, LAMBDA_BYTES, TERM_BYTES, _blas_controller
+from indexer.vlq import ID_BYTES, LAMBDA_BYTES, TERM_BYTES
 
 GPU_MEM_USABLE = 0.8      # leave 20% of each GPU for the query batch, tables and the runtime
 STORED_ROW_OVERHEAD = 4   # uint32 list id per stored row, before compression
@@ -65,7 +65,7 @@ def measure_encode_cost(dim: int, nlist: int, nedge: int, code_bytes: int, rows:
         lambda_values=np.linspace(-0.5, 1.5, 256, dtype=np.float32),
         pq_codebook=rng.standard_normal((code_bytes, 256, dim // code_bytes), dtype=np.float32))
     x = rng.standard_normal((rows, dim), dtype=np.float32)
-    with _blas_controller().limit(limits=1):
+    with blas_controller().limit(limits=1):
         import faiss
         threads = faiss.omp_get_max_threads()
         faiss.omp_set_num_threads(1)

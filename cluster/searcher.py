@@ -15,7 +15,7 @@ import ray
 
 from cluster.serve_types import SearchParams
 from indexer import VLQIndex
-from indexer.benchmark import set_threads
+from indexer.sizing import set_threads
 from shards import load_arrays
 
 log = logging.getLogger(__name__)

@@ -6,18 +6,17 @@
 """
 from __future__ import annotations
 
-import functools
 import logging
 from typing import Literal, Sequence
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
 from indexer.invlists import InvertedLists
 from indexer.kernels import numba, scan_torch, search_numba
 from indexer.merge import order_ties_by_id
 from indexer.quantizer import VLQQuantizer
 from indexer.coarse import select_lines
+from indexer.sizing import blas_controller
 from shards.index_store import (
     DEFAULT_ROWS_PER_SHARD,
     IndexArrays,
@@ -190,7 +189,7 @@ class VLQIndex:
         quantizer = self.quantizer
         # one BLAS thread: OpenBLAS workers spinning after a GEMM would compete with the
         # scan's threads (measured: 80 -> 53 ms per 1000 queries on 2 cores)
-        with _blas_controller().limit(limits=1, user_api="blas"):
+        with blas_controller().limit(limits=1, user_api="blas"):
             q = self.encoder.encode(q)
             dist_qc = quantizer.centroid_distances(q)
             lut = quantizer.query_tables(q)
@@ -313,19 +312,6 @@ class VLQIndex:
         of the manifest's shards (by position) to load into one searchable index."""
         _, data = load_arrays(str(uri), shards, storage_options)
         return cls.from_arrays(data, backend=backend, device=device)
-
-
-@functools.cache
-def _blas_controller() -> ThreadpoolController:
-    """numpy's pthreads BLAS, found once (scanning libraries costs ~2 ms per call).
-
-    OpenMP-threaded BLAS builds (faiss-cpu bundles one) are left alone: changing their
-    thread count resets the OpenMP runtime that numba's parallel loops share, which was
-    measured to slow the scan 3x."""
-    controller = ThreadpoolController()
-    paths = [lib.filepath for lib in controller.select(user_api="blas").lib_controllers
-             if lib.info().get("threading_layer") != "openmp"]
-    return controller.select(filepath=paths)
 
 
 def _resolve_backend(backend: Backend, device: str | None) -> tuple[str, str]:

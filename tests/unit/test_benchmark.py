@@ -5,19 +5,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer.benchmark import (
-    SYSTEMS,
-    VLQ_NLINES_FACTORS,
-    VLQ_NPROBES,
-    BenchConfig,
-    find_dataset_files,
+from bench.config import SYSTEMS, BenchConfig
+from bench.dataset_files import find_dataset_files
+from bench.plans import VLQ_NLINES_FACTORS, VLQ_NPROBES, plan_systems
+from bench.plotting import pareto_front, plot_results
+from bench.runner import run_benchmark
+from indexer.evaluation import exact_ground_truth
+from indexer.sizing import (
+    MIN_POINTS_PER_CENTROID,
+    blas_controller,
     ivf_nlist_for,
-    plan_systems,
-    run_benchmark,
+    set_threads,
     vlq_nlist_for,
 )
-from indexer.evaluation import exact_ground_truth
-from indexer.plotting import pareto_front
 
 FAISS_SYSTEMS = ("ivfpq", "opq_ivfpq", "ivfpq_fastscan")
 RUN_KEYS = {"system", "index", "bytes_per_vector", "train_s", "add_s", "peak_rss_mb", "search"}
@@ -49,7 +49,9 @@ def bench(tmp_path_factory):
     cfg = BenchConfig(data_dir=data_dir, out_dir=root / "out", code_bytes=8, threads=1,
                       nedge=4, nlambda=16, systems=systems, repeats=1,
                       encoders=("none", "opq"))
-    return cfg, run_benchmark(cfg)
+    results = run_benchmark(cfg)
+    plot_results(cfg.out_dir / "results.json")   # the plot step, from the file on disk
+    return cfg, results
 
 
 def test_results_json_schema(bench):
@@ -201,3 +203,53 @@ def test_pareto_front_big_ann_way():
     points = [(0.5, 1000.0), (0.6, 1200.0), (0.7, 500.0), (0.65, 400.0), (0.9, 100.0),
               (0.0, 5000.0)]
     assert pareto_front(points) == [(0.6, 1200.0), (0.7, 500.0), (0.9, 100.0)]
+
+
+def _results_doc(runs: list[dict]) -> dict:
+    """A results.json as run_benchmark writes it, cut to what the plot reads."""
+    return {"dataset": "hand-written", "code_bytes": 8, "threads": 1, "n_query": 50,
+            "runs": runs}
+
+
+def test_plot_from_results_json_alone(tmp_path):
+    runs = [{"index": name, "bytes_per_vector": bpv,
+             "search": [{"recall@10": r, "qps": q} for r, q in points]}
+            for name, bpv, points in [
+                ("IVF16,PQ8np", 16.0, [(0.4, 9000.0), (0.6, 5000.0), (0.8, 2000.0)]),
+                ("VLQ nlist=8 nedge=4 PQ8", 17.0, [(0.5, 8000.0), (0.9, 1500.0), (0.7, 900.0)])]]
+    results_json = tmp_path / "run" / "results.json"
+    results_json.parent.mkdir()
+    results_json.write_text(json.dumps(_results_doc(runs)))
+    png = plot_results(results_json)
+    assert png == tmp_path / "run" / "recall_qps.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    other = plot_results(results_json, tmp_path / "other.png")
+    assert other == tmp_path / "other.png" and other.is_file()
+
+
+def test_plot_refuses_what_is_not_a_results_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        plot_results(tmp_path / "missing.json")
+    (tmp_path / "x.json").write_text(json.dumps({"runs": []}))
+    with pytest.raises(ValueError, match="dataset"):
+        plot_results(tmp_path / "x.json")
+
+
+def test_training_cap_keeps_39_points_per_centroid():
+    for n_learn in (1000, 20_000, 100_000, 10**6):
+        ivf = ivf_nlist_for(10**9, n_learn)        # 4 sqrt(1e9) is far above every cap here
+        assert MIN_POINTS_PER_CENTROID * ivf <= n_learn < MIN_POINTS_PER_CENTROID * 2 * ivf
+        assert MIN_POINTS_PER_CENTROID * vlq_nlist_for(ivf, n_learn) <= n_learn
+
+
+def test_thread_control():
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    try:
+        assert set_threads(1)["faiss"] == 1 and faiss.omp_get_max_threads() == 1
+    finally:
+        set_threads(before)
+    assert blas_controller() is blas_controller()   # libraries scanned once
+    with blas_controller().limit(limits=1, user_api="blas"):
+        pass

@@ -1,10 +1,17 @@
-"""Recall-vs-QPS plot of a benchmark results dict (matplotlib Agg, no global backend)."""
+"""Recall-vs-QPS plot of a benchmark's results.json (matplotlib Agg, no global backend).
 
+A separate step from the run: ``plot_results("out/results.json")`` draws
+``out/recall_qps.png`` from the file on disk alone (``snapline plot RESULTS_JSON``).
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["pareto_front", "plot_recall_qps"]
+from bench.json_records import read_json
+
+__all__ = ["PLOT_FILE", "pareto_front", "plot_recall_qps", "plot_results"]
+
+PLOT_FILE = "recall_qps.png"
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -27,6 +34,8 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 
 def plot_recall_qps(results: dict, path: str | Path, recall_key: str = "recall@10") -> Path:
     """R@10 (x) against QPS (y, log scale), one Pareto-front curve per run."""
+    # matplotlib loads here, not at import: `snapline bench` imports this module before it
+    # spawns the benchmark children, whose peak RSS would then count matplotlib's pages
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -55,3 +64,14 @@ def plot_recall_qps(results: dict, path: str | Path, recall_key: str = "recall@1
     path = Path(path)
     fig.savefig(path, dpi=120)
     return path
+
+
+def plot_results(results_json: str | Path, png: str | Path | None = None) -> Path:
+    """Plot a results.json written by bench.runner.run_benchmark; png defaults to
+    recall_qps.png beside it. Returns the PNG's path."""
+    results_json = Path(results_json)
+    results = read_json(results_json)
+    missing = [key for key in ("dataset", "code_bytes", "threads", "runs") if key not in results]
+    if missing:
+        raise ValueError(f"{results_json} is not a benchmark results file: no {missing}")
+    return plot_recall_qps(results, results_json.parent / PLOT_FILE if png is None else png)

@@ -1,0 +1,75 @@
+"""BenchConfig: one benchmark run, validated where it is made."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+__all__ = ["SYSTEMS", "System", "BenchConfig"]
+
+System = Literal["snapline", "ivfpq", "opq_ivfpq", "ivfpq_fastscan"]
+SYSTEMS: tuple[System, ...] = ("snapline", "ivfpq", "opq_ivfpq", "ivfpq_fastscan")
+
+
+def _default_threads() -> int:
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One benchmark run. ``None`` sizes are chosen by :func:`bench.plans.plan_systems`."""
+
+    data_dir: Path
+    out_dir: Path
+    code_bytes: int = 16
+    threads: int = field(default_factory=_default_threads)
+    nlist_vlq: int | None = None
+    nedge: int = 32
+    nlambda: int = 256
+    ivf_nlist: int | None = None
+    k: int = 100
+    systems: tuple[System, ...] = SYSTEMS
+    encoders: tuple[str, ...] = ("none",)   # one snapline run per encoder spec
+    repeats: int = 3
+    add_batch_size: int = 100_000
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        object.__setattr__(self, "out_dir", Path(self.out_dir))
+        object.__setattr__(self, "systems", tuple(self.systems))
+        object.__setattr__(self, "encoders", tuple(self.encoders))
+        self._check_sizes()
+        # imported here, not at the top: a spawned faiss child unpickles a BenchConfig
+        # (no __post_init__) and must not load torch, whose pages would count in its RSS
+        from trainers.train_encoder import encoder_config_from_spec
+
+        for spec in self.encoders:
+            encoder_config_from_spec(spec)   # raises ValueError naming a bad spec
+        if not self.encoders or len(set(self.encoders)) != len(self.encoders):
+            raise ValueError(f"encoders must name distinct encoder specs, got {self.encoders!r}")
+        self._check_systems()
+
+    def _check_sizes(self) -> None:
+        for name, low in [("code_bytes", 1), ("threads", 1), ("nedge", 1), ("nlambda", 1),
+                          ("k", 1), ("repeats", 1), ("add_batch_size", 1)]:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {name}={value!r}")
+        if self.nlambda > 256:
+            raise ValueError(f"nlambda must be <= 256 (one lambda byte), got nlambda={self.nlambda}")
+        for name, low in [("nlist_vlq", 2), ("ivf_nlist", 1)]:
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < low):
+                raise ValueError(f"{name} must be None (auto) or an int >= {low}, "
+                                 f"got {name}={value!r}")
+
+    def _check_systems(self) -> None:
+        if not self.systems:
+            raise ValueError("systems must name at least one system, got systems=()")
+        unknown = [s for s in self.systems if s not in SYSTEMS]
+        if unknown:
+            raise ValueError(f"systems={self.systems!r}: unknown {unknown}, choose from {SYSTEMS}")
+        if len(set(self.systems)) != len(self.systems):
+            raise ValueError(f"systems must not repeat a system, got systems={self.systems!r}")

@@ -1,0 +1,178 @@
+"""snapline against faiss IVFPQ baselines at the same code size (SPEC 6).
+
+``run_benchmark(BenchConfig(...))`` reads a big-ann-benchmarks folder (base.*,
+query.*, learn.* with extension .fbin/.u8bin/.i8bin, and gt.ibin), builds every
+system in its own spawned child process (so each run's peak RSS is its own),
+sweeps its search parameters, and writes ``out_dir/results.json``. The plot is a
+separate step from that file: :func:`bench.plotting.plot_results`.
+
+Every system: trained on the learn file (as float32), base added in batches of
+``add_batch_size`` rows read from the file, the whole query set searched as one
+batch with k = ``cfg.k``. QPS = nq / median wall time of ``repeats`` timed
+search calls after one warm-up call (recall is measured on the warm-up result).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import statistics
+import sys
+import time
+import tracemalloc
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+from multiprocessing import get_context
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from bench.config import BenchConfig
+from bench.dataset_files import DatasetFiles, find_dataset_files, read_float32
+from bench.json_records import write_json
+from bench.plans import SystemPlan, plan_systems
+from bench.system_runners import make_runner
+from indexer.evaluation import evaluate
+from indexer.sizing import set_threads
+from shards import open_vectors, read_ground_truth
+
+__all__ = ["QPS_METHOD", "RESULTS_FILE", "run_benchmark"]
+
+logger = logging.getLogger(__name__)
+
+RESULTS_FILE = "results.json"
+QPS_METHOD = "nq / median wall seconds of {repeats} search calls after 1 warm-up; whole query set as one batch"
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes vs KiB
+
+
+def _add_base(runner, base, plan: SystemPlan, cfg: BenchConfig, run: dict) -> None:
+    """Add every base vector; snapline in one add() under tracemalloc, faiss in batches."""
+    if plan.system == "snapline":
+        run.update(runner.encoder_report(np.ascontiguousarray(
+            base.read(0, min(base.n, 100_000)), dtype=np.float32)), encoder=plan.encoder)
+        # add() streams internally: hand it the whole base in its file dtype and trace
+        # only what add() allocates above that input array (the issue's memory check)
+        base_rows = base.read(0, base.n)
+        tracemalloc.start()
+        t0 = time.perf_counter()
+        runner.add(base_rows)
+        run["add_alloc_peak_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+        del base_rows
+    else:
+        t0 = time.perf_counter()
+        for i0 in range(0, base.n, cfg.add_batch_size):
+            batch = base.read(i0, min(base.n, i0 + cfg.add_batch_size))
+            runner.add(np.ascontiguousarray(batch, dtype=np.float32))
+            del batch
+    run["add_s"] = time.perf_counter() - t0
+    if runner.ntotal != base.n:
+        raise RuntimeError(f"{plan.index}: ntotal={runner.ntotal} after adding {base.n} vectors")
+    run["ntotal"] = runner.ntotal
+    run["bytes_per_vector"] = runner.bytes_per_vector
+    run["index_mb"] = runner.ntotal * runner.bytes_per_vector / 2**20
+    logger.info("%s: added %d vectors in %.1f s", plan.index, base.n, run["add_s"])
+
+
+def _sweep(runner, files: DatasetFiles, plan: SystemPlan, cfg: BenchConfig) -> list[dict]:
+    """Recall (of the warm-up call) and QPS (median of cfg.repeats calls) per sweep point."""
+    queries = read_float32(files.query)
+    gt_ids, _ = read_ground_truth(str(files.gt))
+    points = []
+    for params in plan.sweep:
+        _, I = runner.search(queries, cfg.k, params)
+        seconds = []
+        for _ in range(cfg.repeats):
+            t0 = time.perf_counter()
+            runner.search(queries, cfg.k, params)
+            seconds.append(time.perf_counter() - t0)
+        median = statistics.median(seconds)
+        point = {"params": dict(params), **evaluate(I, gt_ids),
+                 "qps": queries.shape[0] / median, "search_s": median}
+        points.append(point)
+        logger.info("%s %s: R@1 %.3f R@10 %.3f R@100 %.3f 10-R@10 %.3f %.0f QPS",
+                    plan.index, params, point["recall@1"], point["recall@10"],
+                    point["recall@100"], point["10recall@10"], point["qps"])
+    return points
+
+
+def _run_system(cfg: BenchConfig, plan: SystemPlan, log_level: int) -> dict:
+    """Build, fill and sweep one system; runs in its own spawned process."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=log_level, format="%(asctime)s %(processName)s %(message)s")
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(cfg.threads)  # read by torch if it loads later
+    files = find_dataset_files(cfg.data_dir)
+    base = open_vectors(str(files.base))
+    runner = make_runner(base.d, plan, cfg)
+    set_threads(cfg.threads)
+    run = {"system": plan.system, "index": plan.index, "nlist": plan.nlist,
+           "startup_rss_mb": _peak_rss_mb()}  # interpreter + imports, before any data
+    if plan.nedge is not None:
+        run.update(nedge=plan.nedge, nlambda=cfg.nlambda)
+
+    learn = read_float32(files.learn)
+    t0 = time.perf_counter()
+    runner.train(learn)
+    run["train_s"] = time.perf_counter() - t0
+    del learn
+    logger.info("%s: trained on %s in %.1f s", plan.index, files.learn.name, run["train_s"])
+
+    _add_base(runner, base, plan, cfg, run)
+    run["thread_settings"] = set_threads(cfg.threads)  # again: torch/numba may load lazily
+    run["search"] = _sweep(runner, files, plan, cfg)
+    run["peak_rss_mb"] = _peak_rss_mb()
+    return run
+
+
+def _results_header(cfg: BenchConfig, base, query, learn, gt_k: int, skipped: list) -> dict:
+    """Every parameter of the run and how each figure is measured; runs are added later."""
+    return {
+        "dataset": cfg.data_dir.resolve().name,
+        "n_base": base.n, "n_query": query.n, "n_learn": learn.n, "dim": base.d,
+        "dtype": str(np.dtype(base.dtype)),
+        "threads": cfg.threads, "code_bytes": cfg.code_bytes, "k": cfg.k,
+        "gt_k": gt_k, "search_batch": query.n,
+        "qps_method": QPS_METHOD.format(repeats=cfg.repeats),
+        "peak_rss_method": "ru_maxrss of a spawned child process that runs only that system",
+        "add_alloc_method": "snapline: tracemalloc peak during one add() of the whole base "
+                            "(input array read before tracing; numpy allocations only; "
+                            "add_s includes tracemalloc overhead)",
+        "faiss_version": faiss.__version__,
+        "config": {key: str(value) if isinstance(value, Path) else value
+                   for key, value in asdict(cfg).items()},
+        "runs": [], "skipped": skipped,
+    }
+
+
+def run_benchmark(cfg: BenchConfig) -> dict:
+    """Run every system of cfg, write out_dir/results.json, return the results."""
+    files = find_dataset_files(cfg.data_dir)
+    base, query, learn = (open_vectors(str(p)) for p in (files.base, files.query, files.learn))
+    if not base.d == query.d == learn.d:
+        raise ValueError(f"dimensions differ: base d={base.d}, query d={query.d}, learn d={learn.d}")
+    gt_ids, _ = read_ground_truth(str(files.gt))
+    if gt_ids.shape[0] != query.n:
+        raise ValueError(f"gt.ibin has {gt_ids.shape[0]} rows for {query.n} queries: {gt_ids.shape}")
+    if cfg.k > base.n:
+        raise ValueError(f"k={cfg.k} exceeds the {base.n} base vectors")
+    plans, skipped = plan_systems(cfg, base.n, learn.n, base.d)
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    results = _results_header(cfg, base, query, learn, int(gt_ids.shape[1]), skipped)
+    log_level = logging.getLogger().getEffectiveLevel()
+    for plan in plans:
+        logger.info("%s: building %s (%d threads)", plan.system, plan.index, cfg.threads)
+        with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+            run = pool.submit(_run_system, cfg, plan, log_level).result()
+        logger.info("%s: train %.1f s, add %.1f s, peak RSS %.0f MB, %.1f bytes/vector",
+                    plan.index, run["train_s"], run["add_s"], run["peak_rss_mb"],
+                    run["bytes_per_vector"])
+        results["runs"].append(run)
+        write_json(results, cfg.out_dir / RESULTS_FILE)  # partial results survive a crash
+    write_json(results, cfg.out_dir / RESULTS_FILE)
+    return results
