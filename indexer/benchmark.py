@@ -272,10 +272,12 @@ class _FaissRunner:
 
 class _SnaplineRunner:
     def __init__(self, d: int, plan: SystemPlan, cfg: BenchConfig):
-        from trainers.train_encoder import VLQShape, encoder_config_from_spec
+        from shards.shape import IndexShape
+        from trainers.train_encoder import encoder_config_from_spec
 
-        self.shape = VLQShape(plan.nlist, plan.nedge, cfg.code_bytes, cfg.nlambda)
         self.encoder_cfg = encoder_config_from_spec(plan.encoder)
+        self.shape = IndexShape(d, plan.nlist, plan.nedge, cfg.code_bytes, cfg.nlambda,
+                                encoder=self.encoder_cfg.kind, code_dim=self.encoder_cfg.dim_out)
         self.index = None
         self.encoder_metrics: dict = {}
 
