@@ -38,8 +38,8 @@ def _train(args) -> int:
 
     learn = open_vectors(args.learn)
     encoder_cfg = encoder_config_from_spec(args.encoder, seed=args.seed)
-    shape = IndexShape(learn.d, args.nlist, args.nedge, args.code_bytes, args.nlambda,
-                       encoder=encoder_cfg.kind, code_dim=encoder_cfg.dim_out)
+    shape = IndexShape(learn.d, args.nlist, min(args.nedge, args.nlist - 1), args.code_bytes,
+                       args.nlambda, encoder=encoder_cfg.kind, code_dim=encoder_cfg.dim_out)
     rows = learn.read(0, min(learn.n, args.sample_size)) if args.sample_size else learn.read()
     encoder, quantizer, metrics = train_encoder(rows, shape, encoder_cfg)
     index = VLQIndex.from_trained(encoder, quantizer)
