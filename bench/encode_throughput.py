@@ -35,14 +35,14 @@ from bench.dataset_files import find_dataset_files  # noqa: E402
 from bench.json_records import write_json  # noqa: E402
 from indexer.sizing import set_threads  # noqa: E402
 from shards import open_vectors  # noqa: E402
-from trainers.encoder import LinearEncoder  # noqa: E402
-from trainers.train_encoder import EncoderConfig, _EncoderNet  # noqa: E402
+from indexer.encoders import LinearEncoder  # noqa: E402
+from trainers import EncoderConfig, EncoderNet  # noqa: E402
 
 
 def encoders(x: np.ndarray, seed: int) -> dict:
     d = x.shape[1]
     w = np.linalg.qr(np.random.default_rng(seed).normal(size=(d, d)))[0].astype(np.float32)
-    net = _EncoderNet(w, EncoderConfig(kind="gsl", qn_weight_bits=8, qn_activation_bits=8))
+    net = EncoderNet(w, EncoderConfig(kind="gsl", qn_weight_bits=8, qn_activation_bits=8))
     net.layer.calibrate(torch.from_numpy(x[:8192]))
     net.layer.hard_mode(True)
     qn8 = net.export({})

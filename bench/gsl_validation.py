@@ -24,7 +24,8 @@ from bench.dataset_files import find_dataset_files  # noqa: E402
 from bench.json_records import write_json  # noqa: E402
 from indexer.sizing import set_threads  # noqa: E402
 from shards import open_vectors  # noqa: E402
-from trainers.train_encoder import VLQShape, encoder_config_from_spec, train_encoder  # noqa: E402
+from shards.shape import IndexShape  # noqa: E402
+from trainers.train_encoder import encoder_config_from_spec, train_encoder  # noqa: E402
 
 
 def main(argv: list[str]) -> dict:
@@ -33,7 +34,9 @@ def main(argv: list[str]) -> dict:
     reader = open_vectors(str(find_dataset_files(data_dir).learn))
     x = np.ascontiguousarray(reader.read(0, reader.n), dtype=np.float32)
     t0 = time.perf_counter()
-    encoder, _, metrics = train_encoder(x, VLQShape(nlist, 32, 16, 256), encoder_config_from_spec(spec))
+    cfg = encoder_config_from_spec(spec)
+    shape = IndexShape(x.shape[1], nlist, 32, 16, 256, encoder=cfg.kind, code_dim=cfg.dim_out)
+    encoder, _, metrics = train_encoder(x, shape, cfg)
     record = {"data": data_dir, "nlist": nlist, "spec": spec, "rounds": metrics["rounds"],
               "best_round": encoder.params.get("best_round"), "train_s": time.perf_counter() - t0}
     weight = getattr(encoder, "weight", None)

@@ -8,15 +8,17 @@ import numpy as np
 from bench.config import BenchConfig
 from bench.plans import SystemPlan
 from indexer import VLQIndex
-from trainers.train_encoder import VLQShape, encoder_config_from_spec, train_encoder
+from shards.shape import IndexShape
+from trainers.train_encoder import encoder_config_from_spec, train_encoder
 
 __all__ = ["SnaplineRunner"]
 
 
 class SnaplineRunner:
-    def __init__(self, plan: SystemPlan, cfg: BenchConfig):
-        self.shape = VLQShape(plan.nlist, plan.nedge, cfg.code_bytes, cfg.nlambda)
+    def __init__(self, d: int, plan: SystemPlan, cfg: BenchConfig):
         self.encoder_cfg = encoder_config_from_spec(plan.encoder)
+        self.shape = IndexShape(d, plan.nlist, plan.nedge, cfg.code_bytes, cfg.nlambda,
+                                encoder=self.encoder_cfg.kind, code_dim=self.encoder_cfg.dim_out)
         self.index = None
         self.encoder_metrics: dict = {}
 

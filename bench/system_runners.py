@@ -39,5 +39,5 @@ def make_runner(d: int, plan: SystemPlan, cfg: BenchConfig):
         # imported only for snapline: torch stays out of a faiss child's peak RSS
         from bench.snapline_runner import SnaplineRunner
 
-        return SnaplineRunner(plan, cfg)
+        return SnaplineRunner(d, plan, cfg)
     return FaissRunner(d, plan.factory)

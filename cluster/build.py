@@ -20,21 +20,21 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-import numpy as np
 import ray
 
 from cluster.build_config import BuildConfig, BuildConfigError, SampleConfig
 from cluster.encode_workers import encode_partitions
 from indexer import VLQIndex
 from indexer.sizing import ivf_nlist_for, vlq_nlist_for
-from indexer.evaluation import exact_ground_truth, recall_at_k
 from shards import open_vectors
 from shards.build_parts import claim_build, publish_parts, record_build
 from shards.fsio import Location
 from shards.index_store import load_model
 from shards.manifest import ShardEntry
 from shards.sampling import sample_vectors
-from trainers.train_encoder import VLQShape, check_config, train_encoder
+from shards.shape import IndexShape
+from trainers.train_encoder import check_config, train_encoder
+from trainers.validation import hold_out, validation_recall
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +97,9 @@ def check_build(cfg: BuildConfig) -> CheckedBuild:
                                f"vectors (ideally 39x), the sample has {n_train}")
     nedge = min(cfg.index.nedge, nlist - 1)
     try:
-        check_config(cfg.encoder, source.d, VLQShape(nlist, nedge, cfg.index.code_bytes,
-                                                     cfg.index.nlambda))
+        check_config(cfg.encoder, IndexShape(source.d, nlist, nedge, cfg.index.code_bytes,
+                                             cfg.index.nlambda, encoder=cfg.encoder.kind,
+                                             code_dim=cfg.encoder.dim_out))
     except ValueError as exc:
         raise BuildConfigError(f"encoder / index.code_bytes: {exc}") from None
     try:
@@ -135,40 +136,20 @@ def train_model(checked: CheckedBuild) -> dict:
     read_s = time.perf_counter() - t0
     device = "cuda" if cfg.workers.train_gpus > 0 else cfg.encoder.device
     encoder_cfg = dataclasses.replace(cfg.encoder, device=device)
-    shape = VLQShape(checked.nlist, checked.nedge, cfg.index.code_bytes, cfg.index.nlambda)
-    x_train, x_val = split_validation(x, cfg.encoder.seed)
-    encoder, quantizer, metrics = train_encoder(x_train, shape, encoder_cfg)
+    shape = IndexShape(checked.dim, checked.nlist, checked.nedge, cfg.index.code_bytes,
+                       cfg.index.nlambda, encoder=cfg.encoder.kind, code_dim=cfg.encoder.dim_out)
+    held = hold_out(x, cfg.encoder.validation_fraction, cfg.encoder.seed)
+    encoder, quantizer, metrics = train_encoder(held.train, shape, encoder_cfg)
     index = VLQIndex.from_trained(encoder, quantizer)
-    validation = validation_recall(VLQIndex.from_trained(encoder, quantizer), x_train, x_val)
+    validation = validation_recall(VLQIndex.from_trained(encoder, quantizer), held)
     version = index.save_model(cfg.store, extra_meta={
         "training": {"sample": sample, "validation": validation, **metrics},
         "build": {"name": cfg.name, "index": dataclasses.asdict(cfg.index)},
         "created": datetime.now(timezone.utc).isoformat(timespec="milliseconds")})
     log.info("trained model %s on %d rows in %.1f s (sample read %.1f s); validation R@10 %.3f",
-             version, x_train.shape[0], metrics["train_s"], read_s, validation["recall@10"])
+             version, held.train.shape[0], metrics["train_s"], read_s, validation["recall@10"])
     return {"model_version": version, "train_s": metrics["train_s"], "sample_read_s": read_s,
-            "train_rows": int(x_train.shape[0]), "validation": validation}
-
-
-def split_validation(x, seed: int, fraction: float = 0.05, most: int = 1000):
-    """Hold out a few sample rows (at most 1000) as validation queries."""
-    n_val = min(most, max(1, int(x.shape[0] * fraction))) if x.shape[0] > 1 else 0
-    order = np.random.default_rng(seed).permutation(x.shape[0])
-    return x[np.sort(order[n_val:])], x[np.sort(order[:n_val])]
-
-
-def validation_recall(index: VLQIndex, x_train, x_val, k: int = 10) -> dict:
-    """R@1/10 of held-out sample rows against the training rows (exact ground truth) in
-    an empty index of the model, at a fixed generous search setting: a measure of the
-    model, not of a tuned index."""
-    if x_val.shape[0] == 0:
-        return {}
-    index.add(x_train)
-    nprobe = min(index.nlist, 32)
-    _, ids = index.search(x_val, k=k, nprobe=nprobe, nlines=min(nprobe * index.nedge, 256))
-    _, gt = exact_ground_truth(np.asarray(x_train, np.float32), np.asarray(x_val, np.float32), 1)
-    return {"queries": int(x_val.shape[0]), "nprobe": nprobe,
-            "recall@1": recall_at_k(ids, gt, 1), "recall@10": recall_at_k(ids, gt, k)}
+            "train_rows": int(held.train.shape[0]), "validation": validation}
 
 
 @ray.remote(max_restarts=1, max_task_retries=1)

@@ -43,13 +43,15 @@ def _train(args) -> int:
                          "of its source) or --learn and --nlist (a model from a vector file)")
     from indexer import VLQIndex
     from shards import open_vectors
-    from trainers.train_encoder import VLQShape, encoder_config_from_spec, train_encoder
+    from shards.shape import IndexShape
+    from trainers.train_encoder import encoder_config_from_spec, train_encoder
 
     learn = open_vectors(args.learn)
-    shape = VLQShape(args.nlist, args.nedge, args.code_bytes, args.nlambda)
+    encoder_cfg = encoder_config_from_spec(args.encoder, seed=args.seed)
+    shape = IndexShape(learn.d, args.nlist, min(args.nedge, args.nlist - 1), args.code_bytes,
+                       args.nlambda, encoder=encoder_cfg.kind, code_dim=encoder_cfg.dim_out)
     rows = learn.read(0, min(learn.n, args.sample_size)) if args.sample_size else learn.read()
-    encoder, quantizer, metrics = train_encoder(rows, shape, encoder_config_from_spec(
-        args.encoder, seed=args.seed))
+    encoder, quantizer, metrics = train_encoder(rows, shape, encoder_cfg)
     index = VLQIndex.from_trained(encoder, quantizer)
     version = index.save_model(args.store, extra_meta={
         "training": {"sample": {"uri": args.learn, "rows": int(rows.shape[0])}, **metrics}})

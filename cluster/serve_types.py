@@ -11,6 +11,8 @@ from typing import Literal
 
 import numpy as np
 
+from indexer.validation import check_queries  # noqa: F401  (the client's and coordinator's check)
+
 NAMESPACE = "snapline"           # Ray namespace of every serving actor
 OnPartial = Literal["raise", "partial"]
 
@@ -103,23 +105,3 @@ class SearchResult:
 
     def __iter__(self):
         return iter((self.distances, self.ids))
-
-
-def check_queries(queries, dim: int | None = None) -> np.ndarray:
-    """float32 C-contiguous (nq, dim) copy of a query batch; ValueError naming the
-    problem (type, shape, dimension, NaN/inf)."""
-    if not isinstance(queries, np.ndarray):
-        raise ValueError(f"queries: expected a numpy array, got {type(queries).__name__}")
-    if queries.dtype.kind not in "fiu":
-        raise ValueError(f"queries: expected a numeric array, got dtype {queries.dtype}")
-    if queries.ndim != 2 or queries.shape[0] == 0:
-        raise ValueError(f"queries: expected a non-empty 2-D array (nq, d), got shape "
-                         f"{queries.shape}")
-    if dim is not None and queries.shape[1] != dim:
-        raise ValueError(f"queries: wrong dimension: got shape {queries.shape}, the index "
-                         f"has dim={dim}")
-    q = np.ascontiguousarray(queries, dtype=np.float32)
-    bad = ~np.isfinite(q).all(axis=1)
-    if bad.any():
-        raise ValueError(f"queries: row {int(np.flatnonzero(bad)[0])} contains NaN or inf")
-    return q

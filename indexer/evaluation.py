@@ -10,8 +10,9 @@ Two recall measures are in use and they are not the same number:
   distances are not given extra credit).
 
 ``exact_ground_truth`` computes exact squared-L2 neighbours with faiss, one
-batch of base vectors at a time, merging into a running top-k so memory stays
-bounded by ``batch_size`` base rows plus two (nq, k) result arrays.
+batch of base vectors at a time, merging into a running top-k (``merge_topk``:
+equal distances in id order) so memory stays bounded by ``batch_size`` base rows
+plus two (nq, k) result arrays.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import logging
 
 import faiss
 import numpy as np
+
+from indexer.merge import merge_topk
 
 __all__ = [
     "recall_at_k",
@@ -105,22 +108,6 @@ def evaluate(I: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     return out
 
 
-def _merge_running(
-    D_run: np.ndarray, I_run: np.ndarray, D_new: np.ndarray, I_new: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Merge two (nq, *) result sets into the k smallest distances per row.
-
-    Ties keep the running results first (a stable sort), so merging base batches
-    in order gives the smaller id among equal distances.
-    """
-    if D_run.shape[0] != D_new.shape[0]:
-        raise ValueError(f"cannot merge D{D_run.shape} with D{D_new.shape}: rows differ")
-    D = np.concatenate([D_run, D_new], axis=1)
-    I = np.concatenate([I_run, I_new], axis=1)
-    order = np.argsort(D, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(D, order, axis=1), np.take_along_axis(I, order, axis=1)
-
-
 def _as_float32_rows(x: np.ndarray, name: str) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim != 2:
@@ -137,7 +124,8 @@ def exact_ground_truth(
 
     xb may be a np.memmap of uint8/int8/float rows: it is sliced ``batch_size``
     rows at a time and only that slice is converted to float32. Returns
-    ``(D float32 (nq, k), I int64 (nq, k))``, nearest first.
+    ``(D float32 (nq, k), I int64 (nq, k))``, nearest first, equal distances in id
+    order.
     """
     if np.ndim(xb) != 2 or np.ndim(xq) != 2:
         raise ValueError(f"xb and xq must be 2-D, got xb{np.shape(xb)} and xq{np.shape(xq)}")
@@ -156,6 +144,6 @@ def exact_ground_truth(
         i1 = min(nb, i0 + batch_size)
         block = _as_float32_rows(xb[i0:i1], "xb")
         Db, Ib = faiss.knn(queries, block, min(k, i1 - i0), metric=faiss.METRIC_L2)
-        D, I = _merge_running(D, I, Db.astype(np.float32, copy=False), Ib.astype(np.int64) + i0, k)
+        D, I = merge_topk([D, Db], [I, Ib.astype(np.int64) + i0], k)
         logger.debug("ground truth: merged base rows %d..%d of %d", i0, i1, nb)
     return np.ascontiguousarray(D, dtype=np.float32), np.ascontiguousarray(I, dtype=np.int64)

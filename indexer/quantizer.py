@@ -13,7 +13,7 @@ import faiss
 import numpy as np
 
 from indexer.coarse import assign_lines, build_graph, centroid_distances
-from trainers.codebooks import (
+from indexer.codebooks import (
     product_quantizer,
     quantize_scalars,
     train_centroids,
@@ -71,10 +71,6 @@ class VLQQuantizer:
     @property
     def code_bytes(self) -> int:
         return self.pq_codebook.shape[0]
-
-    @property
-    def nlines_total(self) -> int:
-        return self.nlist * self.nedge
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"centroids": self.centroids, "edges": self.edges, "edge_len2": self.edge_len2,

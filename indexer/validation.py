@@ -1,4 +1,5 @@
-"""Input checks shared by the index entry points: every message names the problem."""
+"""Input checks shared by the index entry points and the serving layer: every message
+names the problem."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,24 +7,31 @@ import numpy as np
 SUPPORTED_DTYPES = (np.float32, np.float64, np.float16, np.uint8, np.int8)
 
 
-def check_vectors(x, dim: int, what: str) -> np.ndarray:
-    """Validate an (n, dim) array of a supported dtype; returns it (not copied).
+def check_vectors(x, dim: int | None, what: str) -> np.ndarray:
+    """Validate an (n, dim) array of a supported dtype (any dim when dim is None); returns
+    it (not copied).
 
-    Finiteness is checked batch by batch by the caller (`check_finite`) so that large
-    inputs are not scanned twice.
+    Finiteness is checked batch by batch by `as_float32`, so that large inputs are not
+    scanned twice.
     """
     if not isinstance(x, np.ndarray):
         raise ValueError(f"{what}: expected a numpy array, got {type(x).__name__}")
     if x.dtype.type not in SUPPORTED_DTYPES:
         names = ", ".join(np.dtype(t).name for t in SUPPORTED_DTYPES)
         raise ValueError(f"{what}: unsupported dtype {x.dtype}; supported: {names}")
-    if x.ndim != 2:
-        raise ValueError(f"{what}: expected a 2-D array (n, {dim}), got shape {x.shape}")
-    if x.shape[0] == 0:
-        raise ValueError(f"{what}: empty array of shape {x.shape}")
-    if x.shape[1] != dim:
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"{what}: expected a non-empty 2-D array (n, {dim or 'd'}), got "
+                         f"shape {x.shape}")
+    if dim is not None and x.shape[1] != dim:
         raise ValueError(f"{what}: wrong dimension: got shape {x.shape}, the index has dim={dim}")
     return x
+
+
+def check_queries(queries, dim: int | None = None) -> np.ndarray:
+    """float32 C-contiguous (nq, dim) view or copy of a query batch, checked as `VLQIndex.search`
+    checks it (the serving client and coordinator call this too); ValueError naming the
+    problem (type, dtype, shape, dimension, NaN/inf)."""
+    return as_float32(check_vectors(queries, dim, "queries"), "queries")
 
 
 def as_float32(x: np.ndarray, what: str, row_offset: int = 0) -> np.ndarray:

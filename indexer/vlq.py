@@ -11,12 +11,20 @@ from typing import Literal, Sequence
 
 import numpy as np
 
+from indexer.coarse import select_lines
+from indexer.encoders import IdentityEncoder, encoder_from_arrays
 from indexer.invlists import InvertedLists
 from indexer.kernels import numba, scan_torch, search_numba
 from indexer.merge import order_ties_by_id
 from indexer.quantizer import VLQQuantizer
-from indexer.coarse import select_lines
 from indexer.sizing import blas_controller
+from indexer.validation import (
+    as_float32,
+    check_ids,
+    check_positive_int,
+    check_queries,
+    check_vectors,
+)
 from shards.index_store import (
     DEFAULT_ROWS_PER_SHARD,
     IndexArrays,
@@ -25,8 +33,6 @@ from shards.index_store import (
     save_copy,
     save_model,
 )
-from trainers.encoder import IdentityEncoder, encoder_from_arrays
-from indexer.validation import as_float32, check_ids, check_positive_int, check_vectors
 
 log = logging.getLogger(__name__)
 
@@ -169,13 +175,12 @@ class VLQIndex:
         distances in id order; where the scanned lists hold fewer than k codes, the tail
         is (inf, -1)."""
         self._require_trained("search")
-        check_vectors(q, self.dim, "search")
+        qf = check_queries(q, self.dim)
         if self.ntotal == 0:
             raise ValueError("search: the index is empty; add vectors first")
         k = check_positive_int(k, "k", upper=self.ntotal)
         nprobe = check_positive_int(nprobe, "nprobe", upper=self.nlist)
         nlines = check_positive_int(nlines, "nlines", upper=nprobe * self.nedge)
-        qf = as_float32(q, "search")
         self.lists.compact()
         out_d = np.empty((qf.shape[0], k), dtype=np.float32)
         out_i = np.empty((qf.shape[0], k), dtype=np.int64)

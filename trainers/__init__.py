@@ -1,18 +1,24 @@
-"""Learning: k-means/PQ codebooks for VLQ-ADC (and, later, the learned encoder)."""
-from trainers.codebooks import (
-    MIN_POINTS_PER_CENTROID,
-    product_quantizer,
-    quantize_scalars,
-    train_centroids,
-    train_product_quantizer,
-    train_scalar_codebook,
-)
+"""Learning: torch training of encoders (GSL, Quantization Networks, Structured
+Multi-Hashing) and the held-out validation of a trained model.
+
+What a query or an encode worker runs (the deployed encoders, codebook training with
+faiss) lives in indexer/; this package imports indexer/ and shards/, never cluster/.
+"""
+from trainers.encoder_config import EncoderConfig, EncoderKind, check_config, encoder_config_from_spec
+from trainers.gsl_training import EncoderNet, train_gsl
+from trainers.train_encoder import train_encoder
+from trainers.validation import HeldOut, hold_out, split_rows, validation_recall
 
 __all__ = [
-    "MIN_POINTS_PER_CENTROID",
-    "product_quantizer",
-    "quantize_scalars",
-    "train_centroids",
-    "train_product_quantizer",
-    "train_scalar_codebook",
+    "EncoderConfig",
+    "EncoderKind",
+    "EncoderNet",
+    "HeldOut",
+    "check_config",
+    "encoder_config_from_spec",
+    "hold_out",
+    "split_rows",
+    "train_encoder",
+    "train_gsl",
+    "validation_recall",
 ]

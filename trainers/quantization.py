@@ -4,7 +4,7 @@ Training: y = alpha * (sum_i sigmoid(T * (beta * x - b_i)) - o), differentiable 
 alpha and beta; the trainer raises the temperature T on a linear schedule
 (`LinearTemperatureSchedule`). Inference: the sigmoids become unit steps, y = alpha * q
 with an integer code q, so a quantized linear layer runs as an integer matmul and one
-float rescale (`QuantizedLinear.int_forward`).
+float rescale (deployed as indexer.encoders.QuantizedEncoder).
 
 Grid (every step height s_i = 1, thresholds b_i halfway between consecutive levels):
 - signed, b bits: symmetric levels -Q..Q, Q = 2**(b-1) - 1, i.e. 2**b - 1 levels and
@@ -23,7 +23,6 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -234,28 +233,3 @@ class QuantizedLinear(torch.nn.Module):
         if self.activation_quantizer is not None:
             x = self.activation_quantizer(x)
         return F.linear(x, self.quantized_weight(), self.bias)
-
-    @torch.no_grad()
-    def int_forward(self, x: np.ndarray) -> np.ndarray:
-        """The hard forward as deployed: integer codes, integer matmul, one float rescale.
-
-        Accumulates in int32 (int64 if in_features * max|code_a| * max|code_w| could
-        overflow int32). Always computes the hard result, whatever the current mode.
-        """
-        wq, aq = self.weight_quantizer, self.activation_quantizer
-        if wq is None or aq is None:
-            raise ValueError("int_forward needs integer weights and activations, got "
-                             f"weight_bits={None if wq is None else wq.bits}, "
-                             f"activation_bits={None if aq is None else aq.bits}")
-        x = np.asarray(x)
-        if x.ndim != 2 or x.shape[1] != self.in_features:
-            raise ValueError(f"x must have shape (n, {self.in_features}), got {x.shape}")
-        bound = self.in_features * max(-aq.low, aq.high) * max(-wq.low, wq.high)
-        acc_dtype = np.int32 if bound < 2 ** 31 else np.int64
-        w_codes = wq.integer_codes(self.current_weight()).numpy().astype(acc_dtype)
-        x_codes = aq.integer_codes(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
-        acc = x_codes.numpy().astype(acc_dtype) @ w_codes.T
-        y = (acc * (aq.scale * wq.scale)).astype(np.float32)
-        if self.bias is not None:
-            y += self.bias.detach().numpy()
-        return y

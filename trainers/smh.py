@@ -113,10 +113,6 @@ class SMHPool(torch.nn.Module):
         """Number of trained numbers, 2 * m * r."""
         return self.left.numel() + self.right.numel()
 
-    def virtual_matrix(self) -> torch.Tensor:
-        """The whole m x m matrix L @ R (padding included)."""
-        return self.left @ self.right
-
     def weight(self, name: str) -> torch.Tensor:
         """The weight `name`: its slice of the flattened L @ R, reshaped to its shape.
 

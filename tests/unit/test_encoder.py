@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from trainers.encoder import IdentityEncoder, LinearEncoder, encoder_from_arrays, train_opq
-from trainers.train_encoder import EncoderConfig, VLQShape, check_config, train_encoder
+from indexer.encoders import IdentityEncoder, LinearEncoder, encoder_from_arrays, train_opq
+from shards.shape import IndexShape
+from trainers.train_encoder import EncoderConfig, check_config, train_encoder
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -22,9 +23,9 @@ def test_bad_config_refused(kwargs, match):
 
 def test_config_must_fit_the_index():
     with pytest.raises(ValueError, match="exceeds the input dimension"):
-        check_config(EncoderConfig(kind="gsl", dim_out=64), 32, VLQShape(8, 4, 8))
+        check_config(EncoderConfig(kind="gsl", dim_out=64), IndexShape(32, 8, 4, 8))
     with pytest.raises(ValueError, match="must divide the encoder output dimension 30"):
-        check_config(EncoderConfig(kind="gsl", dim_out=30), 32, VLQShape(8, 4, 8))
+        check_config(EncoderConfig(kind="gsl", dim_out=30), IndexShape(32, 8, 4, 8))
 
 
 def test_opq_is_a_rotation_and_round_trips(small_data):
@@ -41,7 +42,7 @@ def test_opq_is_a_rotation_and_round_trips(small_data):
 def test_gsl_training_is_reproducible(small_data):
     x = small_data["learn"][:3000]
     cfg = EncoderConfig(kind="gsl", rounds=1, epochs=1, batch_size=512, lr=1e-3, seed=3)
-    shape = VLQShape(nlist=8, nedge=4, code_bytes=8, nlambda=16)
+    shape = IndexShape(dim=32, nlist=8, nedge=4, code_bytes=8, nlambda=16)
     enc1, _, m1 = train_encoder(x, shape, cfg)
     enc2, _, m2 = train_encoder(x, shape, cfg)
     np.testing.assert_array_equal(enc1.weight, enc2.weight)
@@ -87,11 +88,11 @@ def test_bad_qn_smh_config_refused(kwargs, match):
                                    {"smh_fraction": 0.25}])
 def test_quantized_and_hashed_encoders_deploy(small_data, tmp_path, extra):
     from indexer import VLQIndex
-    from trainers.encoder import QuantizedEncoder
+    from indexer.encoders import QuantizedEncoder
 
     x = small_data["learn"][:3000]
     cfg = EncoderConfig(kind="gsl", rounds=1, epochs=1, batch_size=512, seed=1, **extra)
-    enc, quantizer, metrics = train_encoder(x, VLQShape(8, 4, 8, 16), cfg)
+    enc, quantizer, metrics = train_encoder(x, IndexShape(32, 8, 4, 8, 16), cfg)
     desc = enc.describe()
     if "smh_fraction" in extra:
         # 2 * m * r trainable numbers for a 32 x 32 weight (m = 32): r = 4 at fraction 0.25
@@ -112,11 +113,11 @@ def test_quantized_and_hashed_encoders_deploy(small_data, tmp_path, extra):
 def test_deployed_integer_encoder_equals_the_trained_hard_forward(small_data):
     import torch
 
-    from trainers.train_encoder import _EncoderNet
+    from trainers.gsl_training import EncoderNet
 
     x = small_data["learn"][:2000]
     init = train_opq(x, code_bytes=8).weight
-    net = _EncoderNet(init, EncoderConfig(kind="gsl", qn_weight_bits=8, qn_activation_bits=8))
+    net = EncoderNet(init, EncoderConfig(kind="gsl", qn_weight_bits=8, qn_activation_bits=8))
     net.layer.calibrate(torch.from_numpy(x))
     net.layer.hard_mode(True)
     deployed = net.export({})
@@ -133,10 +134,10 @@ def test_exported_encoder_does_not_share_the_trained_weight():
     what the model file stores."""
     import torch
 
-    from trainers.train_encoder import _EncoderNet
+    from trainers.gsl_training import EncoderNet
 
     w0 = np.linalg.qr(np.random.default_rng(0).normal(size=(8, 8)))[0].astype(np.float32)
-    net = _EncoderNet(w0, EncoderConfig(kind="gsl"))
+    net = EncoderNet(w0, EncoderConfig(kind="gsl"))
     exported = net.export({})
     with torch.no_grad():
         net.layer.weight.add_(1.0)

@@ -4,9 +4,9 @@ import pickle
 import numpy as np
 import pytest
 
-import trainers.int8_linear as int8_linear
-from trainers.encoder import QuantizedEncoder
-from trainers.int8_linear import Int8Linear
+import indexer.int8_linear as int8_linear
+from indexer.encoders import QuantizedEncoder
+from indexer.int8_linear import Int8Linear
 
 needs_int8 = pytest.mark.skipif(Int8Linear.build(np.eye(4, dtype=np.int8), -127, 127) is None,
                                 reason="no exact oneDNN int8 linear on this machine")

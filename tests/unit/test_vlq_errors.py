@@ -145,3 +145,17 @@ def test_load_refuses_tampered_files(index, tmp_path):
         VLQIndex.load(str(path))
     with pytest.raises(FileNotFoundError, match="neither manifest.json nor CURRENT"):
         VLQIndex.load(str(tmp_path / "nothing"))
+
+
+def test_the_index_and_the_serving_layer_check_queries_alike(index, small_data):
+    """One rule: VLQIndex.search refuses what check_queries (client, coordinator) refuses."""
+    from indexer.validation import check_queries
+
+    q = small_data["query"][:3]
+    assert check_queries(q.astype(np.uint8), q.shape[1]).dtype == np.float32
+    for bad, match in [(q[:0], "non-empty 2-D"), (q[0], "non-empty 2-D"),
+                       (q.astype(np.int64), "unsupported dtype"), (q[:, :5], "wrong dimension")]:
+        with pytest.raises(ValueError, match=match):
+            check_queries(bad, q.shape[1])
+        with pytest.raises(ValueError, match=match):
+            index.search(bad, k=5, nprobe=4, nlines=8)

@@ -10,9 +10,10 @@ import logging
 import faiss
 import numpy as np
 
+from indexer.sizing import MIN_POINTS_PER_CENTROID
+
 log = logging.getLogger(__name__)
 
-MIN_POINTS_PER_CENTROID = 39  # faiss warns below this many training points per centroid
 PQ_NBITS = 8
 PQ_KSUB = 1 << PQ_NBITS
 

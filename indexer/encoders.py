@@ -5,15 +5,20 @@
   OPQ baseline (W = faiss OPQ rotation) and the deployed form of a GSL-trained encoder.
 - `QuantizedEncoder`: the deployed low-bit (Quantization Networks) encoder, integer
   weight and activation levels, integer matrix product, one float rescale; runs in int8
-  (trainers.int8_linear) when the levels fit, else in an exact float32/int64 emulation.
-Each has `encode(x) -> float32`, `to_arrays()` / `from_arrays()` (plain numpy, stored
-with the model) and `describe()`. Queries pass through the same encoder as the base.
+  (indexer.int8_linear) when the levels fit, else in an exact float32/int64 emulation.
+Each has `encode(x) -> float32`, `to_arrays()` (plain numpy, stored with the model) and
+`describe()`; `encoder_from_arrays` rebuilds one from a model bundle, and `train_opq`
+fits the OPQ rotation (faiss). GSL/QN/SMH training is torch, in trainers/. Queries pass
+through the same encoder as the base.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import faiss
 import numpy as np
+
+from indexer.int8_linear import Int8Linear
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,7 +91,7 @@ class QuantizedEncoder:
     Activations are mapped to integer levels clamp(floor(act_beta * x + 1/2), lo, hi),
     weights are stored as integer levels, and the product is an integer matrix product
     followed by one float rescale s = act_scale * weight_scale. `backend` says how:
-    "int8" (trainers.int8_linear: uint8 x int8 GEMM with int32 sums, when the levels fit
+    "int8" (indexer.int8_linear: uint8 x int8 GEMM with int32 sums, when the levels fit
     and the op passes its exactness probe), else the emulation "float32-exact" (integer
     product computed exactly in float32 while in_features * |a|max * |w|max < 2**24) or
     "int64". All three give the same result up to the rounding of the final rescale.
@@ -103,8 +108,6 @@ class QuantizedEncoder:
     use_int8: bool = True          # False: always the emulation (reference, tests)
 
     def __post_init__(self):
-        from trainers.int8_linear import Int8Linear
-
         w = np.asarray(self.weight_codes)
         exact = w.shape[1] * max(abs(self.act_low), abs(self.act_high)) * int(np.abs(w).max(initial=0))
         object.__setattr__(self, "_exact_f32", exact < 2 ** 24)
@@ -178,8 +181,6 @@ def encoder_from_arrays(meta: dict, arrays: dict[str, np.ndarray]):
 
 def train_opq(x: np.ndarray, code_bytes: int, dim_out: int | None = None) -> LinearEncoder:
     """The OPQ baseline: a learned rotation (faiss OPQMatrix) for PQ with code_bytes."""
-    import faiss
-
     d = x.shape[1]
     dim_out = dim_out or d
     opq = faiss.OPQMatrix(d, code_bytes, dim_out)
