@@ -32,7 +32,7 @@ def _train(args) -> int:
         raise ValueError("give --name (a new model for a published index, from a fresh sample "
                          "of its source) or --learn and --nlist (a model from a vector file)")
     from indexer import VLQIndex
-    from shards import open_vectors
+    from shards import Store, open_vectors
     from trainers.train_encoder import VLQShape, encoder_config_from_spec, train_encoder
 
     learn = open_vectors(args.learn)
@@ -41,7 +41,7 @@ def _train(args) -> int:
     encoder, quantizer, metrics = train_encoder(rows, shape, encoder_config_from_spec(
         args.encoder, seed=args.seed))
     index = VLQIndex.from_trained(encoder, quantizer)
-    version = index.save_model(args.store, extra_meta={
+    version = index.save_model(Store(args.store), extra_meta={
         "training": {"sample": {"uri": args.learn, "rows": int(rows.shape[0])}, **metrics}})
     print(json.dumps({"model_version": version, "encoder": encoder.describe(),
                       "train_s": metrics["train_s"], "rounds": metrics.get("rounds")}, indent=1))
@@ -60,9 +60,10 @@ def _train_for_index(args) -> int:
 
 
 def _models(args) -> int:
+    from shards import Store
     from shards.registry import list_models
 
-    models = list_models(args.store)
+    models = list_models(Store(args.store))
     if args.json:
         print(json.dumps(models, indent=1))
         return 0
