@@ -89,7 +89,9 @@ def load_arrays(where: Loadable, shards: Sequence[int] | None = None,
                              f"{manifest.shape}")
 
     def cat(field: str, dtype, shape):
-        return np.concatenate([getattr(p, field) for p in parts]) if parts else np.empty(shape, dtype)
+        if not parts:
+            return np.empty(shape, dtype)
+        return np.concatenate([getattr(p, field) for p in parts])
 
     data = IndexArrays(model_meta=model_meta, model_arrays=model_arrays,
                        ids=cat("ids", np.int64, (0,)), list_ids=cat("list_ids", np.int64, (0,)),

@@ -56,7 +56,8 @@ def read_model(loc: Location, expected_version: str) -> tuple[dict, dict[str, np
         raise ValueError(f"{loc.uri}: holds model version {meta.get('model_version')!r}, "
                          f"the index manifest needs {expected_version!r}")
     if model_version_of(arrays) != expected_version:
-        raise ValueError(f"{loc.uri}: model arrays do not hash to their version {expected_version!r}")
+        raise ValueError(f"{loc.uri}: model arrays do not hash to their version "
+                         f"{expected_version!r}")
     return meta, arrays
 
 

@@ -9,6 +9,7 @@ signature; it is a small frozen dataclass, so it pickles into Ray actors and tas
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -36,10 +37,14 @@ class Store:
     storage_options: dict | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def of(cls, store: "Store | str", storage_options: dict | None = None) -> "Store":
-        """A handle from a handle or a URI (the CLI and old callers pass strings)."""
+    def of(cls, store: "Store | str | os.PathLike",
+           storage_options: dict | None = None) -> "Store":
+        """A handle from a handle or a URI (the CLI and user entry points take strings);
+        `storage_options` apply to a URI, a handle keeps its own."""
         if isinstance(store, Store):
             return store
+        if isinstance(store, os.PathLike):
+            store = os.fspath(store)
         if not isinstance(store, str) or not store:
             raise ValueError(f"store must be a non-empty URI or a Store, got {store!r}")
         return cls(store, storage_options)
