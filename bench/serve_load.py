@@ -37,7 +37,7 @@ from cluster.serve_types import NAMESPACE, SearchParams, ServeConfig  # noqa: E4
 from indexer import VLQIndex  # noqa: E402
 from indexer.evaluation import evaluate  # noqa: E402
 from indexer.sizing import blas_controller, ivf_nlist_for, vlq_nlist_for  # noqa: E402
-from shards import current_version, open_vectors, publish, read_ground_truth  # noqa: E402
+from shards import Store, open_vectors, publish, read_ground_truth  # noqa: E402
 
 SHARDINGS = (1, 2, 4)
 
@@ -45,7 +45,7 @@ SHARDINGS = (1, 2, 4)
 def build(data_dir: str, store: str, name: str, code_bytes: int, nedge: int) -> dict:
     """Train, add, publish as 1/2/4 shards, unless the store already has them."""
     names = {n: f"{name}-s{n}" for n in SHARDINGS}
-    if all(current_version(store, v) for v in names.values()):
+    if all(Store(store).index(v).current_version() for v in names.values()):
         return {"built": False, "names": names}
     files = find_dataset_files(data_dir)
     learn, base = open_vectors(str(files.learn)), open_vectors(str(files.base))
@@ -57,7 +57,7 @@ def build(data_dir: str, store: str, name: str, code_bytes: int, nedge: int) -> 
         index.add(base.read(start, min(base.n, start + 100_000)))
     arrays = index.to_arrays()
     for n, versioned in names.items():
-        publish(store, versioned, arrays, rows_per_shard=-(-base.n // n),
+        publish(Store(store).index(versioned), arrays, rows_per_shard=-(-base.n // n),
                 source={"uri": str(files.base)})
     return {"built": True, "build_s": time.perf_counter() - t0, "names": names}
 

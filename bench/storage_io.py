@@ -24,8 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.json_records import write_json  # noqa: E402
 from indexer import VLQIndex  # noqa: E402
-from shards import open_vectors  # noqa: E402
-from shards.index_store import load_arrays, publish  # noqa: E402
+from shards import Store, load_arrays, open_vectors, publish  # noqa: E402
 
 
 def start_moto() -> tuple[subprocess.Popen, str]:
@@ -52,10 +51,11 @@ def measure(store: str, data, rows_per_shard: int, repeats: int) -> dict:
     write_s, read_s = [], []
     for r in range(repeats):
         t0 = time.perf_counter()
-        manifest = publish(store, f"bench{r}", data, rows_per_shard=rows_per_shard)
+        root = Store(store).index(f"bench{r}")
+        manifest = publish(root, data, rows_per_shard=rows_per_shard)
         write_s.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        _, loaded = load_arrays(f"{store}/indexes/bench{r}")
+        _, loaded = load_arrays(root)
         read_s.append(time.perf_counter() - t0)
         assert loaded.ids.shape[0] == data.ids.shape[0]
     nbytes = sum(s.bytes for s in manifest.shards)

@@ -26,11 +26,10 @@ from cluster.build_config import BuildConfig, BuildConfigError, SampleConfig
 from cluster.encode_workers import encode_partitions
 from indexer import VLQIndex
 from indexer.sizing import ivf_nlist_for, vlq_nlist_for
-from shards import open_vectors
-from shards.build_parts import claim_build, publish_parts, record_build
-from shards.fsio import Location
-from shards.index_store import load_model
+from shards import Store, open_vectors, publish_parts
+from shards.claims import claim_build, record_build
 from shards.manifest import ShardEntry
+from shards.models import load_model, model_shape, read_model_meta
 from shards.sampling import sample_vectors
 from shards.shape import IndexShape
 from trainers.train_encoder import check_config, train_encoder
@@ -77,13 +76,13 @@ def check_build(cfg: BuildConfig) -> CheckedBuild:
         raise BuildConfigError(f"source.uri: {cfg.source.uri} holds no rows")
     if cfg.model is not None:
         try:
-            meta, _ = load_model(cfg.store, cfg.model)
+            shape = model_shape(load_model(Store(cfg.store), cfg.model)[0])
         except (FileNotFoundError, ValueError) as exc:
             raise BuildConfigError(f"model: {exc}") from None
-        if meta["dim"] != source.d:
-            raise BuildConfigError(f"model: {cfg.model} takes {meta['dim']}-d vectors, the "
+        if shape.dim != source.d:
+            raise BuildConfigError(f"model: {cfg.model} takes {shape.dim}-d vectors, the "
                                    f"source has d={source.d}")
-        return CheckedBuild(cfg, source.n, source.d, meta["nlist"], meta["nedge"], 0)
+        return CheckedBuild(cfg, source.n, source.d, shape.nlist, shape.nedge, 0)
     if cfg.learn is not None:
         learn = _open(cfg.learn, "learn")
         if learn.d != source.d:
@@ -103,7 +102,7 @@ def check_build(cfg: BuildConfig) -> CheckedBuild:
     except ValueError as exc:
         raise BuildConfigError(f"encoder / index.code_bytes: {exc}") from None
     try:
-        Location.of(cfg.store).check_writable()
+        Store(cfg.store).location.check_writable()
     except PermissionError as exc:
         raise BuildConfigError(f"store: {exc}") from None
     return CheckedBuild(cfg, source.n, source.d, nlist, nedge, n_train)
@@ -142,7 +141,7 @@ def train_model(checked: CheckedBuild) -> dict:
     encoder, quantizer, metrics = train_encoder(held.train, shape, encoder_cfg)
     index = VLQIndex.from_trained(encoder, quantizer)
     validation = validation_recall(VLQIndex.from_trained(encoder, quantizer), held)
-    version = index.save_model(cfg.store, extra_meta={
+    version = index.save_model(Store(cfg.store), extra_meta={
         "training": {"sample": sample, "validation": validation, **metrics},
         "build": {"name": cfg.name, "index": dataclasses.asdict(cfg.index)},
         "created": datetime.now(timezone.utc).isoformat(timespec="milliseconds")})
@@ -166,7 +165,8 @@ def run_build(cfg: BuildConfig, checked: CheckedBuild | None = None) -> dict:
     t0 = time.perf_counter()
     checked = checked or check_build(cfg)
     cfg = checked.config
-    claim = claim_build(cfg.store, cfg.name, fingerprint(checked))
+    root = Store(cfg.store).index(cfg.name)
+    claim = claim_build(root, fingerprint(checked))
     log.info("%s build of %s/%s: %d rows, d=%d, nlist=%d, %s", "resuming" if claim.resumed
              else "starting", cfg.name, claim.version, checked.n_rows, checked.dim,
              checked.nlist, f"model {cfg.model}" if cfg.model else "training a model")
@@ -178,10 +178,10 @@ def run_build(cfg: BuildConfig, checked: CheckedBuild | None = None) -> dict:
         trained = ray.get(trainer.train.remote(checked))
         ray.kill(trainer)
         model_version = trained["model_version"]
-        claim = record_build(cfg.store, cfg.name, claim, model_version=model_version)
+        claim = record_build(root, claim, model_version=model_version)
     t1 = time.perf_counter()
     source = dataclasses.asdict(cfg.source)
-    rows = encode_partitions(store=cfg.store, name=cfg.name, version=claim.version,
+    rows = encode_partitions(root=root, version=claim.version,
                              model_version=model_version, source=source, n_rows=checked.n_rows,
                              rows_per_shard=cfg.shards.rows_per_shard,
                              workers=cfg.workers.encode,
@@ -190,7 +190,8 @@ def run_build(cfg: BuildConfig, checked: CheckedBuild | None = None) -> dict:
     t2 = time.perf_counter()
     entries = [ShardEntry(path=str(r["path"]), rows=int(r["rows"]), bytes=int(r["bytes"]),
                           sha256=str(r["sha256"])) for r in rows]
-    manifest = publish_parts(cfg.store, cfg.name, claim.version, model_version, entries,
+    shape = model_shape(read_model_meta(root.store, model_version))   # meta.json only
+    manifest = publish_parts(root, claim.version, model_version, shape, entries,
                              {**source, "rows": checked.n_rows,
                               "rows_per_shard": cfg.shards.rows_per_shard})
     written = [r for r in rows if not r["skipped"]]

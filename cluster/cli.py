@@ -42,7 +42,7 @@ def _train(args) -> int:
         raise ValueError("give --name (a new model for a published index, from a fresh sample "
                          "of its source) or --learn and --nlist (a model from a vector file)")
     from indexer import VLQIndex
-    from shards import open_vectors
+    from shards import Store, open_vectors
     from shards.shape import IndexShape
     from trainers.train_encoder import encoder_config_from_spec, train_encoder
 
@@ -53,7 +53,7 @@ def _train(args) -> int:
     rows = learn.read(0, min(learn.n, args.sample_size)) if args.sample_size else learn.read()
     encoder, quantizer, metrics = train_encoder(rows, shape, encoder_cfg)
     index = VLQIndex.from_trained(encoder, quantizer)
-    version = index.save_model(args.store, extra_meta={
+    version = index.save_model(Store(args.store), extra_meta={
         "training": {"sample": {"uri": args.learn, "rows": int(rows.shape[0])}, **metrics}})
     print(json.dumps({"model_version": version, "encoder": encoder.describe(),
                       "train_s": metrics["train_s"], "rounds": metrics.get("rounds")}, indent=1))
@@ -72,9 +72,10 @@ def _train_for_index(args) -> int:
 
 
 def _models(args) -> int:
+    from shards import Store
     from shards.registry import list_models
 
-    models = list_models(args.store)
+    models = list_models(Store(args.store))
     if args.json:
         print(json.dumps(models, indent=1))
         return 0

@@ -31,8 +31,7 @@ from cluster.searcher import SearcherActor, shard_groups
 from cluster.serve_types import (NAMESPACE, SearchParams, SearchResult, ServeConfig,
                                  check_queries)
 from indexer.merge import merge_topk
-from shards import current_version, resolve
-from shards.index_store import index_version_uri
+from shards import IndexRoot, Store, resolve
 from shards.registry import mark_serving
 
 log = logging.getLogger(__name__)
@@ -76,6 +75,7 @@ class QueryCoordinator:
 
     def __init__(self, cfg: ServeConfig):
         self.cfg = cfg
+        self.root = _index_root(cfg)
         self._state: _ServingState | None = None
         self._load_lock: asyncio.Lock | None = None
         self._poller: asyncio.Task | None = None
@@ -104,7 +104,7 @@ class QueryCoordinator:
         return self._state
 
     def _published_version(self) -> str:
-        version = current_version(self.cfg.store, self.cfg.name, self.cfg.storage_options)
+        version = self.root.current_version()
         if version is None:
             raise FileNotFoundError(f"index {self.cfg.name!r} has no published version in "
                                     f"{self.cfg.store} (no CURRENT)")
@@ -112,14 +112,13 @@ class QueryCoordinator:
 
     async def _start_version(self, version: str) -> _ServingState:
         """Start every searcher of a version and wait until each has loaded its shards."""
-        uri = index_version_uri(self.cfg.store, self.cfg.name, version, self.cfg.storage_options)
-        manifest, _, _ = resolve(uri, self.cfg.storage_options)
+        manifest, _, _ = resolve(self.root, version=version)
         groups = []
         for shards in shard_groups(len(manifest.shards), self.cfg.searchers):
             replicas = [SearcherActor.options(
                 num_cpus=self.cfg.searcher_cpus, num_gpus=self.cfg.searcher_gpus,
-            ).remote(uri, shards, backend=self.cfg.backend, threads=self.cfg.searcher_threads,
-                     storage_options=self.cfg.storage_options)
+            ).remote(self.root, shards, version=version, backend=self.cfg.backend,
+                     threads=self.cfg.searcher_threads)
                 for _ in range(self.cfg.replicas)]
             groups.append(_Group(shards, replicas, [0.0] * len(replicas)))
         handles = [h for g in groups for h in g.replicas]
@@ -139,8 +138,9 @@ class QueryCoordinator:
             raise
         log.info("serving %s/%s: %d shards in %d groups x %d replicas", self.cfg.name, version,
                  len(manifest.shards), len(groups), self.cfg.replicas)
-        return _ServingState(version=version, dim=manifest.dim, ntotal=manifest.ntotal,
-                             nlist=manifest.nlist, nedge=manifest.nedge,
+        shape = manifest.shape
+        return _ServingState(version=version, dim=shape.dim, ntotal=manifest.ntotal,
+                             nlist=shape.nlist, nedge=shape.nedge,
                              nshards=len(manifest.shards), groups=groups)
 
     async def reload(self) -> str:
@@ -172,8 +172,7 @@ class QueryCoordinator:
         version = self._state.version if version == "current" and self._state else version
         holder = f"coordinator-{ray.get_runtime_context().get_actor_id() or 'driver'}"
         try:
-            await asyncio.to_thread(mark_serving, self.cfg.store, self.cfg.name, holder, version,
-                                    self.cfg.storage_options)
+            await asyncio.to_thread(mark_serving, self.root, holder, version)
         except OSError as exc:      # serving goes on; retention may not see this record
             log.warning("could not record the served version in %s: %s", self.cfg.store, exc)
 
@@ -308,13 +307,17 @@ class QueryCoordinator:
                 "uptime_s": time.time() - self._started}
 
 
+def _index_root(cfg: ServeConfig) -> IndexRoot:
+    return Store(cfg.store, cfg.storage_options).index(cfg.name)
+
+
 CoordinatorActor = ray.remote(max_restarts=-1, max_task_retries=0)(QueryCoordinator)
 
 
 def start_service(cfg: ServeConfig) -> dict:
     """Start (or find) the detached coordinator of `cfg.name` and its searchers on the
     connected Ray cluster; returns its stats once every searcher is ready."""
-    if current_version(cfg.store, cfg.name, cfg.storage_options) is None:   # fail before Ray
+    if _index_root(cfg).current_version() is None:   # fail before Ray
         raise FileNotFoundError(f"index {cfg.name!r} has no published version in {cfg.store} "
                                 f"(no CURRENT)")
     handle = CoordinatorActor.options(

@@ -20,7 +20,7 @@ from cluster.build import run_build
 from cluster.build_config import BuildConfig, build_config_from_dict
 from indexer import VLQIndex
 from indexer.evaluation import evaluate
-from shards import open_vectors, read_ground_truth
+from shards import Store, open_vectors, read_ground_truth
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def demo_build_config(cfg: DemoConfig) -> BuildConfig:
 
 def run_demo(cfg: DemoConfig) -> dict:
     store = os.path.abspath(cfg.store)
-    index_root = os.path.join(store, "indexes", cfg.name)
+    root = Store(store).index(cfg.name)
     build = demo_build_config(DemoConfig(**{**cfg.__dict__, "store": store}))
     ray.init(num_cpus=max(2, os.cpu_count() or 1), include_dashboard=False, log_to_driver=True,
              ignore_reinit_error=True)
@@ -62,7 +62,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     finally:
         ray.shutdown()
     files = find_dataset_files(cfg.data_dir)
-    index = VLQIndex.load(index_root)    # the version CURRENT names
+    index = VLQIndex.load(root)    # the version CURRENT names
     queries = open_vectors(str(files.query)).read()
     gt, _ = read_ground_truth(str(files.gt))
     index.search(queries[:8], k=cfg.k, nprobe=cfg.nprobe, nlines=cfg.nlines)  # compile/warm up
@@ -72,7 +72,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     metrics = evaluate(ids, gt)
     return {**{k: built[k] for k in ("version", "model_version", "ntotal", "shards", "nlist",
                                       "train_s", "encode_s", "total_s")},
-            "nedge": index.nedge, "index": index_root, "n_query": int(queries.shape[0]),
+            "nedge": index.nedge, "index": root.uri, "n_query": int(queries.shape[0]),
             "qps": queries.shape[0] / seconds, "bytes_per_vector": index.bytes_per_vector,
             **{key: metrics[key] for key in ("recall@1", "recall@10")},
             "nprobe": cfg.nprobe, "nlines": cfg.nlines}

@@ -20,9 +20,9 @@ from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
 from indexer import VLQIndex
-from shards import open_vectors
-from shards.build_parts import find_part, write_part
+from shards import IndexRoot, open_vectors
 from shards.shard_file import ShardMeta
+from shards.shard_writer import find_part, write_part
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +62,13 @@ class PartitionDatasource(Datasource):
 class ShardEncoder:
     """A map_batches actor: partitions in, one written (or already present) shard out."""
 
-    def __init__(self, store: str, name: str, version: str, model_version: str,
-                 source: dict, storage_options: dict | None = None):
-        self.store, self.name, self.version = store, name, version
-        self.storage_options = storage_options
-        self.index = VLQIndex.from_model(store, model_version, storage_options)
-        self.reader = open_vectors(source["uri"], source.get("format"), storage_options,
-                                   column=source.get("column"))
-        self.meta = dict(model_version=model_version, code_bytes=self.index.code_bytes,
-                         nlist=self.index.nlist, nedge=self.index.nedge, source_uri=source["uri"])
+    def __init__(self, root: IndexRoot, version: str, model_version: str, source: dict):
+        self.root, self.version = root, version
+        self.index = VLQIndex.from_model(root.store, model_version)
+        self.reader = open_vectors(source["uri"], source.get("format"),
+                                   root.store.storage_options, column=source.get("column"))
+        self.meta = dict(model_version=model_version, shape=self.index.shape,
+                         source_uri=source["uri"])
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = [self._encode_part(int(p), int(a), int(b))
@@ -80,15 +78,15 @@ class ShardEncoder:
     def _encode_part(self, number: int, start: int, stop: int) -> dict:
         t0 = time.perf_counter()
         meta = ShardMeta(**self.meta, row_start=start, row_stop=stop)
-        entry = find_part(self.store, self.name, self.version, number, meta, self.storage_options)
+        entry = find_part(self.root, self.version, number, meta)
         skipped = entry is not None
         if entry is None:
             parts = [self.index.encode(self.reader.read(s, min(stop, s + READ_CHUNK_ROWS)))
                      for s in range(start, stop, READ_CHUNK_ROWS)]
             list_ids, lambda_idx, codes = (np.concatenate(p) for p in zip(*parts))
-            entry = write_part(self.store, self.name, self.version, number,
+            entry = write_part(self.root, self.version, number,
                                np.arange(start, stop, dtype=np.int64), list_ids, lambda_idx,
-                               codes, meta, self.storage_options)
+                               codes, meta)
         return {"part": number, "path": entry.path, "rows": entry.rows, "bytes": entry.bytes,
                 "sha256": entry.sha256, "skipped": skipped,
                 "seconds": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb(),
@@ -100,9 +98,9 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0   # KiB on Linux
 
 
-def encode_partitions(*, store: str, name: str, version: str, model_version: str, source: dict,
+def encode_partitions(*, root: IndexRoot, version: str, model_version: str, source: dict,
                       n_rows: int, rows_per_shard: int, workers: int, cpus_per_worker: float,
-                      gpus_per_worker: float, storage_options: dict | None = None) -> list[dict]:
+                      gpus_per_worker: float) -> list[dict]:
     """Run the encode stage; returns one result row per partition, in part order."""
     source_parts = PartitionDatasource(n_rows, rows_per_shard)
     nparts = len(source_parts.parts)
@@ -112,9 +110,8 @@ def encode_partitions(*, store: str, name: str, version: str, model_version: str
         ShardEncoder, batch_size=1, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=workers),
         num_cpus=cpus_per_worker, **({"num_gpus": gpus_per_worker} if gpus_per_worker else {}),
-        fn_constructor_kwargs=dict(store=store, name=name, version=version,
-                                   model_version=model_version, source=source,
-                                   storage_options=storage_options))
+        fn_constructor_kwargs=dict(root=root, version=version, model_version=model_version,
+                                   source=source))
     rows = sorted(encoded.take_all(), key=lambda r: int(r["part"]))
     seen = [int(r["part"]) for r in rows]
     if seen != list(range(nparts)):

@@ -28,9 +28,9 @@ from cluster.build_config import (
     SourceConfig,
     WorkersConfig,
 )
-from shards import open_vectors, resolve
+from shards import Store, load_model, open_vectors, resolve
 from shards.manifest import Manifest
-from shards.index_store import index_root, load_model
+from shards.models import model_shape
 from shards.registry import Lease, latest_model, retain_versions
 from trainers.train_encoder import EncoderConfig
 
@@ -45,7 +45,7 @@ class StaleCheckError(ValueError):
 
 def _published(store: str, name: str) -> Manifest:
     try:
-        manifest, _, _ = resolve(index_root(store, name).uri)
+        manifest, _, _ = resolve(Store(store).index(name))
     except FileNotFoundError:
         raise FileNotFoundError(f"{store}: no published index named {name!r}") from None
     return manifest
@@ -72,12 +72,13 @@ def train_for_index(store: str, name: str, sample_size: int, seed: int,
     """A new model version for index `name`: a fresh sample of its source, the index
     shape and encoder settings of the model it is encoded with now."""
     manifest = _published(store, name)
-    current, _ = load_model(store, manifest.model_version)
+    current, _ = load_model(Store(store), manifest.model_version)
+    shape = manifest.shape
     cfg = BuildConfig(
         name=name, store=store, source=_source_of(manifest),
         sample=SampleConfig(size=sample_size, seed=seed),
-        index=IndexConfig(nlist=manifest.nlist, nedge=manifest.nedge,
-                          code_bytes=manifest.code_bytes, nlambda=manifest.nlambda),
+        index=IndexConfig(nlist=shape.nlist, nedge=shape.nedge,
+                          code_bytes=shape.code_bytes, nlambda=shape.nlambda),
         encoder=_encoder_config(current, seed), workers=workers)
     checked = check_build(cfg)
     trainer = ray.remote(num_cpus=workers.cpus_per_worker, num_gpus=workers.train_gpus)(train_model)
@@ -87,7 +88,7 @@ def train_for_index(store: str, name: str, sample_size: int, seed: int,
 def is_stale(store: str, name: str) -> tuple[bool, str, str | None]:
     """(stale, the model the index is encoded with, the newest model for the index)."""
     manifest = _published(store, name)
-    newest = latest_model(store, name)
+    newest = latest_model(Store(store).index(name))
     return (newest is not None and newest != manifest.model_version,
             manifest.model_version, newest)
 
@@ -108,26 +109,28 @@ def check_reencode(req: ReencodeRequest) -> tuple[CheckedBuild, Manifest]:
     if req.keep < 2:
         raise ValueError(f"keep must be >= 2 (the served version and the new one), got {req.keep}")
     manifest = _published(req.store, req.name)
-    model = latest_model(req.store, req.name) if req.model == "latest" else req.model
+    root = Store(req.store).index(req.name)
+    model = latest_model(root) if req.model == "latest" else req.model
     if model is None:
         raise StaleCheckError(f"{req.store}: no model version trained for index {req.name!r}")
     try:
-        meta, _ = load_model(req.store, model)     # verifies every array's sha256
+        meta, _ = load_model(root.store, model)     # verifies every array's sha256
+        dim = model_shape(meta).dim
     except (FileNotFoundError, ValueError) as exc:
         raise StaleCheckError(f"model {model}: {exc}") from None
-    if meta.get("dim") != manifest.dim:
-        raise StaleCheckError(f"model {model} takes {meta.get('dim')}-d vectors, index "
-                              f"{req.name!r} holds {manifest.dim}-d ones")
+    if dim != manifest.shape.dim:
+        raise StaleCheckError(f"model {model} takes {dim}-d vectors, index "
+                              f"{req.name!r} holds {manifest.shape.dim}-d ones")
     source = _source_of(manifest)
     try:
         reader = open_vectors(source.uri, source.format, column=source.column)
     except (FileNotFoundError, ValueError) as exc:
         raise StaleCheckError(f"index {req.name!r} source: {exc}") from None
     rows = manifest.source.get("rows", manifest.ntotal)
-    if reader.n != rows or reader.d != manifest.dim:
+    if reader.n != rows or reader.d != manifest.shape.dim:
         raise StaleCheckError(f"source {source.uri} now has {reader.n} rows of d={reader.d}; "
                               f"index {req.name!r} {manifest.version} was built from {rows} "
-                              f"rows of d={manifest.dim}: refusing to re-encode")
+                              f"rows of d={manifest.shape.dim}: refusing to re-encode")
     rows_per_shard = manifest.source.get("rows_per_shard") or max(s.rows for s in manifest.shards)
     cfg = BuildConfig(name=req.name, store=req.store, source=source, model=model,
                       shards=ShardsConfig(rows_per_shard=rows_per_shard), workers=req.workers)
@@ -142,7 +145,8 @@ def reencode(req: ReencodeRequest) -> dict:
     if req.if_stale and cfg.model == manifest.model_version:
         return {"skipped": f"index {req.name!r} {manifest.version} is encoded with the newest "
                            f"model {cfg.model}", "version": manifest.version}
-    lease = Lease(req.store, req.name, ttl_s=req.lease_ttl_s)
+    root = Store(req.store).index(req.name)
+    lease = Lease(root, ttl_s=req.lease_ttl_s)
     if not lease.acquire():
         return {"skipped": f"another re-encode of {req.name!r} holds the lease: {lease.holder()}"}
     stop = threading.Event()
@@ -151,7 +155,7 @@ def reencode(req: ReencodeRequest) -> dict:
     try:
         summary = run_build(cfg, checked)
         summary["previous_version"] = manifest.version
-        summary["deleted_versions"] = retain_versions(req.store, req.name, req.keep,
+        summary["deleted_versions"] = retain_versions(root, req.keep,
                                                       protect=(manifest.version,))
         return summary
     finally:

@@ -16,7 +16,7 @@ import ray
 from cluster.serve_types import SearchParams
 from indexer import VLQIndex
 from indexer.sizing import set_threads
-from shards import load_arrays
+from shards import IndexRoot, Store, load_arrays
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +30,14 @@ def shard_groups(nshards: int, ngroups: int) -> list[tuple[int, ...]]:
 
 
 class ShardSearcher:
-    """Shards `shards` of the index version at `version_uri`, searchable."""
+    """Shards `shards` of an index version (a version folder, or an IndexRoot and
+    `version`), searchable."""
 
-    def __init__(self, version_uri: str, shards: Sequence[int], *, backend: str = "auto",
-                 threads: int | None = None, storage_options: dict | None = None):
+    def __init__(self, index: IndexRoot | Store | str, shards: Sequence[int], *,
+                 version: str | None = None, backend: str = "auto", threads: int | None = None):
         if threads is not None:     # several searchers on one machine share its cores
             set_threads(threads)
-        manifest, data = load_arrays(version_uri, list(shards), storage_options)
+        manifest, data = load_arrays(index, list(shards), version=version)
         self.version = manifest.version
         self.shards = tuple(int(s) for s in shards)
         self.index = VLQIndex.from_arrays(data, backend=backend)

@@ -25,14 +25,17 @@ from indexer.validation import (
     check_queries,
     check_vectors,
 )
-from shards.index_store import (
-    DEFAULT_ROWS_PER_SHARD,
+from shards import (
     IndexArrays,
+    IndexRoot,
+    IndexShape,
+    Store,
     load_arrays,
     load_model,
     save_copy,
     save_model,
 )
+from shards.index_arrays import DEFAULT_ROWS_PER_SHARD
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,12 @@ class VLQIndex:
     @property
     def ntotal(self) -> int:
         return len(self.lists)
+
+    @property
+    def shape(self) -> IndexShape:
+        """What the index is sized for (stored with its model, manifest and shards)."""
+        return IndexShape(self.dim, self.nlist, self.nedge, self.code_bytes, self.nlambda,
+                          encoder=self.encoder.kind, code_dim=self.code_dim)
 
     @property
     def bytes_per_vector(self) -> float:
@@ -233,8 +242,8 @@ class VLQIndex:
 
     # -- persistence ---------------------------------------------------------
     def model_meta(self) -> dict:
-        return {"dim": self.dim, "nlist": self.nlist, "nedge": self.nedge,
-                "code_bytes": self.code_bytes, "nlambda": self.nlambda, "seed": self.seed,
+        """A model version's metadata: the shape, the training seed, the encoder."""
+        return {"shape": self.shape.to_dict(), "seed": self.seed,
                 "encoder": self.encoder.describe()}
 
     @classmethod
@@ -260,11 +269,13 @@ class VLQIndex:
     @classmethod
     def from_arrays(cls, data: IndexArrays, *, backend: Backend = "auto",
                     device: str | None = None) -> "VLQIndex":
-        meta = data.model_meta
-        arrays = data.model_arrays
-        index = cls(meta["dim"], meta["nlist"], meta["nedge"], meta["code_bytes"],
-                    meta["nlambda"], encoder=encoder_from_arrays(meta, arrays),
-                    seed=meta.get("seed", 0), backend=backend, device=device)
+        meta, arrays, shape = data.model_meta, data.model_arrays, data.shape
+        index = cls(shape.dim, shape.nlist, shape.nedge, shape.code_bytes, shape.nlambda,
+                    encoder=encoder_from_arrays(meta, arrays), seed=meta.get("seed", 0),
+                    backend=backend, device=device)
+        if index.shape != shape:
+            raise ValueError(f"the model's encoder gives shape {index.shape}, its metadata "
+                             f"says {shape}")
         missing = {"centroids", "edges", "edge_len2", "lambda_values", "pq_codebook"} - set(arrays)
         if missing:
             raise ValueError(f"model arrays lack {sorted(missing)}")
@@ -281,41 +292,39 @@ class VLQIndex:
         return index
 
     @classmethod
-    def from_model(cls, store_uri: str, version: str, storage_options: dict | None = None,
+    def from_model(cls, store: Store | str, version: str, storage_options: dict | None = None,
                    **kwargs) -> "VLQIndex":
-        """An empty index from a model version of a store (written by `snapline train`)."""
-        meta, arrays = load_model(str(store_uri), version, storage_options)
-        empty = IndexArrays(model_meta=meta, model_arrays=arrays,
-                            ids=np.empty(0, np.int64), list_ids=np.empty(0, np.int64),
-                            lambda_idx=np.empty(0, np.uint8),
-                            codes=np.empty((0, meta["code_bytes"]), np.uint8), next_id=0)
-        return cls.from_arrays(empty, **kwargs)
+        """An empty index from a model version of a store (written by `snapline train`);
+        `storage_options` apply to a store given as a URI string."""
+        meta, arrays = load_model(Store.of(store, storage_options), version)
+        return cls.from_arrays(IndexArrays.empty(meta, arrays), **kwargs)
 
-    def save_model(self, store_uri: str, storage_options: dict | None = None,
+    def save_model(self, store: Store | str, storage_options: dict | None = None,
                    extra_meta: dict | None = None) -> str:
         """Write the trained model (encoder + codebooks) as a model version of a store."""
         self._require_trained("save_model")
-        return save_model(str(store_uri), {**self.model_meta(), **(extra_meta or {})},
-                          self._model_arrays(), storage_options)
+        return save_model(Store.of(store, storage_options),
+                          {**self.model_meta(), **(extra_meta or {})}, self._model_arrays())
 
     def _model_arrays(self) -> dict[str, np.ndarray]:
         """What a model version holds: the codebooks and the encoder's weights."""
         return {**self.quantizer.arrays(), **self.encoder.to_arrays()}
 
-    def save(self, uri: str, storage_options: dict | None = None,
+    def save(self, uri: Store | str, storage_options: dict | None = None,
              rows_per_shard: int = DEFAULT_ROWS_PER_SHARD) -> None:
         """Write a self-contained copy at uri (local path or s3://...): the model,
         Parquet shards and a manifest (written last)."""
-        save_copy(str(uri), self.to_arrays(), rows_per_shard, storage_options)
+        save_copy(Store.of(uri, storage_options), self.to_arrays(), rows_per_shard)
 
     @classmethod
-    def load(cls, uri: str, storage_options: dict | None = None, *,
-             shards: Sequence[int] | None = None, backend: Backend = "auto",
-             device: str | None = None) -> "VLQIndex":
+    def load(cls, uri: IndexRoot | Store | str, storage_options: dict | None = None, *,
+             shards: Sequence[int] | None = None, version: str | None = None,
+             backend: Backend = "auto", device: str | None = None) -> "VLQIndex":
         """Load a copy written by save(), an index version folder, or an index root
-        `<store>/indexes/<name>` (the version CURRENT names). `shards` picks a subset
-        of the manifest's shards (by position) to load into one searchable index."""
-        _, data = load_arrays(str(uri), shards, storage_options)
+        (`<store>/indexes/<name>` or an IndexRoot: the version CURRENT names, or
+        `version`). `shards` picks a subset of the manifest's shards (by position) to
+        load into one searchable index."""
+        _, data = load_arrays(uri, shards, storage_options, version=version)
         return cls.from_arrays(data, backend=backend, device=device)
 
 

@@ -1,17 +1,15 @@
 """Storage: vector file readers, Parquet shards, manifests, model artifacts (fsspec/s3fs).
 
-The only package that touches a file system or S3.
+The only package that touches a file system or S3. A `Store` is a store location with
+its storage options; `store.index(name)` is the `IndexRoot` handle every index
+operation takes.
 """
 
-from shards.index_store import (
-    IndexArrays,
-    PublishConflict,
-    current_version,
-    load_arrays,
-    publish,
-    resolve,
-    save_copy,
-)
+from shards.commit import PublishConflict, publish, publish_parts
+from shards.copies import save_copy
+from shards.index_arrays import IndexArrays
+from shards.loading import load_arrays, resolve
+from shards.models import load_model, save_model
 from shards.readers import (
     FORMATS,
     VectorReader,
@@ -21,20 +19,27 @@ from shards.readers import (
     write_ground_truth,
     write_vectors,
 )
+from shards.shape import IndexShape
+from shards.store import IndexRoot, Store
 
 __all__ = [
     "FORMATS",
     "IndexArrays",
+    "IndexRoot",
+    "IndexShape",
     "PublishConflict",
+    "Store",
     "VectorReader",
-    "current_version",
     "load_arrays",
+    "load_model",
     "open_vectors",
     "publish",
+    "publish_parts",
     "read_ground_truth",
     "read_vectors",
     "resolve",
     "save_copy",
+    "save_model",
     "write_ground_truth",
     "write_vectors",
 ]

@@ -3,8 +3,8 @@
 A bundle holds one zstandard-compressed .npy file per array and `meta.json` with the
 caller's metadata, each array's dtype and shape and the sha256 of each file (written
 last). Reading verifies every checksum and refuses object (pickle-bearing) arrays.
-Model artifacts are bundles; a torch state_dict goes in as numpy arrays
-(`state_dict_to_arrays`), so loading it never unpickles anything.
+Model versions are bundles (shards.models); encoder weights go in as numpy arrays, so
+loading a model never unpickles anything.
 """
 from __future__ import annotations
 
@@ -91,14 +91,3 @@ def _read_bundle_doc(loc: Location) -> dict[str, Any]:
                          f"version {BUNDLE_FORMAT_VERSION}")
     return doc
 
-
-def state_dict_to_arrays(state_dict, prefix: str = "") -> dict[str, np.ndarray]:
-    """A torch state_dict as plain numpy arrays (keys prefixed), for a bundle."""
-    return {f"{prefix}{key}": value.detach().cpu().numpy() for key, value in state_dict.items()}
-
-
-def arrays_to_state_dict(arrays: dict[str, np.ndarray], prefix: str = "") -> dict:
-    import torch
-
-    return {key[len(prefix):]: torch.from_numpy(np.array(value))
-            for key, value in arrays.items() if key.startswith(prefix)}

@@ -11,8 +11,10 @@ import posixpath
 import re
 from dataclasses import asdict, dataclass, field
 
+from shards.shape import IndexShape
+
 MANIFEST_FORMAT = "snapline-index-manifest"
-MANIFEST_FORMAT_VERSION = 1
+MANIFEST_FORMAT_VERSION = 2     # 2: the index shape as one "shape" object
 MANIFEST_FILE = "manifest.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -44,15 +46,19 @@ class ShardEntry:
     sha256: str
 
 
+def content_id_of(model_version: str, shards) -> str:
+    """Identity of what is published (model + shard checksums), not of when."""
+    h = hashlib.sha256(model_version.encode())
+    for s in shards:
+        h.update(f"{s.path}:{s.sha256}".encode())
+    return h.hexdigest()
+
+
 @dataclass(frozen=True)
 class Manifest:
     version: str
     model_version: str
-    dim: int
-    nlist: int
-    nedge: int
-    code_bytes: int
-    nlambda: int
+    shape: IndexShape
     ntotal: int
     next_id: int
     shards: tuple[ShardEntry, ...]
@@ -63,11 +69,7 @@ class Manifest:
 
     @property
     def content_id(self) -> str:
-        """Identity of what is published (model + shard checksums), not of when."""
-        h = hashlib.sha256(self.model_version.encode())
-        for s in self.shards:
-            h.update(f"{s.path}:{s.sha256}".encode())
-        return h.hexdigest()
+        return content_id_of(self.model_version, self.shards)
 
     def to_json(self) -> bytes:
         doc = {"format": MANIFEST_FORMAT, "format_version": MANIFEST_FORMAT_VERSION,
@@ -91,7 +93,8 @@ class Manifest:
         content_id = doc.pop("content_id", None)
         try:
             shards = tuple(ShardEntry(**s) for s in doc.pop("shards"))
-            manifest = cls(shards=shards, **doc)
+            shape = IndexShape.from_dict(doc.pop("shape"), where)
+            manifest = cls(shards=shards, shape=shape, **doc)
         except (TypeError, KeyError) as exc:
             raise ValueError(f"{where}: malformed manifest ({exc})") from None
         check_name(manifest.version, f"{where}: version")
@@ -110,3 +113,8 @@ class Manifest:
         if content_id is not None and content_id != manifest.content_id:
             raise ValueError(f"{where}: content_id does not match the listed shards")
         return manifest
+
+
+def read_manifest(loc) -> Manifest:
+    """The manifest of a folder (a `shards.fsio.Location`), every check applied."""
+    return Manifest.from_json(loc.read_bytes(MANIFEST_FILE), f"{loc.uri}/{MANIFEST_FILE}")

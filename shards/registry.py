@@ -19,16 +19,9 @@ import uuid
 from dataclasses import dataclass
 
 from shards.artifacts import read_bundle_meta
-from shards.fsio import Location
-from shards.index_store import (
-    MODEL_KIND,
-    MODELS_DIR,
-    _published_versions,
-    _version_number,
-    current_version,
-    index_root,
-)
-from shards.manifest import check_name
+from shards.manifest import MANIFEST_FILE, check_name
+from shards.models import MODEL_KIND, model_shape
+from shards.store import IndexRoot, Store, as_root, version_number
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +31,9 @@ SERVING_FRESH_S = 300.0          # a serving record older than this is a dead se
 _LEASE_FILE = re.compile(r"^lease-(\d{6,})$")    # not the temp files of a write in flight
 
 
-def list_models(store_uri: str, storage_options: dict | None = None) -> list[dict]:
+def list_models(store: Store | str) -> list[dict]:
     """Every model version of the store with what its meta.json says, oldest first."""
-    models = Location.of(store_uri, storage_options).child(MODELS_DIR)
+    models = Store.of(store).models()
     out = []
     for version in models.listdir():
         if not models.exists(f"{version}/meta.json"):
@@ -48,22 +41,23 @@ def list_models(store_uri: str, storage_options: dict | None = None) -> list[dic
         meta = read_bundle_meta(models.child(version))
         if meta.get("kind") != MODEL_KIND:
             continue
+        shape = model_shape(meta, f"{models.uri}/{version}/meta.json")
         training = meta.get("training") or {}
         out.append({
             "model_version": version, "created": meta.get("created", ""),
             "index": (meta.get("build") or {}).get("name"),
-            "dim": meta.get("dim"), "nlist": meta.get("nlist"), "nedge": meta.get("nedge"),
-            "code_bytes": meta.get("code_bytes"), "nlambda": meta.get("nlambda"),
-            "encoder": (meta.get("encoder") or {}).get("kind", "none"),
+            "dim": shape.dim, "nlist": shape.nlist, "nedge": shape.nedge,
+            "code_bytes": shape.code_bytes, "nlambda": shape.nlambda, "encoder": shape.encoder,
             "sample": training.get("sample"), "train_s": training.get("train_s"),
             "validation": training.get("validation") or None,
         })
     return sorted(out, key=lambda m: (m["created"], m["model_version"]))
 
 
-def latest_model(store_uri: str, name: str, storage_options: dict | None = None) -> str | None:
-    """The newest model version trained for index `name` (None if there is none)."""
-    mine = [m for m in list_models(store_uri, storage_options) if m["index"] == name]
+def latest_model(root: IndexRoot) -> str | None:
+    """The newest model version trained for the index `root` (None if there is none)."""
+    root = as_root(root)
+    mine = [m for m in list_models(root.store) if m["index"] == root.name]
     return mine[-1]["model_version"] if mine else None
 
 
@@ -72,16 +66,14 @@ def latest_model(store_uri: str, name: str, storage_options: dict | None = None)
 class Lease:
     """One holder at a time for a named job on an index, across machines."""
 
-    store_uri: str
-    name: str
+    root: IndexRoot
     ttl_s: float = 600.0
-    storage_options: dict | None = None
     owner: str = ""
     number: int = -1
 
     def __post_init__(self):
         self.owner = self.owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._dir = index_root(self.store_uri, self.name, self.storage_options).child(LEASES_DIR)
+        self._dir = as_root(self.root).location.child(LEASES_DIR)
 
     def _newest(self) -> tuple[int, dict | None]:
         numbers = [int(m.group(1)) for m in map(_LEASE_FILE.match, self._dir.listdir()) if m]
@@ -121,11 +113,10 @@ class Lease:
 
 
 # -- what is served -------------------------------------------------------------------
-def mark_serving(store_uri: str, name: str, holder: str, version: str | None,
-                 storage_options: dict | None = None) -> None:
+def mark_serving(root: IndexRoot, holder: str, version: str | None) -> None:
     """Record (a heartbeat) that `holder`, e.g. a query coordinator, serves `version` of
-    index `name`; version None removes the record."""
-    loc = index_root(store_uri, name, storage_options).child(SERVING_DIR)
+    the index `root`; version None removes the record."""
+    loc = as_root(root).location.child(SERVING_DIR)
     file = f"{check_name(holder, 'holder')}.json"
     if version is None:
         loc.remove(file)
@@ -133,10 +124,9 @@ def mark_serving(store_uri: str, name: str, holder: str, version: str | None,
         loc.write_bytes(file, json.dumps({"version": version, "at": time.time()}).encode())
 
 
-def served_versions(store_uri: str, name: str, max_age_s: float = SERVING_FRESH_S,
-                    storage_options: dict | None = None) -> set[str]:
-    """Versions of index `name` whose serving record was renewed in the last max_age_s."""
-    loc = index_root(store_uri, name, storage_options).child(SERVING_DIR)
+def served_versions(root: IndexRoot, max_age_s: float = SERVING_FRESH_S) -> set[str]:
+    """Versions of the index `root` whose serving record was renewed in the last max_age_s."""
+    loc = as_root(root).location.child(SERVING_DIR)
     out = set()
     for file in loc.listdir():
         if file.endswith(".json"):
@@ -150,21 +140,20 @@ def served_versions(store_uri: str, name: str, max_age_s: float = SERVING_FRESH_
 
 
 # -- retention -------------------------------------------------------------------------
-def retain_versions(store_uri: str, name: str, keep: int, protect: tuple[str, ...] = (),
-                    storage_options: dict | None = None) -> list[str]:
+def retain_versions(root: IndexRoot, keep: int, protect: tuple[str, ...] = ()) -> list[str]:
     """Delete published versions older than the `keep` newest; never CURRENT, never one in
     `protect` (e.g. the version being replaced), never one a coordinator reports serving
     (`mark_serving` within SERVING_FRESH_S). Returns the deleted ones."""
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
-    root = index_root(store_uri, name, storage_options)
-    current = current_version(store_uri, name, storage_options)
-    published = _published_versions(root)
-    served = served_versions(store_uri, name, storage_options=storage_options)
-    doomed = [v for v in published[:-keep] if v != current and v not in protect
-              and v not in served and _version_number(v) < _version_number(current or "")]
+    root = as_root(root)
+    current = root.current_version()
+    served = served_versions(root)
+    doomed = [v for v in root.versions()[:-keep] if v != current and v not in protect
+              and v not in served and version_number(v) < version_number(current)]
+    loc = root.location
     for version in doomed:
-        root.remove(f"{version}/manifest.json")   # first: the version stops being loadable
-        root.remove(version, recursive=True)
+        loc.remove(f"{version}/{MANIFEST_FILE}")   # first: the version stops being loadable
+        loc.remove(version, recursive=True)
         log.info("deleted %s/%s (retention: keep %d)", root.uri, version, keep)
     return doomed

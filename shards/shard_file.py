@@ -4,7 +4,8 @@ Schema: id uint64, list_id uint32, lambda uint8, code fixed_size_binary[M], and 
 optional `vector` fixed_size_list column (raw vectors for refinement / re-encode).
 zstd compression; row groups hold whole lists (a list larger than the row-group
 target is a row group of its own); key-value metadata `snapline.*` records the
-format version, model version, M, nlist, nedge, source URI and row range.
+format version, model version, the index shape (dim, nlist, nedge, M = code_bytes,
+nlambda, encoder, code_dim), source URI and row range.
 """
 from __future__ import annotations
 
@@ -16,37 +17,43 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SHARD_FORMAT_VERSION = 1
+from shards.shape import IndexShape
+
+SHARD_FORMAT_VERSION = 2      # 2: the whole index shape in the key-value metadata
 ROW_GROUP_ROWS = 65536
 _PREFIX = "snapline."
+_SHAPE_KEYS = ("dim", "nlist", "nedge", "code_bytes", "nlambda", "encoder", "code_dim")
 
 
 @dataclass(frozen=True)
 class ShardMeta:
+    """A shard's key-value metadata: the model and shape it was encoded with, its source."""
+
     model_version: str
-    code_bytes: int
-    nlist: int
-    nedge: int
+    shape: IndexShape
     source_uri: str = ""
     row_start: int | None = None
     row_stop: int | None = None
-    format_version: int = SHARD_FORMAT_VERSION
 
     def to_kv(self) -> dict[bytes, bytes]:
-        return {f"{_PREFIX}{k}".encode(): json.dumps(v).encode()
-                for k, v in self.__dict__.items()}
+        """Flat `snapline.<field>` keys with JSON values (the shape's fields inlined)."""
+        fields = {"format_version": SHARD_FORMAT_VERSION, "model_version": self.model_version,
+                  **self.shape.to_dict(), "source_uri": self.source_uri,
+                  "row_start": self.row_start, "row_stop": self.row_stop}
+        return {f"{_PREFIX}{k}".encode(): json.dumps(v).encode() for k, v in fields.items()}
 
     @classmethod
     def from_kv(cls, kv: dict[bytes, bytes] | None, where: str) -> "ShardMeta":
         kv = kv or {}
         fields = {k.decode()[len(_PREFIX):]: json.loads(v) for k, v in kv.items()
                   if k.decode(errors="replace").startswith(_PREFIX)}
-        if fields.get("format_version") != SHARD_FORMAT_VERSION:
-            raise ValueError(f"{where}: unsupported shard format version "
-                             f"{fields.get('format_version')!r}; this snapline reads "
-                             f"version {SHARD_FORMAT_VERSION}")
+        version = fields.pop("format_version", None)
+        if version != SHARD_FORMAT_VERSION:
+            raise ValueError(f"{where}: unsupported shard format version {version!r}; this "
+                             f"snapline reads version {SHARD_FORMAT_VERSION}")
+        shape = IndexShape.from_dict({k: fields.pop(k) for k in _SHAPE_KEYS if k in fields}, where)
         try:
-            return cls(**fields)
+            return cls(shape=shape, **fields)
         except TypeError as exc:
             raise ValueError(f"{where}: bad shard metadata ({exc})") from None
 
@@ -91,8 +98,9 @@ def encode_shard(ids: np.ndarray, list_ids: np.ndarray, lambda_idx: np.ndarray,
                  row_group_rows: int = ROW_GROUP_ROWS) -> bytes:
     """Parquet bytes of one shard (rows sorted by list id, stable)."""
     n, m = codes.shape
-    if m != meta.code_bytes:
-        raise ValueError(f"codes have {m} bytes, shard metadata says code_bytes={meta.code_bytes}")
+    if m != meta.shape.code_bytes:
+        raise ValueError(f"codes have {m} bytes, shard metadata says "
+                         f"code_bytes={meta.shape.code_bytes}")
     for name, arr in (("ids", ids), ("list_ids", list_ids), ("lambda_idx", lambda_idx)):
         if arr.shape != (n,):
             raise ValueError(f"{name} shape {arr.shape} does not match {n} codes")
@@ -126,16 +134,17 @@ def decode_shard(blob: bytes, where: str) -> ShardData:
     except (pa.ArrowInvalid, OSError) as exc:
         raise ValueError(f"{where}: not a readable Parquet shard ({exc})") from None
     meta = ShardMeta.from_kv(table.schema.metadata, where)
+    m = meta.shape.code_bytes
     expected = ["id", "list_id", "lambda", "code"]
-    if table.column_names[:4] != expected or table.schema.field("code").type != pa.binary(meta.code_bytes):
+    if table.column_names[:4] != expected or table.schema.field("code").type != pa.binary(m):
         raise ValueError(f"{where}: shard schema {table.schema.names} / code type "
                          f"{table.schema.field('code').type if 'code' in table.column_names else None}"
-                         f" does not match {expected} with code fixed_size_binary[{meta.code_bytes}]")
+                         f" does not match {expected} with code fixed_size_binary[{m}]")
     n = table.num_rows
     code_arr = table.column("code").combine_chunks()
     data = code_arr.buffers()[1]
-    codes = np.frombuffer(data, dtype=np.uint8, count=n * meta.code_bytes,
-                          offset=code_arr.offset * meta.code_bytes).reshape(n, meta.code_bytes)
+    codes = np.frombuffer(data, dtype=np.uint8, count=n * m,
+                          offset=code_arr.offset * m).reshape(n, m)
     vectors = None
     if "vector" in table.column_names:
         vec = table.column("vector").combine_chunks()

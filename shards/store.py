@@ -9,6 +9,7 @@ signature; it is a small frozen dataclass, so it pickles into Ray actors and tas
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -18,6 +19,7 @@ from shards.manifest import MANIFEST_FILE, check_name
 MODELS_DIR = "models"
 INDEXES_DIR = "indexes"
 CURRENT_FILE = "CURRENT"
+BUILD_FILE = "build.json"     # a distributed build's claim on a version folder
 _VERSION = re.compile(r"^v(\d{6,})$")
 
 
@@ -35,10 +37,14 @@ class Store:
     storage_options: dict | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def of(cls, store: "Store | str", storage_options: dict | None = None) -> "Store":
-        """A handle from a handle or a URI (the CLI and old callers pass strings)."""
+    def of(cls, store: "Store | str | os.PathLike",
+           storage_options: dict | None = None) -> "Store":
+        """A handle from a handle or a URI (the CLI and user entry points take strings);
+        `storage_options` apply to a URI, a handle keeps its own."""
         if isinstance(store, Store):
             return store
+        if isinstance(store, os.PathLike):
+            store = os.fspath(store)
         if not isinstance(store, str) or not store:
             raise ValueError(f"store must be a non-empty URI or a Store, got {store!r}")
         return cls(store, storage_options)
@@ -65,6 +71,11 @@ class IndexRoot:
     store: Store
     name: str
 
+    def __post_init__(self):
+        if not isinstance(self.store, Store):
+            raise TypeError(f"IndexRoot needs a Store, got {self.store!r}")
+        check_name(self.name, "index name")
+
     @property
     def location(self) -> Location:
         return self.store.location.child(INDEXES_DIR, self.name)
@@ -89,6 +100,20 @@ class IndexRoot:
     def versions(self) -> list[str]:
         """Published versions (folders that hold a manifest), oldest first."""
         loc = self.location
-        found = [e for e in loc.listdir()
-                 if version_number(e) >= 0 and loc.exists(f"{e}/{MANIFEST_FILE}")]
-        return sorted(found, key=version_number)
+        return [v for v in self.folders() if loc.exists(f"{v}/{MANIFEST_FILE}")]
+
+    def folders(self) -> list[str]:
+        """Every version folder, published, claimed by a build or half-written; oldest first."""
+        return sorted((e for e in self.location.listdir() if version_number(e) >= 0),
+                      key=version_number)
+
+    def claimed(self, version: str) -> bool:
+        """Whether a build claimed this version folder (its build.json exists)."""
+        return self.version_location(version).exists(BUILD_FILE)
+
+
+def as_root(root) -> IndexRoot:
+    """Check that a caller passed an index handle (`Store(uri).index(name)`)."""
+    if not isinstance(root, IndexRoot):
+        raise TypeError(f"expected an IndexRoot (Store(uri).index(name)), got {root!r}")
+    return root

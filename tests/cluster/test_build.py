@@ -15,7 +15,7 @@ import yaml
 BUNDLED = Path(__file__).resolve().parents[2] / "data" / "sift-small"
 
 from indexer import VLQIndex
-from shards import current_version, load_arrays, open_vectors, resolve
+from shards import Store, load_arrays, open_vectors, resolve
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +50,7 @@ def test_job_submit_builds_the_same_index_as_one_process(ray_head, tmp_path, s3_
     job = run_job(ray_head, write_config(tmp_path / "build.yaml", store=store))
     assert "snapline build: published sift/v000001" in ray_head.logs(job)
     root = f"{store}/indexes/sift"
-    assert current_version(store, "sift") == "v000001"
+    assert Store(store).index("sift").current_version() == "v000001"
     manifest, _, _ = resolve(root)
     assert len(manifest.shards) == 4 and manifest.ntotal == 20000
     ids = published_ids(root)
@@ -111,7 +111,7 @@ def test_stopped_job_leaves_nothing_visible_and_a_rerun_resumes(ray_head, tmp_pa
     assert ray_head.wait(job) == "STOPPED"
     written = len(parts_in(store, "sift"))
     assert 3 <= written < 20
-    assert current_version(str(store), "sift") is None
+    assert Store(str(store)).index("sift").current_version() is None
     assert not list(store.glob("indexes/sift/*/manifest.json"))    # no partial version
     with pytest.raises(FileNotFoundError):
         VLQIndex.load(str(store / "indexes" / "sift"))

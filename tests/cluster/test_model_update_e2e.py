@@ -18,7 +18,7 @@ from cluster.model_updates import ReencodeRequest, start_scheduler, train_for_in
 from cluster.serve_types import NAMESPACE, ServeConfig
 from indexer import VLQIndex
 from indexer.evaluation import evaluate
-from shards import current_version, open_vectors, read_ground_truth
+from shards import Store, open_vectors, read_ground_truth
 from shards.registry import served_versions
 
 pytestmark = pytest.mark.slow
@@ -73,11 +73,12 @@ def test_scheduled_reencode_swaps_under_load_with_no_failed_query(ray_with_s3, s
             ray.get(scheduler.stop.remote())
             ray.kill(scheduler)
     try:
-        assert current_version(store, "sift") == "v000002"
+        assert Store(store).index("sift").current_version() == "v000002"
         assert failures == []
         assert set(answers) == {"v000001", "v000002"}   # served before and after, one each
         assert answers[-1] == "v000002"
-        assert served_versions(store, "sift") == {"v000002"}   # the coordinator's heartbeat
+        sift = Store(store).index("sift")
+        assert served_versions(sift) == {"v000002"}   # the coordinator's heartbeat
         after = client.search(queries, k=10, nprobe=16, nlines=128)
         assert after.version == "v000002"
         fresh = VLQIndex.from_model(store, new_model)

@@ -25,7 +25,7 @@ from cluster.model_updates import (
     train_for_index,
 )
 from indexer import VLQIndex
-from shards import current_version, load_arrays, open_vectors, write_vectors
+from shards import Store, load_arrays, open_vectors, write_vectors
 from shards.registry import (Lease, list_models, mark_serving, retain_versions,
                              served_versions)
 
@@ -86,7 +86,7 @@ def test_train_list_reencode_when_stale(built, tmp_path):
 
     summary = reencode(ReencodeRequest(store, "sift", if_stale=True))
     assert summary["model_version"] == new_model and summary["version"] == "v000002"
-    assert current_version(store, "sift") == "v000002"
+    assert Store(store).index("sift").current_version() == "v000002"
     _, data = load_arrays(f"{store}/indexes/sift")
     assert np.array_equal(np.sort(data.ids), np.arange(20000))
     # the re-encoded index answers like a fresh single-process index of the new model
@@ -123,12 +123,12 @@ def test_bad_models_and_changed_source_are_refused(local_ray, tmp_path, source):
     write_vectors(source, open_vectors(source).read()[:15000])
     with pytest.raises(StaleCheckError, match="now has 15000 rows"):
         reencode(ReencodeRequest(store, "sift", model=good))
-    assert current_version(store, "sift") == "v000001"     # nothing was published
+    assert Store(store).index("sift").current_version() == "v000001"     # nothing was published
 
 
 def test_lease_has_one_holder_and_expires(store_uri):
-    store = store_uri
-    leases = [Lease(store, "idx", ttl_s=1.0) for _ in range(8)]
+    root = Store(store_uri).index("idx")
+    leases = [Lease(root, ttl_s=1.0) for _ in range(8)]
     results = [None] * 8
     barrier = threading.Barrier(8)
 
@@ -141,12 +141,12 @@ def test_lease_has_one_holder_and_expires(store_uri):
     [t.join() for t in threads]
     assert sum(results) == 1
     holder = leases[results.index(True)]
-    assert Lease(store, "idx").holder()["owner"] == holder.owner
+    assert Lease(root).holder()["owner"] == holder.owner
     time.sleep(1.2)                                         # not renewed: expires
-    late = Lease(store, "idx", ttl_s=30)
-    assert late.acquire() and not Lease(store, "idx").acquire()
+    late = Lease(root, ttl_s=30)
+    assert late.acquire() and not Lease(root).acquire()
     late.release()
-    assert Lease(store, "idx").holder() is None
+    assert Lease(root).holder() is None
 
 
 def test_killed_reencode_leaves_the_served_version_and_the_next_run_completes(
@@ -163,13 +163,13 @@ def test_killed_reencode_leaves_the_served_version_and_the_next_run_completes(
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert current_version(store, "sift") == "v000001"
+    assert Store(store).index("sift").current_version() == "v000001"
     assert not (Path(store) / "indexes/sift/v000002/manifest.json").exists()
     assert VLQIndex.load(f"{store}/indexes/sift").ntotal == 20000       # still served
     time.sleep(3.5)                                                     # the dead run's lease expires
     summary = reencode(ReencodeRequest(store, "sift", model=new_model))
     assert summary["version"] == "v000002" and summary["resumed"]
-    assert current_version(store, "sift") == "v000002"
+    assert Store(store).index("sift").current_version() == "v000002"
     _, data = load_arrays(f"{store}/indexes/sift")
     assert np.array_equal(np.sort(data.ids), np.arange(20000))
 
@@ -186,13 +186,14 @@ def test_two_schedulers_run_one_reencode(local_ray, built, tmp_path):
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         runs = [ray.get(s.status.remote())["runs"] for s in schedulers]
-        if current_version(store, "sift") == "v000002" and all(len(r) >= 2 for r in runs):
+        if (Store(store).index("sift").current_version() == "v000002"
+                and all(len(r) >= 2 for r in runs)):
             break
         time.sleep(1)
     for s in schedulers:
         ray.get(s.stop.remote())
         ray.kill(s)
-    assert current_version(store, "sift") == "v000002"
+    assert Store(store).index("sift").current_version() == "v000002"
     versions = sorted(p.name for p in Path(store).glob("indexes/sift/v*"))
     assert versions == ["v000001", "v000002"]                           # one re-encode, not two
     reencodes = [run for r in runs for run in r if "version" in run and "skipped" not in run]
@@ -200,20 +201,21 @@ def test_two_schedulers_run_one_reencode(local_ray, built, tmp_path):
 
 
 def test_retention_keeps_current_and_the_newest(tmp_path, small_data):
-    from shards import publish
+    from shards import Store, publish
 
     store = str(tmp_path / "store")
     index = VLQIndex(small_data["d"], nlist=8, nedge=4, code_bytes=8)
     index.train(small_data["learn"])
     for i in range(4):
         index.add(small_data["base"][i * 100:(i + 1) * 100])
-        publish(store, "idx", index.to_arrays())
-    assert current_version(store, "idx") == "v000004"
-    mark_serving(store, "idx", "coordinator-a", "v000001")     # a server still on v000001
-    assert served_versions(store, "idx") == {"v000001"}
-    assert retain_versions(store, "idx", keep=2) == ["v000002"]
-    mark_serving(store, "idx", "coordinator-a", None)          # it moved on / stopped
-    assert retain_versions(store, "idx", keep=2) == ["v000001"]
+        publish(Store(store).index("idx"), index.to_arrays())
+    root = Store(store).index("idx")
+    assert root.current_version() == "v000004"
+    mark_serving(root, "coordinator-a", "v000001")     # a server still on v000001
+    assert served_versions(root) == {"v000001"}
+    assert retain_versions(root, keep=2) == ["v000002"]
+    mark_serving(root, "coordinator-a", None)          # it moved on / stopped
+    assert retain_versions(root, keep=2) == ["v000001"]
     assert sorted(p.name for p in Path(store).glob("indexes/idx/v*")) == ["v000003", "v000004"]
     with pytest.raises(ValueError, match="keep must be >= 1"):
-        retain_versions(store, "idx", keep=0)
+        retain_versions(root, keep=0)

@@ -47,11 +47,11 @@ def trained(sift):
 @pytest.fixture(scope="module")
 def store(tmp_path_factory, trained):
     """A store with the same index published as 1, 2 and 4 shards."""
-    from shards import publish
+    from shards import Store, publish
 
     path = tmp_path_factory.mktemp("store")
     arrays = trained.to_arrays()
     for name, nshards in SHARDINGS.items():
-        manifest = publish(str(path), name, arrays, rows_per_shard=-(-NB // nshards))
+        manifest = publish(Store(str(path)).index(name), arrays, rows_per_shard=-(-NB // nshards))
         assert len(manifest.shards) == nshards
     return str(path)

@@ -256,10 +256,11 @@ def test_bounded_load(served_2, sift):
 def test_hot_reload_under_load(store, trained, sift):
     """New versions (ids shifted so that each version's answers are recognisable) are
     picked up by reload() and by the CURRENT poll; no query fails or mixes versions."""
-    from shards import publish
+    from shards import Store, publish
 
     arrays = trained.to_arrays()
-    publish(store, "sift-reload", arrays, rows_per_shard=NB // 2)
+    root = Store(store).index("sift-reload")
+    publish(root, arrays, rows_per_shard=NB // 2)
     cfg = ServeConfig(store=store, name="sift-reload", searchers=2, replicas=1,
                       timeout_s=TIMEOUT_S, poll_s=1.0)
     start_service(cfg)
@@ -271,7 +272,7 @@ def test_hot_reload_under_load(store, trained, sift):
         for version in ("v000002", "v000003"):
             shifted = dataclasses.replace(arrays, ids=arrays.ids + offsets[version],
                                           next_id=arrays.next_id + offsets[version])
-            assert publish(store, "sift-reload", shifted, rows_per_shard=NB // 2).version == version
+            assert publish(root, shifted, rows_per_shard=NB // 2).version == version
             if version == "v000002":
                 assert client.reload() == version            # on request
             _until(lambda: client.stats()["version"] == version or None, f"switch to {version}")
@@ -300,13 +301,14 @@ def test_a_version_that_does_not_load_leaves_the_old_one_serving(store, trained,
     service keeps answering from the version it had."""
     from pathlib import Path
 
-    from shards import publish
+    from shards import Store, publish
 
     arrays = trained.to_arrays()
-    publish(store, "sift-broken", arrays, rows_per_shard=NB)
+    root = Store(store).index("sift-broken")
+    publish(root, arrays, rows_per_shard=NB)
     client, _ = _serve(store, "sift-broken", searchers=1, replicas=1)
     try:
-        bad = publish(store, "sift-broken", dataclasses.replace(arrays, next_id=NB + 1),
+        bad = publish(root, dataclasses.replace(arrays, next_id=NB + 1),
                       rows_per_shard=NB)
         shard = Path(store) / "indexes" / "sift-broken" / bad.version / bad.shards[0].path
         shard.write_bytes(shard.read_bytes()[:-100])          # truncated after publishing

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 
 from indexer import VLQIndex
-from shards import current_version, publish
-from shards.build_parts import claim_build, find_part, publish_parts, record_build, write_part
-from shards.fsio import Location
+from shards import Store, publish, publish_parts
+from shards.claims import claim_build, record_build
 from shards.shard_file import ShardMeta
+from shards.shard_writer import find_part, write_part
 
 
 @pytest.fixture(scope="module")
@@ -16,42 +16,43 @@ def model_index(small_data):
     return index
 
 
-def _parts(index, store, name, version, x, rows_per_part):
-    model_version = index.save_model(store)
+def _parts(index, root, version, x, rows_per_part):
+    model_version = index.save_model(root.store)
     entries = []
     for number, start in enumerate(range(0, x.shape[0], rows_per_part)):
         stop = min(x.shape[0], start + rows_per_part)
-        meta = ShardMeta(model_version, index.code_bytes, index.nlist, index.nedge, "src",
-                         start, stop)
-        entries.append(write_part(store, name, version, number,
+        meta = ShardMeta(model_version, index.shape, "src", start, stop)
+        entries.append(write_part(root, version, number,
                                   np.arange(start, stop), *index.encode(x[start:stop]), meta))
     return model_version, entries
 
 
 def test_claims_resume_the_same_build_and_never_share_a_folder(store_uri):
-    first = claim_build(store_uri, "idx", {"a": 1})
+    root = Store(store_uri).index("idx")
+    first = claim_build(root, {"a": 1})
     assert (first.version, first.resumed) == ("v000001", False)
-    first = record_build(store_uri, "idx", first, model_version="m-x")
-    again = claim_build(store_uri, "idx", {"a": 1})
+    first = record_build(root, first, model_version="m-x")
+    again = claim_build(root, {"a": 1})
     assert (again.version, again.resumed, again.record["model_version"]) == ("v000001", True, "m-x")
-    other = claim_build(store_uri, "idx", {"a": 2})
+    other = claim_build(root, {"a": 2})
     assert (other.version, other.resumed) == ("v000002", False)
 
 
 def test_parts_publish_and_a_rerun_finds_them(store_uri, model_index, small_data):
     x = small_data["base"][:3000]
-    claim = claim_build(store_uri, "idx", {"a": 1})
-    model_version, entries = _parts(model_index, store_uri, "idx", claim.version, x, 1000)
-    meta = ShardMeta(model_version, 8, 16, 4, "src", 1000, 2000)
-    assert find_part(store_uri, "idx", claim.version, 1, meta) == entries[1]
-    wrong_range = ShardMeta(model_version, 8, 16, 4, "src", 1000, 1999)
-    assert find_part(store_uri, "idx", claim.version, 1, wrong_range) is None  # and removed
-    assert find_part(store_uri, "idx", claim.version, 1, meta) is None
-    entries[1] = _parts(model_index, store_uri, "idx", claim.version, x, 1000)[1][1]
-    assert current_version(store_uri, "idx") is None     # nothing visible before publish
-    manifest = publish_parts(store_uri, "idx", claim.version, model_version, entries,
+    root = Store(store_uri).index("idx")
+    claim = claim_build(root, {"a": 1})
+    model_version, entries = _parts(model_index, root, claim.version, x, 1000)
+    meta = ShardMeta(model_version, model_index.shape, "src", 1000, 2000)
+    assert find_part(root, claim.version, 1, meta) == entries[1]
+    wrong_range = ShardMeta(model_version, model_index.shape, "src", 1000, 1999)
+    assert find_part(root, claim.version, 1, wrong_range) is None  # and removed
+    assert find_part(root, claim.version, 1, meta) is None
+    entries[1] = _parts(model_index, root, claim.version, x, 1000)[1][1]
+    assert root.current_version() is None     # nothing visible before publish
+    manifest = publish_parts(root, claim.version, model_version, model_index.shape, entries,
                              {"uri": "src", "rows": 3000})
-    assert current_version(store_uri, "idx") == claim.version == manifest.version
+    assert root.current_version() == claim.version == manifest.version
     loaded = VLQIndex.load(f"{store_uri}/indexes/idx")
     assert loaded.ntotal == 3000
     assert np.array_equal(np.sort(loaded.to_arrays().ids), np.arange(3000))
@@ -63,25 +64,26 @@ def test_parts_publish_and_a_rerun_finds_them(store_uri, model_index, small_data
 
 
 def test_corrupted_part_is_rewritten_not_reused(tmp_path, model_index, small_data):
-    store = str(tmp_path / "store")
-    claim = claim_build(store, "idx", {"a": 1})
-    model_version, entries = _parts(model_index, store, "idx", claim.version,
+    root = Store(str(tmp_path / "store")).index("idx")
+    claim = claim_build(root, {"a": 1})
+    model_version, entries = _parts(model_index, root, claim.version,
                                     small_data["base"][:1000], 1000)
-    loc = Location.of(store).child("indexes", "idx", claim.version)
+    loc = root.version_location(claim.version)
     blob = bytearray(loc.read_bytes(entries[0].path))
     blob[len(blob) // 2] ^= 0xFF
     loc.write_bytes(entries[0].path, bytes(blob))
-    meta = ShardMeta(model_version, 8, 16, 4, "src", 0, 1000)
-    assert find_part(store, "idx", claim.version, 0, meta) is None
+    meta = ShardMeta(model_version, model_index.shape, "src", 0, 1000)
+    assert find_part(root, claim.version, 0, meta) is None
     assert loc.listdir("shards") == []
 
 
 def test_publish_skips_a_claimed_version(tmp_path, model_index, small_data):
-    store = str(tmp_path / "store")
-    claim = claim_build(store, "idx", {"a": 1})
+    store = Store(str(tmp_path / "store"))
+    root = store.index("idx")
+    claim = claim_build(root, {"a": 1})
     index = VLQIndex.from_model(store, model_index.save_model(store))
     index.add(small_data["base"][:500])
-    manifest = publish(store, "idx", index.to_arrays())
+    manifest = publish(root, index.to_arrays())
     assert claim.version == "v000001" and manifest.version == "v000002"
     # the unfinished build is older than what is published now: a rerun claims anew
-    assert claim_build(store, "idx", {"a": 1}).version == "v000003"
+    assert claim_build(root, {"a": 1}).version == "v000003"

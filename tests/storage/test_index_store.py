@@ -11,7 +11,7 @@ import pytest
 import zstandard
 
 from indexer import VLQIndex
-from shards.index_store import PublishConflict, current_version, load_arrays, publish
+from shards import PublishConflict, Store, load_arrays, publish
 
 ROWS_PER_SHARD = 700
 SEARCH = {"k": 10, "nprobe": 8, "nlines": 24}
@@ -31,6 +31,10 @@ def other_index(small_data):
     idx.train(small_data["learn"][::2])
     idx.add(small_data["base"][2000:3500])
     return idx
+
+
+def root_of(store_uri, name="demo"):
+    return Store(store_uri).index(name)
 
 
 def fs_of(uri):
@@ -65,7 +69,7 @@ def test_shard_file_schema_and_metadata(index, tmp_path):
     assert f.metadata.row_group(0).column(0).compression == "ZSTD"
     kv = {k.decode(): json.loads(v) for k, v in schema.metadata.items()
           if k.startswith(b"snapline.")}
-    assert kv["snapline.format_version"] == 1 and kv["snapline.code_bytes"] == 8
+    assert kv["snapline.format_version"] == 2 and kv["snapline.code_bytes"] == 8
     assert kv["snapline.nlist"] == 16 and kv["snapline.nedge"] == 4
     assert kv["snapline.model_version"].startswith("m-")
     table = f.read()
@@ -80,11 +84,11 @@ def test_shard_file_schema_and_metadata(index, tmp_path):
 
 
 def test_publish_and_load_index_root(index, other_index, small_data, store_uri):
-    m1 = publish(store_uri, "demo", index.to_arrays(), rows_per_shard=ROWS_PER_SHARD)
-    assert m1.version == "v000001" and current_version(store_uri, "demo") == "v000001"
+    m1 = publish(root_of(store_uri), index.to_arrays(), rows_per_shard=ROWS_PER_SHARD)
+    assert m1.version == "v000001" and root_of(store_uri).current_version() == "v000001"
     root = f"{store_uri}/indexes/demo"
     assert_same_search(index, VLQIndex.load(root), small_data["query"])
-    m2 = publish(store_uri, "demo", other_index.to_arrays(), rows_per_shard=ROWS_PER_SHARD)
+    m2 = publish(root_of(store_uri), other_index.to_arrays(), rows_per_shard=ROWS_PER_SHARD)
     assert m2.version == "v000002" and m2.model_version != m1.model_version
     assert_same_search(other_index, VLQIndex.load(root), small_data["query"])
     # the old version stays readable by its folder
@@ -95,7 +99,7 @@ def test_publish_and_load_index_root(index, other_index, small_data, store_uri):
 
 
 def test_subset_of_shards_loads_those_rows(index, store_uri, small_data):
-    publish(store_uri, "demo", index.to_arrays(), rows_per_shard=ROWS_PER_SHARD)
+    publish(root_of(store_uri), index.to_arrays(), rows_per_shard=ROWS_PER_SHARD)
     root = f"{store_uri}/indexes/demo"
     parts = [VLQIndex.load(root, shards=[i]) for i in range(3)]
     assert [p.ntotal for p in parts] == [700, 700, 600]
@@ -166,8 +170,8 @@ def test_unknown_manifest_format_version(index, store_uri):
 
 
 def test_manifest_of_another_model_version(index, other_index, store_uri):
-    publish(store_uri, "a", index.to_arrays())
-    publish(store_uri, "b", other_index.to_arrays())
+    publish(root_of(store_uri, "a"), index.to_arrays())
+    publish(root_of(store_uri, "b"), other_index.to_arrays())
     fs, path = fs_of(store_uri)
     ma = json.loads(fs.cat_file(f"{path}/indexes/a/v000001/manifest.json"))
     mb = json.loads(fs.cat_file(f"{path}/indexes/b/v000001/manifest.json"))
@@ -198,7 +202,7 @@ class Interrupt(Exception):
 @pytest.mark.parametrize("step", ["shard", "manifest", "current"])
 def test_interrupted_publish_keeps_previous_version_and_rerun_completes(
         index, other_index, small_data, store_uri, step):
-    publish(store_uri, "demo", index.to_arrays(), rows_per_shard=ROWS_PER_SHARD)
+    publish(root_of(store_uri), index.to_arrays(), rows_per_shard=ROWS_PER_SHARD)
     new = other_index.to_arrays()
 
     def crash(name, *args):
@@ -206,17 +210,17 @@ def test_interrupted_publish_keeps_previous_version_and_rerun_completes(
             raise Interrupt(name)
 
     with pytest.raises(Interrupt):
-        publish(store_uri, "demo", new, rows_per_shard=ROWS_PER_SHARD, on_step=crash)
+        publish(root_of(store_uri), new, rows_per_shard=ROWS_PER_SHARD, on_step=crash)
     root = f"{store_uri}/indexes/demo"
-    assert current_version(store_uri, "demo") == "v000001"
+    assert root_of(store_uri).current_version() == "v000001"
     assert_same_search(index, VLQIndex.load(root), small_data["query"])
-    manifest = publish(store_uri, "demo", new, rows_per_shard=ROWS_PER_SHARD)  # the rerun
-    assert manifest.version == "v000002" == current_version(store_uri, "demo")
+    manifest = publish(root_of(store_uri), new, rows_per_shard=ROWS_PER_SHARD)  # the rerun
+    assert manifest.version == "v000002" == root_of(store_uri).current_version()
     assert_same_search(other_index, VLQIndex.load(root), small_data["query"])
 
 
 def test_racing_writers_one_wins_the_other_is_told(index, other_index, store_uri):
-    publish(store_uri, "demo", index.to_arrays(), rows_per_shard=ROWS_PER_SHARD)
+    publish(root_of(store_uri), index.to_arrays(), rows_per_shard=ROWS_PER_SHARD)
     barrier = threading.Barrier(2, timeout=60)
     outcomes = {}
 
@@ -225,7 +229,7 @@ def test_racing_writers_one_wins_the_other_is_told(index, other_index, store_uri
             if step == "manifest":
                 barrier.wait()      # both have written their shards; both commit now
         try:
-            outcomes[name] = publish(store_uri, "demo", data, rows_per_shard=ROWS_PER_SHARD,
+            outcomes[name] = publish(root_of(store_uri), data, rows_per_shard=ROWS_PER_SHARD,
                                      on_step=sync)
         except PublishConflict as exc:
             outcomes[name] = exc
@@ -243,7 +247,7 @@ def test_racing_writers_one_wins_the_other_is_told(index, other_index, store_uri
     winners = [o for o in outcomes.values() if not isinstance(o, PublishConflict)]
     assert len(conflicts) == 1 and len(winners) == 1
     assert "published by another writer" in str(conflicts[0])
-    assert current_version(store_uri, "demo") == winners[0].version == "v000002"
+    assert root_of(store_uri).current_version() == winners[0].version == "v000002"
     manifest, data = load_arrays(f"{store_uri}/indexes/demo")
     assert manifest.content_id == winners[0].content_id       # never a mix
     assert data.ids.shape[0] == winners[0].ntotal
@@ -257,7 +261,7 @@ def test_racing_writers_one_wins_the_other_is_told(index, other_index, store_uri
 def test_no_secret_in_anything_written(index, store_uri, caplog):
     import logging
     caplog.set_level(logging.DEBUG)
-    publish(store_uri, "demo", index.to_arrays(), source={"uri": "s3://data/base.u8bin"})
+    publish(root_of(store_uri), index.to_arrays(), source={"uri": "s3://data/base.u8bin"})
     fs, path = fs_of(store_uri)
     for f in fs.find(path):
         assert b"snapline-test-secret" not in fs.cat_file(f)

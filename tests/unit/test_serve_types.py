@@ -47,9 +47,9 @@ def test_search_result_unpacks_and_marks_partial():
 def test_shard_searcher_answers_like_the_index_of_its_shards(tmp_path, trained_index, small_data):
     """The searcher class without Ray: its answer is that of VLQIndex.load(..., shards=...)."""
     from indexer import VLQIndex
-    from shards import publish
+    from shards import Store, publish
 
-    publish(str(tmp_path), "idx", trained_index.to_arrays(), rows_per_shard=7000)
+    publish(Store(str(tmp_path)).index("idx"), trained_index.to_arrays(), rows_per_shard=7000)
     uri = f"{tmp_path}/indexes/idx/v000001"
     searcher = ShardSearcher(uri, [1, 2])
     assert searcher.info()["version"] == "v000001" and searcher.info()["shards"] == [1, 2]

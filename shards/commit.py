@@ -1,0 +1,134 @@
+"""Making an index version visible: the one commit that `publish` (one process) and a
+distributed build (`publish_parts`) share (SPEC 4).
+
+    <store>/indexes/<name>/<version>/shards/*.parquet    written first (shard_writer)
+    <store>/indexes/<name>/<version>/manifest.json       created exclusively
+    <store>/indexes/<name>/CURRENT                       moved forward, never back
+
+Of two writers racing for one version with different content exactly one creates the
+manifest; the other removes its own shards and gets PublishConflict. A rerun of an
+interrupted publish finds its own manifest (same content) or chooses the same version
+again and completes it.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Callable, Sequence
+
+from shards.index_arrays import DEFAULT_ROWS_PER_SHARD, IndexArrays
+from shards.manifest import (
+    MANIFEST_FILE,
+    Manifest,
+    ShardEntry,
+    check_name,
+    content_id_of,
+    read_manifest,
+)
+from shards.models import write_model
+from shards.shape import IndexShape
+from shards.shard_writer import encode_parts, remove_unlisted, save_part
+from shards.store import CURRENT_FILE, IndexRoot, as_root, version_number
+
+log = logging.getLogger(__name__)
+
+
+class PublishConflict(RuntimeError):
+    """Another writer published this index version first; nothing of ours was published."""
+
+
+def utc_now() -> str:
+    """A manifest's creation time."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _no_step(*_args) -> None:
+    return None
+
+
+def make_manifest(version: str, model_version: str, shape: IndexShape,
+                  entries: Sequence[ShardEntry], next_id: int, *, name: str | None = None,
+                  model_path: str | None = None, source: dict | None = None) -> Manifest:
+    """The manifest of a version made of `entries` (in shard order), stamped now."""
+    return Manifest(version=version, model_version=model_version, shape=shape,
+                    ntotal=sum(e.rows for e in entries), next_id=int(next_id),
+                    shards=tuple(entries), name=name, model_path=model_path,
+                    source=dict(source or {}), created=utc_now())
+
+
+def choose_version(root: IndexRoot, model_version: str, entries: Sequence[ShardEntry]) -> str:
+    """The version a publish writes: an unfinished publish of the same content (manifest
+    written, CURRENT not yet) is completed; otherwise one past every published, current
+    or build-claimed version."""
+    versions, current = root.versions(), root.current_version()
+    if versions and version_number(versions[-1]) > version_number(current):
+        existing = read_manifest(root.version_location(versions[-1]))
+        if existing.content_id == content_id_of(model_version, entries):
+            return versions[-1]
+    claimed = [v for v in root.folders() if root.claimed(v)]
+    numbers = [version_number(v) for v in versions + claimed] + [version_number(current), 0]
+    return f"v{max(numbers) + 1:06d}"
+
+
+def commit(root: IndexRoot, version: str, model_version: str, shape: IndexShape,
+           entries: Sequence[ShardEntry], *, next_id: int, source: dict | None = None,
+           on_step: Callable[..., None] = _no_step) -> Manifest:
+    """Make a version whose shards are all written visible: create its manifest
+    exclusively (an identical one from an earlier run is kept; a different one means
+    another writer won: our shards are removed and PublishConflict raised), then move
+    CURRENT forward to it."""
+    root = as_root(root)
+    manifest = make_manifest(version, model_version, shape, entries, next_id,
+                             name=root.name, source=source)
+    vloc = root.version_location(version)
+    if not vloc.create_exclusive(MANIFEST_FILE, manifest.to_json()):
+        existing = read_manifest(vloc)
+        if existing.content_id != manifest.content_id:
+            for path in {e.path for e in manifest.shards} - {e.path for e in existing.shards}:
+                vloc.remove(path)
+            raise PublishConflict(f"index {root.name!r} version {version} was published by "
+                                  f"another writer first; this writer's shards were not published")
+        manifest = existing    # a rerun of the same publish
+    on_step("current")
+    current = root.current_version()
+    if version_number(current) < version_number(version):
+        root.location.write_bytes(CURRENT_FILE, (version + "\n").encode())
+    log.info("published %s/%s (model %s, %d shards, %d vectors)", root.uri, version,
+             manifest.model_version, len(manifest.shards), manifest.ntotal)
+    return manifest
+
+
+def publish(root: IndexRoot, data: IndexArrays, *, version: str | None = None,
+            rows_per_shard: int = DEFAULT_ROWS_PER_SHARD, source: dict | None = None,
+            on_step: Callable[..., None] = _no_step) -> Manifest:
+    """Publish `data` as a new version of the index `root`: model, shards, manifest,
+    CURRENT. A rerun after an interruption completes the same version: shards already
+    written with the right checksum are skipped, an identical manifest is kept."""
+    root = as_root(root)
+    source = dict(source or {})
+    on_step("model")
+    write_model(root.store.model_location(data.model_version), data.model_meta,
+                data.model_arrays)
+    parts = encode_parts(data, rows_per_shard, source.get("uri", ""))
+    entries = [p.entry for p in parts]
+    version = (check_name(version, "version") if version
+               else choose_version(root, data.model_version, entries))
+    vloc = root.version_location(version)
+    for number, part in enumerate(parts):
+        on_step("shard", number)
+        save_part(vloc, part)
+    on_step("manifest")
+    return commit(root, version, data.model_version, data.shape, entries,
+                  next_id=data.next_id, source=source, on_step=on_step)
+
+
+def publish_parts(root: IndexRoot, version: str, model_version: str, shape: IndexShape,
+                  entries: Sequence[ShardEntry], source: dict) -> Manifest:
+    """Publish a build's claimed version from its parts (listed in part order, written by
+    `shard_writer.write_part`): part files not listed are removed, then the commit.
+    Ids are source rows, so the next id is the source's row count."""
+    root = as_root(root)
+    remove_unlisted(root.version_location(version), entries)
+    ntotal = sum(e.rows for e in entries)
+    return commit(root, version, model_version, shape, entries,
+                  next_id=int(source.get("rows", ntotal)), source=source)
