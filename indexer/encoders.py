@@ -165,9 +165,8 @@ class QuantizedEncoder:
 
 def encoder_from_arrays(meta: dict, arrays: dict[str, np.ndarray]):
     """Rebuild the encoder a model bundle describes (meta["encoder"])."""
-    desc = meta.get("encoder")
-    if not isinstance(desc, dict) or "kind" not in desc or "dim" not in desc:
-        raise ValueError(f"model metadata: encoder description {desc!r} lacks kind and dim")
+    dim = meta["dim"] if "dim" in meta else (meta.get("shape") or {}).get("dim")
+    desc = meta.get("encoder") or {"kind": "none", "dim": dim}
     if desc["kind"] == "none":
         return IdentityEncoder(desc["dim"])
     if "encoder.weight" not in arrays and "encoder.weight_codes" not in arrays:
