@@ -16,6 +16,18 @@ def small_data():
             "query": clustered(100, d, 3)}
 
 
+@pytest.fixture(scope="module")
+def index(small_data):
+    """A small trained index with 2,000 vectors, one per test module (the modules that
+    use it leave it unchanged)."""
+    from indexer import VLQIndex
+
+    idx = VLQIndex(small_data["d"], nlist=16, nedge=4, code_bytes=8, nlambda=32)
+    idx.train(small_data["learn"])
+    idx.add(small_data["base"][:2000])
+    return idx
+
+
 @pytest.fixture(scope="session")
 def trained_index(small_data):
     from indexer import VLQIndex

@@ -18,14 +18,6 @@ SEARCH = {"k": 10, "nprobe": 8, "nlines": 24}
 
 
 @pytest.fixture(scope="module")
-def index(small_data):
-    idx = VLQIndex(small_data["d"], nlist=16, nedge=4, code_bytes=8, nlambda=32)
-    idx.train(small_data["learn"])
-    idx.add(small_data["base"][:2000])
-    return idx
-
-
-@pytest.fixture(scope="module")
 def other_index(small_data):
     idx = VLQIndex(small_data["d"], nlist=16, nedge=4, code_bytes=8, nlambda=32, seed=1)
     idx.train(small_data["learn"][::2])

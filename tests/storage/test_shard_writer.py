@@ -16,15 +16,7 @@ from shards.models import load_model, model_shape, read_model_meta
 from shards.shard_file import SHARD_FORMAT_VERSION, ShardMeta
 from shards.shard_writer import encode_part, part_path, save_part, write_part
 
-ROWS = 400
-
-
-@pytest.fixture(scope="module")
-def index(small_data):
-    idx = VLQIndex(small_data["d"], nlist=16, nedge=4, code_bytes=8, nlambda=16)
-    idx.train(small_data["learn"])
-    idx.add(small_data["base"][:1000])
-    return idx
+ROWS = 800
 
 
 def test_publish_and_publish_parts_name_the_same_rows_alike(tmp_path, index):

@@ -5,13 +5,7 @@ import pytest
 from indexer import VLQIndex
 
 
-@pytest.fixture(scope="module")
-def index(small_data):
-    """Shared: every test below must leave it unchanged, and checks that it does."""
-    idx = VLQIndex(small_data["d"], nlist=16, nedge=4, code_bytes=8, nlambda=32)
-    idx.train(small_data["learn"])
-    idx.add(small_data["base"][:2000])
-    return idx
+# `index`: the small trained index of tests/conftest.py (unchanged by these tests)
 
 
 def snapshot(idx, q):
