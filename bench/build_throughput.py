@@ -32,7 +32,7 @@ import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 import ray  # noqa: E402
 
-from cluster.build import run_build  # noqa: E402
+from cluster.build import check_build, run_build  # noqa: E402
 from cluster.build_config import build_config_from_dict  # noqa: E402
 from cluster.plan import PlanConfig, plan  # noqa: E402
 from indexer import VLQIndex  # noqa: E402
@@ -55,7 +55,7 @@ def build(store: str, name: str, source: str, model: str, workers: int, rows_per
     cfg = build_config_from_dict({
         "name": name, "store": store, "source": {"uri": source}, "model": model,
         "shards": {"rows_per_shard": rows_per_shard}, "workers": {"encode": workers}})
-    summary = run_build(cfg)
+    summary = run_build(check_build(cfg))
     written = summary["shards_written"]
     summary["per_worker_vectors_per_s"] = summary["ntotal"] / summary["encode_worker_s"] if written else None
     return summary

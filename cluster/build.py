@@ -1,9 +1,11 @@
 """The distributed index build (SPEC 5): sample -> train -> encode -> publish.
 
     ray job submit --working-dir . -- python -m cluster.build --config build.yaml
-    snapline build --config build.yaml          # the same, on a local Ray
+    snapline build --config build.yaml          # the same entry, `build()`, on a local Ray
 
-1. check: the config, the source and learn files, the model, the store: before any work;
+1. check: the config, the source and learn files, the model, the store: before any work
+   (check_build, once; every later stage takes its CheckedBuild); then the memory the
+   trainer and the encode workers need against what Ray reports free (cluster.estimate);
 2. claim a version folder (or resume the unfinished build of the same config);
 3. train in a Ray actor (GPU when `workers.train_gpus` > 0): sample the source by row
    ranges, train the encoder and VLQ codebooks, write a model version;
@@ -12,7 +14,9 @@
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
 import logging
 import os
 import sys
@@ -23,8 +27,11 @@ from datetime import datetime, timezone
 import numpy as np
 import ray
 
-from cluster.build_config import BuildConfig, BuildConfigError, SampleConfig
-from cluster.encode_workers import encode_partitions
+from cluster.build_args import add_build_arguments
+from cluster.build_config import BuildConfig, BuildConfigError, SampleConfig, load_build_config
+from cluster.encode_workers import READ_CHUNK_ROWS, encode_partitions
+from cluster.estimate import build_memory, refuse_unless_fits
+from cluster.ray_session import available_memory
 from indexer import VLQIndex
 from indexer.benchmark import ivf_nlist_for, vlq_nlist_for
 from indexer.evaluation import exact_ground_truth, recall_at_k
@@ -34,6 +41,7 @@ from shards.fsio import Location
 from shards.index_store import load_model
 from shards.manifest import ShardEntry
 from shards.sampling import sample_vectors
+from shards.shape import IndexShape
 from trainers.train_encoder import VLQShape, check_config, train_encoder
 
 log = logging.getLogger(__name__)
@@ -49,6 +57,7 @@ class CheckedBuild:
     nlist: int
     nedge: int
     n_train: int
+    shape: IndexShape         # of the model the build trains or uses
 
 
 def _absolute(uri: str) -> str:
@@ -69,21 +78,16 @@ def _open(spec, key: str):
         raise BuildConfigError(f"{key}.uri: {exc}") from None
 
 
-def check_build(cfg: BuildConfig) -> CheckedBuild:
-    """Refuse a build that cannot work, naming the key, before any work starts."""
+def check_build(cfg: BuildConfig, *, source=None, model_meta: dict | None = None) -> CheckedBuild:
+    """Refuse a build that cannot work, naming the key, before any work starts. A caller
+    that has already opened the source (`source`, its reader) or verified the model
+    (`model_meta`, the meta of `cfg.model`) passes them on: nothing is opened twice."""
     cfg = resolve_paths(cfg)
-    source = _open(cfg.source, "source")
+    source = source or _open(cfg.source, "source")
     if source.n == 0:
         raise BuildConfigError(f"source.uri: {cfg.source.uri} holds no rows")
     if cfg.model is not None:
-        try:
-            meta, _ = load_model(cfg.store, cfg.model)
-        except (FileNotFoundError, ValueError) as exc:
-            raise BuildConfigError(f"model: {exc}") from None
-        if meta["dim"] != source.d:
-            raise BuildConfigError(f"model: {cfg.model} takes {meta['dim']}-d vectors, the "
-                                   f"source has d={source.d}")
-        return CheckedBuild(cfg, source.n, source.d, meta["nlist"], meta["nedge"], 0)
+        return _check_with_model(cfg, source, model_meta)
     if cfg.learn is not None:
         learn = _open(cfg.learn, "learn")
         if learn.d != source.d:
@@ -99,13 +103,33 @@ def check_build(cfg: BuildConfig) -> CheckedBuild:
     try:
         check_config(cfg.encoder, source.d, VLQShape(nlist, nedge, cfg.index.code_bytes,
                                                      cfg.index.nlambda))
+        shape = IndexShape(source.d, nlist, nedge, cfg.index.code_bytes, cfg.index.nlambda,
+                           encoder=cfg.encoder.kind)
     except ValueError as exc:
         raise BuildConfigError(f"encoder / index.code_bytes: {exc}") from None
+    _check_store(cfg)
+    return CheckedBuild(cfg, source.n, source.d, nlist, nedge, n_train, shape)
+
+
+def _check_with_model(cfg: BuildConfig, source, meta: dict | None) -> CheckedBuild:
+    if meta is None:
+        try:
+            meta, _ = load_model(cfg.store, cfg.model)
+        except (FileNotFoundError, ValueError) as exc:
+            raise BuildConfigError(f"model: {exc}") from None
+    if meta["dim"] != source.d:
+        raise BuildConfigError(f"model: {cfg.model} takes {meta['dim']}-d vectors, the "
+                               f"source has d={source.d}")
+    shape = IndexShape.from_dict({**meta, "encoder": (meta.get("encoder") or {}).get(
+        "kind", "none")}, f"model {cfg.model}")
+    return CheckedBuild(cfg, source.n, source.d, meta["nlist"], meta["nedge"], 0, shape)
+
+
+def _check_store(cfg: BuildConfig) -> None:
     try:
         Location.of(cfg.store).check_writable()
     except PermissionError as exc:
         raise BuildConfigError(f"store: {exc}") from None
-    return CheckedBuild(cfg, source.n, source.d, nlist, nedge, n_train)
 
 
 def fingerprint(checked: CheckedBuild) -> dict:
@@ -179,12 +203,13 @@ class ModelTrainer:
 
 
 # -- the pipeline ----------------------------------------------------------------------
-def run_build(cfg: BuildConfig, checked: CheckedBuild | None = None) -> dict:
-    """Check (unless `checked` is check_build's result for cfg), claim, train, encode,
-    publish. Needs a connected Ray (ray.init)."""
+def run_build(checked: CheckedBuild) -> dict:
+    """Claim, train, encode, publish what check_build established; refuses first when
+    the trainer or the encode workers do not fit in the memory Ray reports free. Needs
+    a connected Ray (ray.init); `build()` is the whole job."""
     t0 = time.perf_counter()
-    checked = checked or check_build(cfg)
     cfg = checked.config
+    refuse_unless_fits(memory_needs(checked), available_memory())
     claim = claim_build(cfg.store, cfg.name, fingerprint(checked))
     log.info("%s build of %s/%s: %d rows, d=%d, nlist=%d, %s", "resuming" if claim.resumed
              else "starting", cfg.name, claim.version, checked.n_rows, checked.dim,
@@ -228,6 +253,26 @@ def run_build(cfg: BuildConfig, checked: CheckedBuild | None = None) -> dict:
     return summary
 
 
+def memory_needs(checked: CheckedBuild):
+    """The estimated peak memory of the trainer (when the build trains) and the encoders."""
+    return build_memory(checked.shape, train_rows=0 if checked.config.model else checked.n_train,
+                        rows_per_shard=min(checked.config.shards.rows_per_shard, checked.n_rows),
+                        workers=checked.config.workers.encode, read_chunk_rows=READ_CHUNK_ROWS)
+
+
+def build(cfg: BuildConfig, address: str | None = None, **ray_options) -> dict:
+    """The build job (`python -m cluster.build`, `snapline build`, the demo): check the
+    config once, join Ray at `address` (default: the job's cluster under `ray job submit`,
+    RAY_ADDRESS, else a new local Ray; `ray_options` go to ray.init), run, leave Ray.
+    Returns the summary."""
+    checked = check_build(cfg)  # fail fast, before Ray starts
+    ray.init(address=address, ignore_reinit_error=True, **ray_options)
+    try:
+        return run_build(checked)
+    finally:
+        ray.shutdown()
+
+
 def summary_line(s: dict) -> str:
     return (f"snapline build: published {s['name']}/{s['version']} (model {s['model_version']}): "
             f"{s['ntotal']} vectors in {s['shards']} shards ({s['shards_written']} written, "
@@ -236,11 +281,30 @@ def summary_line(s: dict) -> str:
             f"{s['peak_worker_rss_mb']:.0f} MB; total {s['total_s']:.1f} s")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m cluster.build ...` is `snapline build ...` (the entry `ray job submit` runs)."""
-    from cluster.cli import main as cli_main
+def print_summary(summary: dict, summary_json: str | None = None) -> None:
+    """The job's output: the summary as JSON, its one-line form, and the JSON file."""
+    print(json.dumps(summary, indent=1))
+    print(summary_line(summary))
+    if summary_json:
+        with open(summary_json, "w") as f:
+            json.dump(summary, f, indent=1)
 
-    return cli_main(["build", *(sys.argv[1:] if argv is None else argv)])
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m cluster.build --config F [--address A] [--summary-json F]`: the entry
+    `ray job submit` runs. Exit 2 for a config that cannot work (the key named)."""
+    args = add_build_arguments(argparse.ArgumentParser(
+        prog="python -m cluster.build", description="build and publish an index from a "
+        "build.yaml")).parse_args(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        summary = build(load_build_config(args.config), args.address)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"python -m cluster.build: error: {exc}", file=sys.stderr)
+        return 2
+    print_summary(summary, args.summary_json)
+    return 0
 
 
 if __name__ == "__main__":

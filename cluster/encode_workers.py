@@ -2,8 +2,8 @@
 
 `PartitionDatasource` is a Ray Data datasource whose rows are partition descriptors
 (part number, first row, end row) of the source; `ShardEncoder` is the callable class of
-a `map_batches` actor pool: each actor loads the model once, then turns each partition
-into one shard (read the rows in chunks, encode, write the part through shards/). The
+a `map_batches` actor pool (a plain class; `RayShardEncoder` adds the actor's ids): each
+actor loads the model once, then turns each partition into one shard (read the rows in chunks, encode, write the part through shards/). The
 vectors never pass through the object store, so an actor holds one partition's codes at
 a time and a partition is one retryable unit of work.
 """
@@ -60,11 +60,15 @@ class PartitionDatasource(Datasource):
 
 
 class ShardEncoder:
-    """A map_batches actor: partitions in, one written (or already present) shard out."""
+    """Partitions in, one written (or already present) shard each out: the callable of a
+    map_batches actor pool, and a plain class (no Ray in it). `node` and `worker` label
+    the result rows (RayShardEncoder fills them with the actor's node and actor ids)."""
 
     def __init__(self, store: str, name: str, version: str, model_version: str,
-                 source: dict, storage_options: dict | None = None):
+                 source: dict, storage_options: dict | None = None, *, node: str = "",
+                 worker: str = ""):
         self.store, self.name, self.version = store, name, version
+        self.node, self.worker = node, worker
         self.storage_options = storage_options
         self.index = VLQIndex.from_model(store, model_version, storage_options)
         self.reader = open_vectors(source["uri"], source.get("format"), storage_options,
@@ -92,8 +96,16 @@ class ShardEncoder:
         return {"part": number, "path": entry.path, "rows": entry.rows, "bytes": entry.bytes,
                 "sha256": entry.sha256, "skipped": skipped,
                 "seconds": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb(),
-                "node": ray.get_runtime_context().get_node_id(),
-                "worker": ray.get_runtime_context().get_actor_id() or ""}
+                "node": self.node, "worker": self.worker}
+
+
+class RayShardEncoder(ShardEncoder):
+    """ShardEncoder in a Ray actor: the actor's node and actor ids label its rows."""
+
+    def __init__(self, **kwargs):
+        context = ray.get_runtime_context()
+        super().__init__(**kwargs, node=context.get_node_id(),
+                         worker=context.get_actor_id() or "")
 
 
 def _peak_rss_mb() -> float:
@@ -109,7 +121,7 @@ def encode_partitions(*, store: str, name: str, version: str, model_version: str
     ds = ray.data.read_datasource(source_parts, override_num_blocks=nparts,
                                   num_cpus=0)  # descriptors only
     encoded = ds.map_batches(
-        ShardEncoder, batch_size=1, batch_format="numpy",
+        RayShardEncoder, batch_size=1, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=workers),
         num_cpus=cpus_per_worker, **({"num_gpus": gpus_per_worker} if gpus_per_worker else {}),
         fn_constructor_kwargs=dict(store=store, name=name, version=version,

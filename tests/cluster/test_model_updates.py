@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import ray
 
-from cluster.build import run_build
+from cluster.build import check_build, run_build
 from cluster.build_config import build_config_from_dict
 from cluster.model_updates import (
     ReencodeRequest,
@@ -41,10 +41,10 @@ def local_ray():
 
 
 def build_index(store: str, source: str, name: str = "sift") -> dict:
-    return run_build(build_config_from_dict({
+    return run_build(check_build(build_config_from_dict({
         "name": name, "store": store, "source": {"uri": source}, "sample": {"size": 6000, "seed": 0},
         "index": {"nlist": 48, "nedge": 8, "code_bytes": 16},
-        "shards": {"rows_per_shard": 5000}, "workers": {"encode": 2}}))
+        "shards": {"rows_per_shard": 5000}, "workers": {"encode": 2}})))
 
 
 @pytest.fixture(scope="module")
