@@ -30,7 +30,7 @@ import ray
 from cluster.build_args import add_build_arguments
 from cluster.build_config import BuildConfig, BuildConfigError, SampleConfig, load_build_config
 from cluster.encode_workers import READ_CHUNK_ROWS, encode_partitions
-from cluster.estimate import build_memory, refuse_unless_fits
+from cluster.estimate import MemoryNeed, build_memory, refuse_unless_fits
 from cluster.ray_session import available_memory
 from indexer import VLQIndex
 from indexer.benchmark import ivf_nlist_for, vlq_nlist_for
@@ -83,7 +83,7 @@ def check_build(cfg: BuildConfig, *, source=None, model_meta: dict | None = None
     that has already opened the source (`source`, its reader) or verified the model
     (`model_meta`, the meta of `cfg.model`) passes them on: nothing is opened twice."""
     cfg = resolve_paths(cfg)
-    source = source or _open(cfg.source, "source")
+    source = _open(cfg.source, "source") if source is None else source
     if source.n == 0:
         raise BuildConfigError(f"source.uri: {cfg.source.uri} holds no rows")
     if cfg.model is not None:
@@ -209,7 +209,11 @@ def run_build(checked: CheckedBuild) -> dict:
     a connected Ray (ray.init); `build()` is the whole job."""
     t0 = time.perf_counter()
     cfg = checked.config
-    refuse_unless_fits(memory_needs(checked), available_memory())
+    needs, free = memory_needs(checked), available_memory()
+    log.info("memory estimate: %s; Ray reports %s free", ", ".join(
+        f"{n.part} {n.bytes / 1e9:.1f} GB" for n in needs),
+        "no memory" if free is None else f"{free / 1e9:.1f} GB")
+    refuse_unless_fits(needs, free)
     claim = claim_build(cfg.store, cfg.name, fingerprint(checked))
     log.info("%s build of %s/%s: %d rows, d=%d, nlist=%d, %s", "resuming" if claim.resumed
              else "starting", cfg.name, claim.version, checked.n_rows, checked.dim,
@@ -253,7 +257,7 @@ def run_build(checked: CheckedBuild) -> dict:
     return summary
 
 
-def memory_needs(checked: CheckedBuild):
+def memory_needs(checked: CheckedBuild) -> list[MemoryNeed]:
     """The estimated peak memory of the trainer (when the build trains) and the encoders."""
     return build_memory(checked.shape, train_rows=0 if checked.config.model else checked.n_train,
                         rows_per_shard=min(checked.config.shards.rows_per_shard, checked.n_rows),

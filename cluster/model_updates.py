@@ -22,8 +22,9 @@ from dataclasses import dataclass
 
 import ray
 
-from cluster.build import CheckedBuild, check_build, run_build, train_model
-from cluster.ray_session import connect
+from cluster.build import CheckedBuild, check_build, memory_needs, run_build, train_model
+from cluster.estimate import refuse_unless_fits
+from cluster.ray_session import available_memory, connect
 from cluster.build_config import (
     BuildConfig,
     IndexConfig,
@@ -75,7 +76,8 @@ def train_for_index(store: str, name: str, sample_size: int, seed: int,
                     workers: WorkersConfig = WorkersConfig(), address: str | None = None) -> dict:
     """A new model version for index `name`: a fresh sample of its source, the index
     shape and encoder settings of the model it is encoded with now. Checks before it
-    joins Ray at `address` (unless this process has) and trains in a Ray task."""
+    joins Ray at `address` (unless this process has), refuses a sample that does not
+    fit in the memory Ray reports free, and trains in a Ray task."""
     manifest = _published(store, name)
     current, _ = load_model(store, manifest.model_version)
     cfg = BuildConfig(
@@ -86,6 +88,8 @@ def train_for_index(store: str, name: str, sample_size: int, seed: int,
         encoder=_encoder_config(current, seed), workers=workers)
     checked = check_build(cfg)
     connect(address)
+    refuse_unless_fits([n for n in memory_needs(checked) if n.part == "trainer"],
+                       available_memory(), f"training a model for {name}")
     trainer = ray.remote(num_cpus=workers.cpus_per_worker, num_gpus=workers.train_gpus)(train_model)
     return ray.get(trainer.remote(checked))
 
