@@ -34,7 +34,7 @@ import ray  # noqa: E402
 
 from bench.dataset_files import find_dataset_files  # noqa: E402
 from bench.json_records import write_json  # noqa: E402
-from cluster.build import run_build  # noqa: E402
+from cluster.build import check_build, run_build  # noqa: E402
 from cluster.build_config import build_config_from_dict  # noqa: E402
 from cluster.plan import PlanConfig, plan  # noqa: E402
 from indexer import VLQIndex  # noqa: E402
@@ -57,7 +57,7 @@ def build(store: str, name: str, source: str, model: str, workers: int, rows_per
     cfg = build_config_from_dict({
         "name": name, "store": store, "source": {"uri": source}, "model": model,
         "shards": {"rows_per_shard": rows_per_shard}, "workers": {"encode": workers}})
-    summary = run_build(cfg)
+    summary = run_build(check_build(cfg))
     written = summary["shards_written"]
     summary["per_worker_vectors_per_s"] = summary["ntotal"] / summary["encode_worker_s"] if written else None
     return summary

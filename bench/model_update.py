@@ -33,7 +33,7 @@ import ray  # noqa: E402
 
 from bench.dataset_files import find_dataset_files  # noqa: E402
 from bench.json_records import write_json  # noqa: E402
-from cluster.build import run_build  # noqa: E402
+from cluster.build import check_build, run_build  # noqa: E402
 from cluster.build_config import build_config_from_dict  # noqa: E402
 from cluster.client import Client  # noqa: E402
 from cluster.coordinator import start_service, stop_service  # noqa: E402
@@ -67,10 +67,10 @@ def main() -> None:
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, namespace=NAMESPACE)
     out: dict = {"data": args.data_dir, "threads": args.threads, "window_s": args.window}
     try:
-        fresh = run_build(build_config_from_dict({
+        fresh = run_build(check_build(build_config_from_dict({
             "name": "idx", "store": store, "source": {"uri": str(files.base.resolve())},
             "sample": {"size": args.sample_size, "seed": 0}, "index": {"nlist": "auto"},
-            "shards": {"rows_per_shard": 100_000}, "workers": {"encode": 2}}))
+            "shards": {"rows_per_shard": 100_000}, "workers": {"encode": 2}})))
         out["fresh_build"] = fresh
         start_service(ServeConfig(store=store, name="idx", searchers=2, replicas=1, poll_s=1.0))
         client = Client.connect("idx")

@@ -1,9 +1,11 @@
 """The distributed index build (SPEC 5): sample -> train -> encode -> publish.
 
     ray job submit --working-dir . -- python -m cluster.build --config build.yaml
-    snapline build --config build.yaml          # the same, on a local Ray
+    snapline build --config build.yaml          # the same entry, `build()`, on a local Ray
 
-1. check: the config, the source and learn files, the model, the store: before any work;
+1. check: the config, the source and learn files, the model, the store: before any work
+   (check_build, once; every later stage takes its CheckedBuild); then the memory the
+   trainer and the encode workers need against what Ray reports free (cluster.estimate);
 2. claim a version folder (or resume the unfinished build of the same config);
 3. train in a Ray actor (GPU when `workers.train_gpus` > 0): sample the source by row
    ranges, train the encoder and VLQ codebooks, write a model version;
@@ -12,7 +14,9 @@
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
 import logging
 import os
 import sys
@@ -22,8 +26,11 @@ from datetime import datetime, timezone
 
 import ray
 
-from cluster.build_config import BuildConfig, BuildConfigError, SampleConfig
-from cluster.encode_workers import encode_partitions
+from cluster.build_args import add_build_arguments
+from cluster.build_config import BuildConfig, BuildConfigError, SampleConfig, load_build_config
+from cluster.encode_workers import READ_CHUNK_ROWS, encode_partitions
+from cluster.estimate import MemoryNeed, build_memory, refuse_unless_fits
+from cluster.ray_session import available_memory
 from indexer import VLQIndex
 from indexer.sizing import ivf_nlist_for, vlq_nlist_for
 from shards import Store, open_vectors, publish_parts
@@ -48,6 +55,7 @@ class CheckedBuild:
     nlist: int
     nedge: int
     n_train: int
+    shape: IndexShape         # of the model the build trains or uses
 
 
 def _absolute(uri: str) -> str:
@@ -68,21 +76,16 @@ def _open(spec, key: str):
         raise BuildConfigError(f"{key}.uri: {exc}") from None
 
 
-def check_build(cfg: BuildConfig) -> CheckedBuild:
-    """Refuse a build that cannot work, naming the key, before any work starts."""
+def check_build(cfg: BuildConfig, *, source=None, model_meta: dict | None = None) -> CheckedBuild:
+    """Refuse a build that cannot work, naming the key, before any work starts. A caller
+    that has already opened the source (`source`, its reader) or verified the model
+    (`model_meta`, the meta of `cfg.model`) passes them on: nothing is opened twice."""
     cfg = resolve_paths(cfg)
-    source = _open(cfg.source, "source")
+    source = _open(cfg.source, "source") if source is None else source
     if source.n == 0:
         raise BuildConfigError(f"source.uri: {cfg.source.uri} holds no rows")
     if cfg.model is not None:
-        try:
-            shape = model_shape(load_model(Store(cfg.store), cfg.model)[0])
-        except (FileNotFoundError, ValueError) as exc:
-            raise BuildConfigError(f"model: {exc}") from None
-        if shape.dim != source.d:
-            raise BuildConfigError(f"model: {cfg.model} takes {shape.dim}-d vectors, the "
-                                   f"source has d={source.d}")
-        return CheckedBuild(cfg, source.n, source.d, shape.nlist, shape.nedge, 0)
+        return _check_with_model(cfg, source, model_meta)
     if cfg.learn is not None:
         learn = _open(cfg.learn, "learn")
         if learn.d != source.d:
@@ -96,16 +99,33 @@ def check_build(cfg: BuildConfig) -> CheckedBuild:
                                f"vectors (ideally 39x), the sample has {n_train}")
     nedge = min(cfg.index.nedge, nlist - 1)
     try:
-        check_config(cfg.encoder, IndexShape(source.d, nlist, nedge, cfg.index.code_bytes,
-                                             cfg.index.nlambda, encoder=cfg.encoder.kind,
-                                             code_dim=cfg.encoder.dim_out))
+        shape = check_config(cfg.encoder, IndexShape(
+            source.d, nlist, nedge, cfg.index.code_bytes, cfg.index.nlambda,
+            encoder=cfg.encoder.kind, code_dim=cfg.encoder.dim_out))
     except ValueError as exc:
         raise BuildConfigError(f"encoder / index.code_bytes: {exc}") from None
+    _check_store(cfg)
+    return CheckedBuild(cfg, source.n, source.d, nlist, nedge, n_train, shape)
+
+
+def _check_with_model(cfg: BuildConfig, source, meta: dict | None) -> CheckedBuild:
+    try:
+        if meta is None:
+            meta, _ = load_model(Store(cfg.store), cfg.model)     # verifies every checksum
+        shape = model_shape(meta, f"model {cfg.model}")
+    except (FileNotFoundError, ValueError) as exc:
+        raise BuildConfigError(f"model: {exc}") from None
+    if shape.dim != source.d:
+        raise BuildConfigError(f"model: {cfg.model} takes {shape.dim}-d vectors, the "
+                               f"source has d={source.d}")
+    return CheckedBuild(cfg, source.n, source.d, shape.nlist, shape.nedge, 0, shape)
+
+
+def _check_store(cfg: BuildConfig) -> None:
     try:
         Store(cfg.store).location.check_writable()
     except PermissionError as exc:
         raise BuildConfigError(f"store: {exc}") from None
-    return CheckedBuild(cfg, source.n, source.d, nlist, nedge, n_train)
 
 
 def fingerprint(checked: CheckedBuild) -> dict:
@@ -135,10 +155,8 @@ def train_model(checked: CheckedBuild) -> dict:
     read_s = time.perf_counter() - t0
     device = "cuda" if cfg.workers.train_gpus > 0 else cfg.encoder.device
     encoder_cfg = dataclasses.replace(cfg.encoder, device=device)
-    shape = IndexShape(checked.dim, checked.nlist, checked.nedge, cfg.index.code_bytes,
-                       cfg.index.nlambda, encoder=cfg.encoder.kind, code_dim=cfg.encoder.dim_out)
     held = hold_out(x, cfg.encoder.validation_fraction, cfg.encoder.seed)
-    encoder, quantizer, metrics = train_encoder(held.train, shape, encoder_cfg)
+    encoder, quantizer, metrics = train_encoder(held.train, checked.shape, encoder_cfg)
     index = VLQIndex.from_trained(encoder, quantizer)
     validation = validation_recall(VLQIndex.from_trained(encoder, quantizer), held)
     version = index.save_model(Store(cfg.store), extra_meta={
@@ -159,12 +177,17 @@ class ModelTrainer:
 
 
 # -- the pipeline ----------------------------------------------------------------------
-def run_build(cfg: BuildConfig, checked: CheckedBuild | None = None) -> dict:
-    """Check (unless `checked` is check_build's result for cfg), claim, train, encode,
-    publish. Needs a connected Ray (ray.init)."""
+def run_build(checked: CheckedBuild) -> dict:
+    """Claim, train, encode, publish what check_build established; refuses first when
+    the trainer or the encode workers do not fit in the memory Ray reports free. Needs
+    a connected Ray (ray.init); `build()` is the whole job."""
     t0 = time.perf_counter()
-    checked = checked or check_build(cfg)
     cfg = checked.config
+    needs, free = memory_needs(checked), available_memory()
+    log.info("memory estimate: %s; Ray reports %s free", ", ".join(
+        f"{n.part} {n.bytes / 1e9:.1f} GB" for n in needs),
+        "no memory" if free is None else f"{free / 1e9:.1f} GB")
+    refuse_unless_fits(needs, free)
     root = Store(cfg.store).index(cfg.name)
     claim = claim_build(root, fingerprint(checked))
     log.info("%s build of %s/%s: %d rows, d=%d, nlist=%d, %s", "resuming" if claim.resumed
@@ -210,6 +233,26 @@ def run_build(cfg: BuildConfig, checked: CheckedBuild | None = None) -> dict:
     return summary
 
 
+def memory_needs(checked: CheckedBuild) -> list[MemoryNeed]:
+    """The estimated peak memory of the trainer (when the build trains) and the encoders."""
+    return build_memory(checked.shape, train_rows=0 if checked.config.model else checked.n_train,
+                        rows_per_shard=min(checked.config.shards.rows_per_shard, checked.n_rows),
+                        workers=checked.config.workers.encode, read_chunk_rows=READ_CHUNK_ROWS)
+
+
+def build(cfg: BuildConfig, address: str | None = None, **ray_options) -> dict:
+    """The build job (`python -m cluster.build`, `snapline build`, the demo): check the
+    config once, join Ray at `address` (default: the job's cluster under `ray job submit`,
+    RAY_ADDRESS, else a new local Ray; `ray_options` go to ray.init), run, leave Ray.
+    Returns the summary."""
+    checked = check_build(cfg)  # fail fast, before Ray starts
+    ray.init(address=address, ignore_reinit_error=True, **ray_options)
+    try:
+        return run_build(checked)
+    finally:
+        ray.shutdown()
+
+
 def summary_line(s: dict) -> str:
     return (f"snapline build: published {s['name']}/{s['version']} (model {s['model_version']}): "
             f"{s['ntotal']} vectors in {s['shards']} shards ({s['shards_written']} written, "
@@ -218,11 +261,30 @@ def summary_line(s: dict) -> str:
             f"{s['peak_worker_rss_mb']:.0f} MB; total {s['total_s']:.1f} s")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m cluster.build ...` is `snapline build ...` (the entry `ray job submit` runs)."""
-    from cluster.cli import main as cli_main
+def print_summary(summary: dict, summary_json: str | None = None) -> None:
+    """The job's output: the summary as JSON, its one-line form, and the JSON file."""
+    print(json.dumps(summary, indent=1))
+    print(summary_line(summary))
+    if summary_json:
+        with open(summary_json, "w") as f:
+            json.dump(summary, f, indent=1)
 
-    return cli_main(["build", *(sys.argv[1:] if argv is None else argv)])
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m cluster.build --config F [--address A] [--summary-json F]`: the entry
+    `ray job submit` runs. Exit 2 for a config that cannot work (the key named)."""
+    args = add_build_arguments(argparse.ArgumentParser(
+        prog="python -m cluster.build", description="build and publish an index from a "
+        "build.yaml")).parse_args(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        summary = build(load_build_config(args.config), args.address)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"python -m cluster.build: error: {exc}", file=sys.stderr)
+        return 2
+    print_summary(summary, args.summary_json)
+    return 0
 
 
 if __name__ == "__main__":

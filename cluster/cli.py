@@ -6,6 +6,8 @@ import json
 import logging
 import sys
 
+from cluster.build_args import add_build_arguments
+
 
 def _bench(args) -> int:
     from bench.config import BenchConfig
@@ -61,13 +63,10 @@ def _train(args) -> int:
 
 
 def _train_for_index(args) -> int:
-    import ray
-
     from cluster.model_updates import train_for_index
 
-    ray.init(address=args.address, ignore_reinit_error=True)
-    result = train_for_index(args.store, args.name, args.sample_size or 100_000, args.seed)
-    print(json.dumps(result, indent=1))
+    print(json.dumps(train_for_index(args.store, args.name, args.sample_size or 100_000,
+                                     args.seed, address=args.address), indent=1))
     return 0
 
 
@@ -97,48 +96,36 @@ def _reencode_request(args):
 
 
 def _reencode(args) -> int:
-    import ray
+    from cluster.model_updates import reencode
 
-    from cluster.model_updates import check_reencode, reencode
-
-    req = _reencode_request(args)
-    check_reencode(req)                # refuse before Ray starts
-    ray.init(address=args.address, ignore_reinit_error=True)
-    print(json.dumps(reencode(req), indent=1, default=str))
+    print(json.dumps(reencode(_reencode_request(args), args.address), indent=1, default=str))
     return 0
 
 
 def _schedule(args) -> int:
-    import ray
+    from cluster.model_updates import (SCHEDULER_NAMESPACE, parse_period, scheduler_name,
+                                       start_scheduler, stop_scheduler)
 
-    from cluster.model_updates import parse_period, start_scheduler
-
+    if args.stop:
+        status = stop_scheduler(args.name, args.address or "auto")
+        print(f"snapline schedule: stopped actor {scheduler_name(args.name)} after "
+              f"{len(status['runs'])} recorded runs")
+        return 0
+    if not args.store or not args.every:
+        raise ValueError("--store and --every are required to start a scheduler "
+                         "(or --stop to stop one)")
     every = parse_period(args.every)
-    ray.init(address=args.address or "auto", namespace="snapline", ignore_reinit_error=True)
-    start_scheduler(_reencode_request(args), every)
-    print(f"snapline schedule: actor reencode:{args.name} (namespace snapline) checks every "
-          f"{every:g} s")
+    start_scheduler(_reencode_request(args), every, args.address or "auto")
+    print(f"snapline schedule: actor {scheduler_name(args.name)} (namespace "
+          f"{SCHEDULER_NAMESPACE}) checks every {every:g} s")
     return 0
 
 
 def _build(args) -> int:
-    import ray
-
-    from cluster.build import check_build, run_build, summary_line
+    from cluster.build import build, print_summary
     from cluster.build_config import load_build_config
 
-    cfg = load_build_config(args.config)
-    checked = check_build(cfg)  # fail fast, before Ray starts
-    ray.init(address=args.address, ignore_reinit_error=True)
-    try:
-        summary = run_build(cfg, checked)
-    finally:
-        ray.shutdown()
-    print(json.dumps(summary, indent=1))
-    print(summary_line(summary))
-    if args.summary_json:
-        with open(args.summary_json, "w") as f:
-            json.dump(summary, f, indent=1)
+    print_summary(build(load_build_config(args.config), args.address), args.summary_json)
     return 0
 
 
@@ -168,15 +155,6 @@ def _demo(args) -> int:
     return 0
 
 
-def _connect_ray(address: str | None) -> None:
-    import ray
-
-    from cluster.serve_types import NAMESPACE
-
-    if not ray.is_initialized():
-        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
-
-
 def _serve(args) -> int:
     from cluster.coordinator import start_service
     from cluster.serve_types import ServeConfig
@@ -185,8 +163,7 @@ def _serve(args) -> int:
                       replicas=args.replicas, timeout_s=args.timeout_s, poll_s=args.poll_s,
                       searcher_cpus=args.searcher_cpus, searcher_gpus=args.searcher_gpus,
                       searcher_threads=args.searcher_threads)
-    _connect_ray(args.address)
-    stats = start_service(cfg)
+    stats = start_service(cfg, args.address)
     print(json.dumps(stats, indent=1))
     print(f"snapline serve: {cfg.name} version {stats['version']} ready: {stats['shards']} "
           f"shards on {stats['searchers']} searchers x {stats['replicas']} replicas")
@@ -201,7 +178,6 @@ def _search(args) -> int:
 
     reader = open_vectors(args.queries)
     queries = reader.read(0, min(reader.n, args.limit) if args.limit else reader.n)
-    _connect_ray(args.address)
     client = Client.connect(args.name, address=args.address)
     result = client.search(queries, k=args.k, nprobe=args.nprobe, nlines=args.nlines,
                            on_partial=args.on_partial, timeout_s=args.timeout_s)
@@ -216,7 +192,6 @@ def _search(args) -> int:
 def _status(args) -> int:
     from cluster.client import Client
 
-    _connect_ray(args.address)
     print(json.dumps(Client.connect(args.name, address=args.address).stats(), indent=1))
     return 0
 
@@ -224,13 +199,90 @@ def _status(args) -> int:
 def _stop(args) -> int:
     from cluster.coordinator import stop_service
 
-    _connect_ray(args.address)
-    stop_service(args.name)
+    stop_service(args.name, args.address)
     print(f"snapline stop: {args.name} stopped")
     return 0
 
 
-def _add_serving_commands(sub) -> None:
+def _add_train_parser(sub) -> None:
+    train = sub.add_parser("train", help="train an encoder and VLQ codebooks; write a model "
+                           "version into a store")
+    train.add_argument("--store", required=True, help="store URI (local path or s3://...)")
+    train.add_argument("--name", default=None, help="a published index: train a new model "
+                       "version for it on a fresh sample of its source (a Ray task)")
+    train.add_argument("--learn", default=None, help="training vectors (any supported format)")
+    train.add_argument("--nlist", type=int, default=None)
+    train.add_argument("--address", default=None, help="Ray address (with --name)")
+    train.add_argument("--nedge", type=int, default=32)
+    train.add_argument("--code-bytes", type=int, default=16)
+    train.add_argument("--nlambda", type=int, default=256)
+    train.add_argument("--encoder", default="none", help="none, opq, gsl, gsl+qn8, gsl+smh0.5 ...")
+    train.add_argument("--sample-size", type=int, default=None, help="with --learn: first N "
+                       "rows only; with --name: uniform sample size (default 100000)")
+    train.add_argument("--seed", type=int, default=0)
+    train.set_defaults(func=_train)
+
+    models = sub.add_parser("models", help="list the model versions of a store")
+    models.add_argument("--store", required=True)
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(func=_models)
+
+
+def _add_reencode_arguments(p, schedule: bool) -> None:
+    p.add_argument("--store", required=not schedule, default=None)
+    p.add_argument("--name", required=True)
+    p.add_argument("--model", default="latest", help="a model version or 'latest'")
+    p.add_argument("--if-stale", action="store_true", default=schedule,
+                   help="do nothing when the index already uses that model")
+    p.add_argument("--keep", type=int, default=3, help="published versions to keep")
+    p.add_argument("--address", default=None, help="Ray address")
+    p.add_argument("--lease-ttl", type=float, default=600.0, help="seconds the re-encode "
+                   "lease lives without renewal (renewed every third of it while running)")
+
+
+def _add_reencode_parsers(sub) -> None:
+    reencode = sub.add_parser("reencode", help="re-encode an index with a model into a new "
+                              "published version")
+    _add_reencode_arguments(reencode, schedule=False)
+    reencode.set_defaults(func=_reencode)
+
+    schedule = sub.add_parser("schedule", help="start a detached actor that re-encodes an index "
+                              "when a newer model appears (--stop: stop it)")
+    _add_reencode_arguments(schedule, schedule=True)
+    schedule.add_argument("--every", default=None, help="period: 90s, 15m, 1h ... (required "
+                          "unless --stop)")
+    schedule.add_argument("--stop", action="store_true", help="stop the scheduler of --name "
+                          "(its loop and its actor)")
+    schedule.set_defaults(func=_schedule)
+
+
+def _add_build_parsers(sub) -> None:
+    build = sub.add_parser("build", help="build and publish an index from a build.yaml on a "
+                           "local Ray (what `python -m cluster.build` does under ray job submit)")
+    add_build_arguments(build)
+    build.set_defaults(func=_build)
+
+    plan = sub.add_parser("plan", help="sizing estimate: shards, GPUs to hold the lists, "
+                          "build time from a cost measured on this machine")
+    plan.add_argument("--n", type=int, required=True, help="number of vectors")
+    plan.add_argument("--dim", type=int, required=True)
+    plan.add_argument("--code-bytes", type=int, default=16)
+    plan.add_argument("--gpus", type=int, default=8)
+    plan.add_argument("--gpu-mem-gb", type=float, default=80.0)
+    plan.add_argument("--nlist", type=int, default=None)
+    plan.add_argument("--nedge", type=int, default=32)
+    plan.add_argument("--rows-per-shard", type=int, default=10_000_000)
+    plan.add_argument("--encode-workers", type=int, default=None)
+    plan.add_argument("--json", action="store_true", help="also print the plan as JSON")
+    plan.set_defaults(func=_plan)
+
+    demo = sub.add_parser("demo", help="build and query the bundled dataset on a local Ray")
+    demo.add_argument("--store", default="./snapline-store")
+    demo.add_argument("--data-dir", default=None, help="big-ann folder (default: bundled)")
+    demo.set_defaults(func=_demo)
+
+
+def _add_serve_parser(sub):
     serve = sub.add_parser("serve", help="start the detached query coordinator and shard "
                            "searchers of a published index on the current Ray cluster")
     serve.add_argument("--store", required=True, help="store URI (local path or s3://...)")
@@ -246,7 +298,10 @@ def _add_serving_commands(sub) -> None:
     serve.add_argument("--searcher-threads", type=int, default=None, help="scan threads per "
                        "searcher (default: all cores; searchers on one machine share them)")
     serve.set_defaults(func=_serve)
+    return serve
 
+
+def _add_search_parser(sub):
     search = sub.add_parser("search", help="query a running service with a vector file")
     search.add_argument("--name", required=True)
     search.add_argument("--queries", required=True, help="query vectors (any supported format)")
@@ -258,7 +313,11 @@ def _add_serving_commands(sub) -> None:
     search.add_argument("--on-partial", choices=("raise", "partial"), default="raise")
     search.add_argument("--out", default=None, help=".npz file for distances and ids")
     search.set_defaults(func=_search)
+    return search
 
+
+def _add_serving_parsers(sub) -> None:
+    serve, search = _add_serve_parser(sub), _add_search_parser(sub)
     status = sub.add_parser("status", help="stats of a running service (JSON)")
     status.add_argument("--name", required=True)
     status.set_defaults(func=_status)
@@ -301,76 +360,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="snapline", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-
     _add_bench_commands(sub)
-
-    train = sub.add_parser("train", help="train an encoder and VLQ codebooks; write a model "
-                           "version into a store")
-    train.add_argument("--store", required=True, help="store URI (local path or s3://...)")
-    train.add_argument("--name", default=None, help="a published index: train a new model "
-                       "version for it on a fresh sample of its source (a Ray task)")
-    train.add_argument("--learn", default=None, help="training vectors (any supported format)")
-    train.add_argument("--nlist", type=int, default=None)
-    train.add_argument("--address", default=None, help="Ray address (with --name)")
-    train.add_argument("--nedge", type=int, default=32)
-    train.add_argument("--code-bytes", type=int, default=16)
-    train.add_argument("--nlambda", type=int, default=256)
-    train.add_argument("--encoder", default="none", help="none, opq, gsl, gsl+qn8, gsl+smh0.5 ...")
-    train.add_argument("--sample-size", type=int, default=None, help="with --learn: first N "
-                       "rows only; with --name: uniform sample size (default 100000)")
-    train.add_argument("--seed", type=int, default=0)
-    train.set_defaults(func=_train)
-
-    models = sub.add_parser("models", help="list the model versions of a store")
-    models.add_argument("--store", required=True)
-    models.add_argument("--json", action="store_true")
-    models.set_defaults(func=_models)
-
-    for cmd, text in (("reencode", "re-encode an index with a model into a new published version"),
-                      ("schedule", "start a detached actor that re-encodes an index when a newer "
-                                   "model appears")):
-        p = sub.add_parser(cmd, help=text)
-        p.add_argument("--store", required=True)
-        p.add_argument("--name", required=True)
-        p.add_argument("--model", default="latest", help="a model version or 'latest'")
-        p.add_argument("--if-stale", action="store_true", default=cmd == "schedule",
-                       help="do nothing when the index already uses that model")
-        p.add_argument("--keep", type=int, default=3, help="published versions to keep")
-        p.add_argument("--address", default=None, help="Ray address")
-        p.add_argument("--lease-ttl", type=float, default=600.0, help="seconds the re-encode "
-                       "lease lives without renewal (renewed every third of it while running)")
-        if cmd == "schedule":
-            p.add_argument("--every", required=True, help="period: 90s, 15m, 1h ...")
-        p.set_defaults(func=_reencode if cmd == "reencode" else _schedule)
-
-    build = sub.add_parser("build", help="build and publish an index from a build.yaml on a "
-                           "local Ray (what `python -m cluster.build` does under ray job submit)")
-    build.add_argument("--config", required=True, help="build.yaml")
-    build.add_argument("--address", default=None, help="Ray cluster address (default: the "
-                       "job's cluster under `ray job submit`, RAY_ADDRESS, else a new local Ray)")
-    build.add_argument("--summary-json", default=None, help="also write the summary here")
-    build.set_defaults(func=_build)
-
-    plan = sub.add_parser("plan", help="sizing estimate: shards, GPUs to hold the lists, "
-                          "build time from a cost measured on this machine")
-    plan.add_argument("--n", type=int, required=True, help="number of vectors")
-    plan.add_argument("--dim", type=int, required=True)
-    plan.add_argument("--code-bytes", type=int, default=16)
-    plan.add_argument("--gpus", type=int, default=8)
-    plan.add_argument("--gpu-mem-gb", type=float, default=80.0)
-    plan.add_argument("--nlist", type=int, default=None)
-    plan.add_argument("--nedge", type=int, default=32)
-    plan.add_argument("--rows-per-shard", type=int, default=10_000_000)
-    plan.add_argument("--encode-workers", type=int, default=None)
-    plan.add_argument("--json", action="store_true", help="also print the plan as JSON")
-    plan.set_defaults(func=_plan)
-
-    demo = sub.add_parser("demo", help="build and query the bundled dataset on a local Ray")
-    demo.add_argument("--store", default="./snapline-store")
-    demo.add_argument("--data-dir", default=None, help="big-ann folder (default: bundled)")
-    demo.set_defaults(func=_demo)
-
-    _add_serving_commands(sub)
+    _add_train_parser(sub)
+    _add_reencode_parsers(sub)
+    _add_build_parsers(sub)
+    _add_serving_parsers(sub)
     return parser
 
 

@@ -18,6 +18,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
 from cluster.coordinator import get_coordinator
+from cluster.ray_session import connect
 from cluster.serve_types import (NAMESPACE, OnPartial, PartialResultError, SearchParams,
                                  SearchResult, ServiceUnavailableError, check_queries)
 
@@ -38,8 +39,7 @@ class Client:
     def connect(cls, name: str, address: str | None = "auto") -> "Client":
         """Join the Ray cluster at `address` (unless this process already has) and find
         the coordinator of index `name`; ValueError when there is none."""
-        if not ray.is_initialized():
-            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+        connect(address, NAMESPACE, log_to_driver=False)
         coordinator = get_coordinator(name)
         info = cls._call(name, coordinator.describe.remote(), timeout=60)
         return cls(name, coordinator, info)

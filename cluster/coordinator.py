@@ -27,10 +27,12 @@ import numpy as np
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 
-from cluster.searcher import SearcherActor, shard_groups
+from cluster.estimate import refuse_unless_fits, serving_memory
+from cluster.ray_session import available_memory, connect
+from cluster.routing import merge_answers, replica_order, shard_groups
+from cluster.searcher import SearcherActor
 from cluster.serve_types import (NAMESPACE, SearchParams, SearchResult, ServeConfig,
                                  check_queries)
-from indexer.merge import merge_topk
 from shards import IndexRoot, Store, resolve
 from shards.registry import mark_serving
 
@@ -51,11 +53,7 @@ class _Group:
 
     def order(self) -> list[int]:
         """Replicas to try: round-robin start, recently failed ones last."""
-        n = len(self.replicas)
-        start = next(self.turn) % n
-        ring = [(start + i) % n for i in range(n)]
-        now = time.monotonic()
-        return sorted(ring, key=lambda r: self.down_until[r] > now)
+        return replica_order(next(self.turn), self.down_until, time.monotonic())
 
 
 @dataclass(eq=False)
@@ -218,13 +216,8 @@ class QueryCoordinator:
                                            for g in state.groups])
         finally:
             state.inflight -= 1
-        answered = [p for p in parts if p is not None]
-        missing = tuple(s for g, p in zip(state.groups, parts) if p is None for s in g.shards)
-        if answered:
-            D, I = merge_topk([p[0] for p in answered], [p[1] for p in answered], params.k)
-        else:
-            D = np.full((q.shape[0], params.k), np.inf, np.float32)
-            I = np.full((q.shape[0], params.k), -1, np.int64)
+        D, I, missing = merge_answers([g.shards for g in state.groups], parts, q.shape[0],
+                                      params.k)
         self._latency_ms.append((time.perf_counter() - t0) * 1e3)
         self._counts["batches"] += 1
         self._counts["queries"] += q.shape[0]
@@ -314,12 +307,19 @@ def _index_root(cfg: ServeConfig) -> IndexRoot:
 CoordinatorActor = ray.remote(max_restarts=-1, max_task_retries=0)(QueryCoordinator)
 
 
-def start_service(cfg: ServeConfig) -> dict:
+def start_service(cfg: ServeConfig, address: str | None = "auto") -> dict:
     """Start (or find) the detached coordinator of `cfg.name` and its searchers on the
-    connected Ray cluster; returns its stats once every searcher is ready."""
-    if _index_root(cfg).current_version() is None:   # fail before Ray
+    Ray cluster at `address` (joined unless this process already has); returns its stats
+    once every searcher is ready. Refuses before any actor starts when the index has no
+    published version or its searchers do not fit in the memory Ray reports free."""
+    root = _index_root(cfg)
+    version = root.current_version()
+    if version is None:   # fail before Ray
         raise FileNotFoundError(f"index {cfg.name!r} has no published version in {cfg.store} "
                                 f"(no CURRENT)")
+    manifest, _, _ = resolve(root, version=version)
+    connect(address, NAMESPACE, log_to_driver=False)
+    refuse_unless_fits([_serving_need(manifest, cfg)], available_memory(), f"serving {cfg.name}")
     handle = CoordinatorActor.options(
         name=cfg.name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
         num_cpus=0, max_concurrency=MAX_CONCURRENCY).remote(cfg)
@@ -328,6 +328,12 @@ def start_service(cfg: ServeConfig) -> dict:
     except BaseException:
         ray.kill(handle, no_restart=True)       # no orphaned detached actor
         raise
+
+
+def _serving_need(manifest, cfg: ServeConfig):
+    groups = shard_groups(len(manifest.shards), cfg.searchers)
+    return serving_memory(manifest.shape, [sum(manifest.shards[s].rows for s in g) for g in groups],
+                          cfg.replicas)
 
 
 def get_coordinator(name: str):
@@ -339,8 +345,9 @@ def get_coordinator(name: str):
                          f"(namespace {NAMESPACE!r}); start one with `snapline serve`") from None
 
 
-def stop_service(name: str) -> None:
+def stop_service(name: str, address: str | None = "auto") -> None:
     """Release the searchers of index `name`, then kill its coordinator for good."""
+    connect(address, NAMESPACE, log_to_driver=False)
     handle = get_coordinator(name)
     try:
         ray.get(handle.shutdown.remote(), timeout=60)

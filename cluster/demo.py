@@ -13,10 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import ray
-
 from bench.dataset_files import find_dataset_files
-from cluster.build import run_build
+from cluster.build import build
 from cluster.build_config import BuildConfig, build_config_from_dict
 from indexer import VLQIndex
 from indexer.evaluation import evaluate
@@ -54,13 +52,9 @@ def demo_build_config(cfg: DemoConfig) -> BuildConfig:
 def run_demo(cfg: DemoConfig) -> dict:
     store = os.path.abspath(cfg.store)
     root = Store(store).index(cfg.name)
-    build = demo_build_config(DemoConfig(**{**cfg.__dict__, "store": store}))
-    ray.init(num_cpus=max(2, os.cpu_count() or 1), include_dashboard=False, log_to_driver=True,
-             ignore_reinit_error=True)
-    try:
-        built = run_build(build)     # the build job: trainer actor, encoder pool, publish
-    finally:
-        ray.shutdown()
+    build_cfg = demo_build_config(DemoConfig(**{**cfg.__dict__, "store": store}))
+    built = build(build_cfg, num_cpus=max(2, os.cpu_count() or 1),   # the build job: trainer
+                  include_dashboard=False, log_to_driver=True)       # actor, encoders, publish
     files = find_dataset_files(cfg.data_dir)
     index = VLQIndex.load(root)    # the version CURRENT names
     queries = open_vectors(str(files.query)).read()

@@ -2,8 +2,8 @@
 
 `PartitionDatasource` is a Ray Data datasource whose rows are partition descriptors
 (part number, first row, end row) of the source; `ShardEncoder` is the callable class of
-a `map_batches` actor pool: each actor loads the model once, then turns each partition
-into one shard (read the rows in chunks, encode, write the part through shards/). The
+a `map_batches` actor pool (a plain class; `RayShardEncoder` adds the actor's ids): each
+actor loads the model once, then turns each partition into one shard (read the rows in chunks, encode, write the part through shards/). The
 vectors never pass through the object store, so an actor holds one partition's codes at
 a time and a partition is one retryable unit of work.
 """
@@ -60,10 +60,14 @@ class PartitionDatasource(Datasource):
 
 
 class ShardEncoder:
-    """A map_batches actor: partitions in, one written (or already present) shard out."""
+    """Partitions in, one written (or already present) shard each out: the callable of a
+    map_batches actor pool, and a plain class (no Ray in it). `node` and `worker` label
+    the result rows (RayShardEncoder fills them with the actor's node and actor ids)."""
 
-    def __init__(self, root: IndexRoot, version: str, model_version: str, source: dict):
+    def __init__(self, root: IndexRoot, version: str, model_version: str, source: dict, *,
+                 node: str = "", worker: str = ""):
         self.root, self.version = root, version
+        self.node, self.worker = node, worker
         self.index = VLQIndex.from_model(root.store, model_version)
         self.reader = open_vectors(source["uri"], source.get("format"),
                                    root.store.storage_options, column=source.get("column"))
@@ -90,8 +94,16 @@ class ShardEncoder:
         return {"part": number, "path": entry.path, "rows": entry.rows, "bytes": entry.bytes,
                 "sha256": entry.sha256, "skipped": skipped,
                 "seconds": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb(),
-                "node": ray.get_runtime_context().get_node_id(),
-                "worker": ray.get_runtime_context().get_actor_id() or ""}
+                "node": self.node, "worker": self.worker}
+
+
+class RayShardEncoder(ShardEncoder):
+    """ShardEncoder in a Ray actor: the actor's node and actor ids label its rows."""
+
+    def __init__(self, **kwargs):
+        context = ray.get_runtime_context()
+        super().__init__(**kwargs, node=context.get_node_id(),
+                         worker=context.get_actor_id() or "")
 
 
 def _peak_rss_mb() -> float:
@@ -107,7 +119,7 @@ def encode_partitions(*, root: IndexRoot, version: str, model_version: str, sour
     ds = ray.data.read_datasource(source_parts, override_num_blocks=nparts,
                                   num_cpus=0)  # descriptors only
     encoded = ds.map_batches(
-        ShardEncoder, batch_size=1, batch_format="numpy",
+        RayShardEncoder, batch_size=1, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=workers),
         num_cpus=cpus_per_worker, **({"num_gpus": gpus_per_worker} if gpus_per_worker else {}),
         fn_constructor_kwargs=dict(root=root, version=version, model_version=model_version,

@@ -5,10 +5,13 @@ on demand, when stale, or on a schedule; old versions retired after a retention 
     snapline models   --store S
     snapline reencode --store S --name N [--model VERSION|latest] [--if-stale]
     snapline schedule --store S --name N --every 1h        # a detached Ray actor
+    snapline schedule --stop --name N                      # stop it
 
 A re-encode is the build pipeline (cluster.build.run_build) with the model given and the
 source, row ranges and shard size of the published version, so it resumes like a build
 when it is interrupted. One re-encode of an index runs at a time: a lease in the store.
+Each operation checks once: check_reencode verifies the model and opens the source, and
+its CheckedReencode is what run_reencode (and the scheduler's first run) takes.
 """
 from __future__ import annotations
 
@@ -19,7 +22,9 @@ from dataclasses import dataclass
 
 import ray
 
-from cluster.build import CheckedBuild, check_build, run_build, train_model
+from cluster.build import CheckedBuild, check_build, memory_needs, run_build, train_model
+from cluster.estimate import refuse_unless_fits
+from cluster.ray_session import available_memory, connect
 from cluster.build_config import (
     BuildConfig,
     IndexConfig,
@@ -68,9 +73,11 @@ def _encoder_config(meta: dict, seed: int) -> EncoderConfig:
 
 
 def train_for_index(store: str, name: str, sample_size: int, seed: int,
-                    workers: WorkersConfig = WorkersConfig()) -> dict:
+                    workers: WorkersConfig = WorkersConfig(), address: str | None = None) -> dict:
     """A new model version for index `name`: a fresh sample of its source, the index
-    shape and encoder settings of the model it is encoded with now."""
+    shape and encoder settings of the model it is encoded with now. Checks before it
+    joins Ray at `address` (unless this process has), refuses a sample that does not
+    fit in the memory Ray reports free, and trains in a Ray task."""
     manifest = _published(store, name)
     current, _ = load_model(Store(store), manifest.model_version)
     shape = manifest.shape
@@ -81,6 +88,9 @@ def train_for_index(store: str, name: str, sample_size: int, seed: int,
                           code_bytes=shape.code_bytes, nlambda=shape.nlambda),
         encoder=_encoder_config(current, seed), workers=workers)
     checked = check_build(cfg)
+    connect(address)
+    refuse_unless_fits([n for n in memory_needs(checked) if n.part == "trainer"],
+                       available_memory(), f"training a model for {name}")
     trainer = ray.remote(num_cpus=workers.cpus_per_worker, num_gpus=workers.train_gpus)(train_model)
     return ray.get(trainer.remote(checked))
 
@@ -104,8 +114,18 @@ class ReencodeRequest:
     workers: WorkersConfig = WorkersConfig()
 
 
-def check_reencode(req: ReencodeRequest) -> tuple[CheckedBuild, Manifest]:
-    """Everything that must hold before a re-encode starts; raises naming the problem."""
+@dataclass(frozen=True)
+class CheckedReencode:
+    """What check_reencode established: the build to run and the version it replaces."""
+
+    request: ReencodeRequest
+    build: CheckedBuild
+    manifest: Manifest
+
+
+def check_reencode(req: ReencodeRequest) -> CheckedReencode:
+    """Everything that must hold before a re-encode starts; raises naming the problem.
+    The model is verified (every checksum) and the source opened once, here."""
     if req.keep < 2:
         raise ValueError(f"keep must be >= 2 (the served version and the new one), got {req.keep}")
     manifest = _published(req.store, req.name)
@@ -134,14 +154,22 @@ def check_reencode(req: ReencodeRequest) -> tuple[CheckedBuild, Manifest]:
     rows_per_shard = manifest.source.get("rows_per_shard") or max(s.rows for s in manifest.shards)
     cfg = BuildConfig(name=req.name, store=req.store, source=source, model=model,
                       shards=ShardsConfig(rows_per_shard=rows_per_shard), workers=req.workers)
-    return check_build(cfg), manifest
+    return CheckedReencode(req, check_build(cfg, source=reader, model_meta=meta), manifest)
 
 
-def reencode(req: ReencodeRequest) -> dict:
-    """Re-encode index `name` with a model into a new published version (needs Ray).
-    Returns a summary; {"skipped": reason} when up to date (if_stale) or leased."""
-    checked, manifest = check_reencode(req)
-    cfg = checked.config
+def reencode(req: ReencodeRequest, address: str | None = None) -> dict:
+    """Re-encode index `name` with a model into a new published version: check, join
+    Ray at `address` (unless this process has), run. Returns a summary; {"skipped":
+    reason} when up to date (if_stale) or leased."""
+    checked = check_reencode(req)      # refuse before Ray starts
+    connect(address)
+    return run_reencode(checked)
+
+
+def run_reencode(checked: CheckedReencode) -> dict:
+    """The re-encode check_reencode cleared (needs a connected Ray): skip when up to
+    date (if_stale), take the lease, build, retire old versions."""
+    req, manifest, cfg = checked.request, checked.manifest, checked.build.config
     if req.if_stale and cfg.model == manifest.model_version:
         return {"skipped": f"index {req.name!r} {manifest.version} is encoded with the newest "
                            f"model {cfg.model}", "version": manifest.version}
@@ -153,7 +181,7 @@ def reencode(req: ReencodeRequest) -> dict:
     renewer = threading.Thread(target=_renew_until, args=(lease, stop), daemon=True)
     renewer.start()
     try:
-        summary = run_build(cfg, checked)
+        summary = run_build(checked.build)
         summary["previous_version"] = manifest.version
         summary["deleted_versions"] = retain_versions(root, req.keep,
                                                       protect=(manifest.version,))
@@ -171,23 +199,26 @@ def _renew_until(lease: Lease, stop: threading.Event) -> None:
 
 @ray.remote(max_restarts=-1, max_task_retries=0)
 class ReencodeScheduler:
-    """Checks every `every_s` seconds whether index `name` is stale; re-encodes it if so."""
+    """Checks every `every_s` seconds whether index `name` is stale; re-encodes it if so.
+    `first`: the check its starter made, used by the first run instead of checking again."""
 
-    def __init__(self, req: ReencodeRequest, every_s: float):
+    def __init__(self, req: ReencodeRequest, every_s: float,
+                 first: CheckedReencode | None = None):
         logging.basicConfig(level=logging.INFO)
         self.req, self.every_s = req, every_s
         self.runs: list[dict] = []
         self._stop = threading.Event()
-        threading.Thread(target=self._loop, daemon=True).start()
+        threading.Thread(target=self._loop, args=(first,), daemon=True).start()
 
-    def _loop(self) -> None:
+    def _loop(self, first: CheckedReencode | None) -> None:
         while not self._stop.is_set():
             started = time.time()
             try:
-                result = reencode(self.req)
+                result = run_reencode(first) if first else reencode(self.req)
             except Exception as exc:  # noqa: BLE001 - reported, then the next period tries again
                 log.exception("scheduled re-encode of %s failed", self.req.name)
                 result = {"error": f"{type(exc).__name__}: {exc}"}
+            first = None
             self.runs.append({"started": started, **{k: v for k, v in result.items()
                                                      if isinstance(v, (str, int, float, bool))}})
             self._stop.wait(self.every_s)
@@ -202,14 +233,43 @@ class ReencodeScheduler:
 SCHEDULER_NAMESPACE = "snapline"
 
 
-def start_scheduler(req: ReencodeRequest, every_s: float) -> ray.actor.ActorHandle:
-    """A detached scheduler actor named `reencode:<name>` (replaces nothing if it exists)."""
+def scheduler_name(name: str) -> str:
+    """The actor name of index `name`'s scheduler (in SCHEDULER_NAMESPACE)."""
+    return f"reencode:{name}"
+
+
+def start_scheduler(req: ReencodeRequest, every_s: float,
+                    address: str | None = None) -> ray.actor.ActorHandle:
+    """A detached scheduler actor named `reencode:<name>` (replaces nothing if it exists)
+    on the Ray cluster at `address` (joined unless this process has). Checks once, before
+    Ray; the scheduler's first run takes that check."""
     if every_s <= 0:
         raise ValueError(f"--every must be > 0, got {every_s} s")
-    check_reencode(req)
+    checked = check_reencode(req)
+    connect(address, SCHEDULER_NAMESPACE)
     return ReencodeScheduler.options(
-        name=f"reencode:{req.name}", namespace=SCHEDULER_NAMESPACE, lifetime="detached",
-        get_if_exists=True, num_cpus=0).remote(req, every_s)
+        name=scheduler_name(req.name), namespace=SCHEDULER_NAMESPACE, lifetime="detached",
+        get_if_exists=True, num_cpus=0).remote(req, every_s, checked)
+
+
+def stop_scheduler(name: str, address: str | None = None) -> dict:
+    """Stop the scheduler of index `name` (its loop, then the detached actor, for good);
+    returns its last status. ValueError naming it when there is none. A re-encode it was
+    running stops with it: the served version stays, the lease expires, the next run
+    resumes the unfinished version."""
+    connect(address, SCHEDULER_NAMESPACE)
+    try:
+        handle = ray.get_actor(scheduler_name(name), namespace=SCHEDULER_NAMESPACE)
+    except ValueError:
+        raise ValueError(f"no re-encode scheduler for index {name!r} on this Ray cluster "
+                         f"(actor {scheduler_name(name)!r}, namespace "
+                         f"{SCHEDULER_NAMESPACE!r}); start one with `snapline schedule`") from None
+    try:
+        status = ray.get(handle.status.remote(), timeout=60)
+        ray.get(handle.stop.remote(), timeout=60)
+    finally:
+        ray.kill(handle, no_restart=True)
+    return status
 
 
 def parse_period(text: str) -> float:
@@ -224,5 +284,6 @@ def parse_period(text: str) -> float:
         raise ValueError(f"--every: cannot read {text!r} as a period (e.g. 90s, 15m, 1h)") from None
 
 
-__all__ = ["ReencodeRequest", "StaleCheckError", "check_reencode", "is_stale",
-           "parse_period", "reencode", "start_scheduler", "train_for_index"]
+__all__ = ["CheckedReencode", "ReencodeRequest", "StaleCheckError", "check_reencode", "is_stale",
+           "parse_period", "reencode", "run_reencode", "start_scheduler", "stop_scheduler",
+           "train_for_index"]

@@ -2,7 +2,8 @@
 resident inverted lists (on the GPU when the actor has one) and searches query batches.
 
 `ShardSearcher` is a plain class (tested without Ray); `SearcherActor` is the same class
-as a Ray actor that Ray restarts when it dies. `shard_groups` assigns shards to groups.
+as a Ray actor that Ray restarts when it dies. Which shards a searcher holds is
+cluster.routing.shard_groups.
 """
 from __future__ import annotations
 
@@ -19,14 +20,6 @@ from indexer.sizing import set_threads
 from shards import IndexRoot, Store, load_arrays
 
 log = logging.getLogger(__name__)
-
-
-def shard_groups(nshards: int, ngroups: int) -> list[tuple[int, ...]]:
-    """Contiguous, balanced groups of shard numbers; at most one group per shard."""
-    if nshards <= 0 or ngroups <= 0:
-        raise ValueError(f"need nshards > 0 and ngroups > 0, got {nshards} and {ngroups}")
-    ngroups = min(ngroups, nshards)
-    return [tuple(int(s) for s in part) for part in np.array_split(np.arange(nshards), ngroups)]
 
 
 class ShardSearcher:

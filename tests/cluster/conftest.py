@@ -37,11 +37,21 @@ class RayHead:
         return subprocess.run([str(VENV_BIN / "ray"), *args], env=self.env, cwd=REPO, text=True,
                               capture_output=True, check=check, timeout=timeout)
 
-    def submit(self, config: Path, job_id: str, *extra: str) -> None:
-        """`ray job submit --no-wait` of the build job, from the repository as working dir."""
-        self.ray("job", "submit", "--address", self.dashboard, "--submission-id", job_id,
-                 "--working-dir", str(REPO), "--no-wait", "--", "python", "-m", "cluster.build",
-                 "--config", str(config), *extra)
+    def submit(self, config: Path, job_id: str, *extra: str, agent_wait_s: float = 120) -> None:
+        """`ray job submit --no-wait` of the build job, from the repository as working dir.
+        Retried while the head's job agent is not up yet (a fresh head on a busy machine
+        answers "No available agent to submit job" for a while)."""
+        deadline = time.monotonic() + agent_wait_s
+        while True:
+            done = self.ray("job", "submit", "--address", self.dashboard, "--submission-id",
+                            job_id, "--working-dir", str(REPO), "--no-wait", "--", "python", "-m",
+                            "cluster.build", "--config", str(config), *extra, check=False)
+            if done.returncode == 0:
+                return
+            if "No available agent" not in done.stderr or time.monotonic() > deadline:
+                raise RuntimeError(f"ray job submit exited {done.returncode}: "
+                                   f"{done.stderr[-3000:]}")
+            time.sleep(2)
 
     def status(self, job_id: str) -> str:
         done = self.ray("job", "status", "--address", self.dashboard, job_id)

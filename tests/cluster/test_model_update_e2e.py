@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import ray
 
-from cluster.build import run_build
+from cluster.build import check_build, run_build
 from cluster.build_config import build_config_from_dict
 from cluster.client import Client
 from cluster.coordinator import start_service, stop_service
@@ -36,10 +36,10 @@ def ray_with_s3(s3_endpoint):
 def test_scheduled_reencode_swaps_under_load_with_no_failed_query(ray_with_s3, s3_bucket):
     store = f"s3://{s3_bucket}/store"
     base = str(BUNDLED / "base.u8bin")
-    run_build(build_config_from_dict({
+    run_build(check_build(build_config_from_dict({
         "name": "sift", "store": store, "source": {"uri": base}, "sample": {"size": 6000, "seed": 0},
         "index": {"nlist": 48, "nedge": 8, "code_bytes": 16},
-        "shards": {"rows_per_shard": 5000}, "workers": {"encode": 2}}))
+        "shards": {"rows_per_shard": 5000}, "workers": {"encode": 2}})))
     start_service(ServeConfig(store=store, name="sift", searchers=2, replicas=1, poll_s=1.0))
     queries = open_vectors(str(BUNDLED / "query.u8bin")).read()
     gt, _ = read_ground_truth(str(BUNDLED / "gt.ibin"))

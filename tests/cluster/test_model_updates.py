@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import ray
 
-from cluster.build import run_build
+from cluster.build import check_build, run_build
 from cluster.build_config import build_config_from_dict
 from cluster.model_updates import (
     ReencodeRequest,
@@ -22,6 +22,7 @@ from cluster.model_updates import (
     is_stale,
     reencode,
     start_scheduler,
+    stop_scheduler,
     train_for_index,
 )
 from indexer import VLQIndex
@@ -41,10 +42,10 @@ def local_ray():
 
 
 def build_index(store: str, source: str, name: str = "sift") -> dict:
-    return run_build(build_config_from_dict({
+    return run_build(check_build(build_config_from_dict({
         "name": name, "store": store, "source": {"uri": source}, "sample": {"size": 6000, "seed": 0},
         "index": {"nlist": 48, "nedge": 8, "code_bytes": 16},
-        "shards": {"rows_per_shard": 5000}, "workers": {"encode": 2}}))
+        "shards": {"rows_per_shard": 5000}, "workers": {"encode": 2}})))
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +199,55 @@ def test_two_schedulers_run_one_reencode(local_ray, built, tmp_path):
     assert versions == ["v000001", "v000002"]                           # one re-encode, not two
     reencodes = [run for r in runs for run in r if "version" in run and "skipped" not in run]
     assert len(reencodes) == 1
+
+
+def test_a_reencode_checks_the_model_and_the_source_once(local_ray, built, tmp_path,
+                                                        monkeypatch):
+    """Counted by wrappers around the real functions in the driver (the encode workers
+    load the model to use it, in their own processes)."""
+    import collections
+
+    import cluster.build
+    import cluster.model_updates
+
+    store, _, summary = copy_of(built, tmp_path)
+    counts = collections.Counter()
+    for module in (cluster.build, cluster.model_updates):
+        for name in ("load_model", "open_vectors"):
+            def counted(*args, _original=getattr(module, name), _name=name, **kwargs):
+                counts[_name] += 1
+                return _original(*args, **kwargs)
+            monkeypatch.setattr(module, name, counted)
+    result = reencode(ReencodeRequest(store, "sift", model=summary["model_version"]))
+    assert result["version"] == "v000002" and result["previous_version"] == "v000001"
+    assert counts == {"load_model": 1, "open_vectors": 1}
+
+
+def test_scheduler_stops_by_name_and_from_the_cli(local_ray, built, tmp_path, capsys):
+    from cluster import cli
+    from cluster.model_updates import SCHEDULER_NAMESPACE, scheduler_name
+
+    store, _, _ = copy_of(built, tmp_path)
+    start_scheduler(ReencodeRequest(store, "sift", if_stale=True), every_s=3600)
+    assert ray.get_actor(scheduler_name("sift"), namespace=SCHEDULER_NAMESPACE)
+    status = stop_scheduler("sift")
+    assert status["name"] == "sift" and status["every_s"] == 3600
+    with pytest.raises(ValueError):
+        ray.get_actor(scheduler_name("sift"), namespace=SCHEDULER_NAMESPACE)
+    with pytest.raises(ValueError, match="no re-encode scheduler for index 'sift'"):
+        stop_scheduler("sift")
+
+    assert cli.main(["schedule", "--store", store, "--name", "sift", "--every", "1h",
+                     "--address", local_ray]) == 0
+    assert ray.get_actor(scheduler_name("sift"), namespace=SCHEDULER_NAMESPACE)
+    assert cli.main(["schedule", "--stop", "--name", "sift", "--address", local_ray]) == 0
+    assert "stopped actor reencode:sift" in capsys.readouterr().out
+    with pytest.raises(ValueError):
+        ray.get_actor(scheduler_name("sift"), namespace=SCHEDULER_NAMESPACE)
+    assert cli.main(["schedule", "--stop", "--name", "sift", "--address", local_ray]) == 2
+    assert "no re-encode scheduler for index 'sift'" in capsys.readouterr().err
+    assert cli.main(["schedule", "--name", "sift", "--address", local_ray]) == 2
+    assert "--store and --every are required" in capsys.readouterr().err
 
 
 def test_retention_keeps_current_and_the_newest(tmp_path, small_data):

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from cluster.searcher import ShardSearcher, shard_groups
+from cluster.routing import shard_groups
+from cluster.searcher import ShardSearcher
 from cluster.serve_types import (PartialResultError, SearchParams, SearchResult, ServeConfig,
                                  check_queries)
 

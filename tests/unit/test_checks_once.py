@@ -1,0 +1,74 @@
+"""Each operation checks once: a re-encode verifies the model (every checksum) and opens
+the source once before it starts; a build with a model likewise. Counted by wrappers
+around the real functions (nothing is replaced)."""
+import collections
+
+import pytest
+
+import cluster.build
+import cluster.model_updates
+from cluster.build import check_build, memory_needs
+from cluster.build_config import build_config_from_dict
+from cluster.estimate import refuse_unless_fits
+from cluster.model_updates import ReencodeRequest, check_reencode
+from shards import publish, write_vectors
+
+
+@pytest.fixture()
+def calls(monkeypatch):
+    """Counts of load_model and open_vectors calls made by the cluster layer."""
+    counts = collections.Counter()
+    for module in (cluster.build, cluster.model_updates):
+        for name in ("load_model", "open_vectors"):
+            original = getattr(module, name)
+
+            def counted(*args, _original=original, _name=name, **kwargs):
+                counts[_name] += 1
+                return _original(*args, **kwargs)
+
+            monkeypatch.setattr(module, name, counted)
+    return counts
+
+
+@pytest.fixture()
+def published(tmp_path, trained_index, small_data):
+    source = tmp_path / "base.fbin"
+    write_vectors(str(source), small_data["base"])
+    store = str(tmp_path / "store")
+    manifest = publish(store, "idx", trained_index.to_arrays(), rows_per_shard=8000,
+                       source={"uri": str(source), "rows": small_data["base"].shape[0],
+                               "rows_per_shard": 8000})
+    return store, manifest
+
+
+def test_check_reencode_verifies_the_model_and_opens_the_source_once(published, calls):
+    store, manifest = published
+    checked = check_reencode(ReencodeRequest(store, "idx", model=manifest.model_version))
+    assert calls == {"load_model": 1, "open_vectors": 1}
+    build = checked.build
+    assert (build.n_rows, build.dim, build.nlist, build.nedge) == (20000, 32, 32, 8)
+    assert build.config.model == manifest.model_version and build.n_train == 0
+    assert build.config.shards.rows_per_shard == 8000 and checked.manifest == manifest
+
+
+def test_check_build_with_a_model_checks_it_once(published, calls):
+    store, manifest = published
+    cfg = build_config_from_dict({"name": "other", "store": store, "model": manifest.model_version,
+                                  "source": {"uri": manifest.source["uri"]}})
+    checked = check_build(cfg)
+    assert calls == {"load_model": 1, "open_vectors": 1}
+    assert checked.shape.code_bytes == 8 and checked.shape.nlambda == 64
+
+
+def test_a_build_that_does_not_fit_is_refused_naming_the_part(published):
+    store, manifest = published
+    cfg = build_config_from_dict({"name": "t", "store": store, "source": manifest.source["uri"],
+                                  "sample": {"size": 5000}, "index": {"nlist": 16, "nedge": 4,
+                                                                      "code_bytes": 8},
+                                  "workers": {"encode": 3}})
+    needs = memory_needs(check_build(cfg))
+    assert [n.part for n in needs] == ["trainer", "encode workers"]
+    with pytest.raises(ValueError, match=r"trainer: required .* GB vs available 0\.1 GB"):
+        refuse_unless_fits(needs, 0.1e9)
+    with pytest.raises(ValueError, match=r"encode workers: required 1\.\d GB vs available 1\.0 GB"):
+        refuse_unless_fits(needs, 1.0e9)
