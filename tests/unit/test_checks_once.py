@@ -11,7 +11,7 @@ from cluster.build import check_build, memory_needs
 from cluster.build_config import build_config_from_dict
 from cluster.estimate import refuse_unless_fits
 from cluster.model_updates import ReencodeRequest, check_reencode
-from shards import publish, write_vectors
+from shards import Store, publish, write_vectors
 
 
 @pytest.fixture()
@@ -35,7 +35,7 @@ def published(tmp_path, trained_index, small_data):
     source = tmp_path / "base.fbin"
     write_vectors(str(source), small_data["base"])
     store = str(tmp_path / "store")
-    manifest = publish(store, "idx", trained_index.to_arrays(), rows_per_shard=8000,
+    manifest = publish(Store(store).index("idx"), trained_index.to_arrays(), rows_per_shard=8000,
                        source={"uri": str(source), "rows": small_data["base"].shape[0],
                                "rows_per_shard": 8000})
     return store, manifest

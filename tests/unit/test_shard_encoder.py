@@ -3,7 +3,7 @@ import numpy as np
 
 from cluster.encode_workers import ShardEncoder
 from indexer import VLQIndex
-from shards import write_vectors
+from shards import Store, write_vectors
 from shards.shard_file import decode_shard
 
 
@@ -14,7 +14,7 @@ def test_shard_encoder_writes_the_partition_as_the_index_encodes_it(tmp_path, tr
     source = tmp_path / "base.fbin"
     x = small_data["base"][:3000]
     write_vectors(str(source), x)
-    encoder = ShardEncoder(store=store, name="idx", version="v000001", model_version=model,
+    encoder = ShardEncoder(root=Store(store).index("idx"), version="v000001", model_version=model,
                            source={"uri": str(source)}, node="node-a", worker="actor-1")
     out = encoder({"part": np.array([1]), "start": np.array([1000]), "stop": np.array([2500])})
     assert out["part"].tolist() == [1] and out["rows"].tolist() == [1500]
