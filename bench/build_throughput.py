@@ -34,9 +34,9 @@ import ray  # noqa: E402
 
 from bench.dataset_files import find_dataset_files  # noqa: E402
 from bench.json_records import write_json  # noqa: E402
-from cluster.build import check_build, run_build  # noqa: E402
-from cluster.build_config import build_config_from_dict  # noqa: E402
-from cluster.plan import PlanConfig, plan  # noqa: E402
+from cluster.build.pipeline import check_build, run_build  # noqa: E402
+from cluster.build.config import build_config_from_dict  # noqa: E402
+from cluster.build.plan import PlanConfig, plan  # noqa: E402
 from indexer import VLQIndex  # noqa: E402
 from indexer.sizing import ivf_nlist_for, vlq_nlist_for  # noqa: E402
 from shards import open_vectors  # noqa: E402

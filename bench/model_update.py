@@ -33,12 +33,12 @@ import ray  # noqa: E402
 
 from bench.dataset_files import find_dataset_files  # noqa: E402
 from bench.json_records import write_json  # noqa: E402
-from cluster.build import check_build, run_build  # noqa: E402
-from cluster.build_config import build_config_from_dict  # noqa: E402
+from cluster.build.pipeline import check_build, run_build  # noqa: E402
+from cluster.build.config import build_config_from_dict  # noqa: E402
 from cluster.client import Client  # noqa: E402
-from cluster.coordinator import start_service, stop_service  # noqa: E402
-from cluster.model_updates import ReencodeRequest, reencode, train_for_index  # noqa: E402
-from cluster.serve_types import NAMESPACE, ServeConfig  # noqa: E402
+from cluster.serving.coordinator import start_service, stop_service  # noqa: E402
+from cluster.updates.reencode import ReencodeRequest, reencode, train_for_index  # noqa: E402
+from cluster.serving.types import NAMESPACE, ServeConfig  # noqa: E402
 from indexer.evaluation import evaluate  # noqa: E402
 from shards import open_vectors, read_ground_truth  # noqa: E402
 

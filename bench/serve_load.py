@@ -32,8 +32,8 @@ import ray  # noqa: E402
 from bench.dataset_files import find_dataset_files  # noqa: E402
 from bench.json_records import write_json  # noqa: E402
 from cluster.client import Client  # noqa: E402
-from cluster.coordinator import get_coordinator, start_service, stop_service  # noqa: E402
-from cluster.serve_types import NAMESPACE, SearchParams, ServeConfig  # noqa: E402
+from cluster.serving.coordinator import get_coordinator, start_service, stop_service  # noqa: E402
+from cluster.serving.types import NAMESPACE, SearchParams, ServeConfig  # noqa: E402
 from indexer import VLQIndex  # noqa: E402
 from indexer.evaluation import evaluate  # noqa: E402
 from indexer.sizing import blas_controller, ivf_nlist_for, vlq_nlist_for  # noqa: E402

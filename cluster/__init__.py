@@ -1,0 +1,9 @@
+"""The Ray layer (SPEC 5): thin actors and jobs around the core, one room per capability.
+
+    build/     the build job: config, sample -> train -> encode -> publish, sizing plan
+    serving/   shard searchers, the query coordinator, routing and merging
+    updates/   model updates: train for an index, re-encode, the scheduler
+    cli/       the `snapline` command line, one module per group of subcommands
+    client.py  the Python client of a service; demo.py the main job on the bundled data
+    estimate.py, ray_session.py: memory estimates and the Ray connection, shared by the rooms
+"""

@@ -17,9 +17,9 @@ import numpy as np
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
-from cluster.coordinator import get_coordinator
+from cluster.serving.coordinator import get_coordinator
 from cluster.ray_session import connect
-from cluster.serve_types import (NAMESPACE, OnPartial, PartialResultError, SearchParams,
+from cluster.serving.types import (NAMESPACE, OnPartial, PartialResultError, SearchParams,
                                  SearchResult, ServiceUnavailableError, check_queries)
 
 log = logging.getLogger(__name__)

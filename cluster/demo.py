@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.dataset_files import find_dataset_files
-from cluster.build import build
-from cluster.build_config import BuildConfig, build_config_from_dict
+from cluster.build.pipeline import build
+from cluster.build.config import BuildConfig, build_config_from_dict
 from indexer import VLQIndex
 from indexer.evaluation import evaluate
 from shards import Store, open_vectors, read_ground_truth

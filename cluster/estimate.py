@@ -1,7 +1,7 @@
 """Memory a build, a re-encode or a served index needs, estimated before anything
 launches (STYLE "Estimate before launching"; the model is autofaiss'
 `estimate_memory_required_for_index_creation`). Pure functions of the sizes; the
-callers (cluster.build.run_build, cluster.coordinator.start_service) compare the
+callers (cluster.build.pipeline.run_build, cluster.serving.coordinator.start_service) compare the
 estimate with the memory Ray reports free and refuse with "required vs available".
 
 - trainer: the float32 sample (rows x d x 4) plus its working copies while training

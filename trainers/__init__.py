@@ -6,6 +6,7 @@ faiss) lives in indexer/; this package imports indexer/ and shards/, never clust
 """
 from trainers.encoder_config import EncoderConfig, EncoderKind, check_config, encoder_config_from_spec
 from trainers.gsl_training import EncoderNet, train_gsl
+from trainers.model_version import train_model_version
 from trainers.train_encoder import train_encoder
 from trainers.validation import HeldOut, hold_out, split_rows, validation_recall
 
@@ -20,5 +21,6 @@ __all__ = [
     "split_rows",
     "train_encoder",
     "train_gsl",
+    "train_model_version",
     "validation_recall",
 ]

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import ray
 
-from cluster.build import check_build, run_build
-from cluster.build_config import build_config_from_dict
+from cluster.build.pipeline import check_build, run_build
+from cluster.build.config import build_config_from_dict
 from cluster.client import Client
-from cluster.coordinator import start_service, stop_service
-from cluster.model_updates import ReencodeRequest, start_scheduler, train_for_index
-from cluster.serve_types import NAMESPACE, ServeConfig
+from cluster.serving.coordinator import start_service, stop_service
+from cluster.updates.reencode import ReencodeRequest, train_for_index
+from cluster.updates.scheduler import start_scheduler
+from cluster.serving.types import NAMESPACE, ServeConfig
 from indexer import VLQIndex
 from indexer.evaluation import evaluate
 from shards import Store, open_vectors, read_ground_truth

@@ -14,17 +14,10 @@ import numpy as np
 import pytest
 import ray
 
-from cluster.build import check_build, run_build
-from cluster.build_config import build_config_from_dict
-from cluster.model_updates import (
-    ReencodeRequest,
-    StaleCheckError,
-    is_stale,
-    reencode,
-    start_scheduler,
-    stop_scheduler,
-    train_for_index,
-)
+from cluster.build.pipeline import check_build, run_build
+from cluster.build.config import build_config_from_dict
+from cluster.updates.reencode import ReencodeRequest, StaleCheckError, is_stale, reencode, train_for_index
+from cluster.updates.scheduler import start_scheduler, stop_scheduler
 from indexer import VLQIndex
 from shards import Store, load_arrays, open_vectors, write_vectors
 from shards.registry import (Lease, list_models, mark_serving, retain_versions,
@@ -181,7 +174,7 @@ def test_two_schedulers_run_one_reencode(local_ray, built, tmp_path):
     schedulers = [start_scheduler(ReencodeRequest(store, f"sift", if_stale=True), every_s=1.0)
                   for _ in range(1)]
     # a second scheduler as another machine would start it: another actor, same index
-    from cluster.model_updates import ReencodeScheduler
+    from cluster.updates.scheduler import ReencodeScheduler
     schedulers.append(ReencodeScheduler.options(name="other-machine", num_cpus=0).remote(
         ReencodeRequest(store, "sift", if_stale=True), 1.0))
     deadline = time.monotonic() + 180
@@ -208,11 +201,11 @@ def test_a_reencode_checks_the_model_and_the_source_once(local_ray, built, tmp_p
     import collections
 
     import cluster.build
-    import cluster.model_updates
+    import cluster.updates.reencode
 
     store, _, summary = copy_of(built, tmp_path)
     counts = collections.Counter()
-    for module in (cluster.build, cluster.model_updates):
+    for module in (cluster.build.pipeline, cluster.updates.reencode):
         for name in ("load_model", "open_vectors"):
             def counted(*args, _original=getattr(module, name), _name=name, **kwargs):
                 counts[_name] += 1
@@ -225,7 +218,7 @@ def test_a_reencode_checks_the_model_and_the_source_once(local_ray, built, tmp_p
 
 def test_scheduler_stops_by_name_and_from_the_cli(local_ray, built, tmp_path, capsys):
     from cluster import cli
-    from cluster.model_updates import SCHEDULER_NAMESPACE, scheduler_name
+    from cluster.updates.scheduler import SCHEDULER_NAMESPACE, scheduler_name
 
     store, _, _ = copy_of(built, tmp_path)
     start_scheduler(ReencodeRequest(store, "sift", if_stale=True), every_s=3600)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import ray
 
-from cluster.serve_types import NAMESPACE
+from cluster.serving.types import NAMESPACE
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLED = REPO / "data" / "sift-small"

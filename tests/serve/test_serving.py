@@ -14,8 +14,8 @@ import ray
 
 from cluster import cli
 from cluster.client import Client
-from cluster.coordinator import get_coordinator, start_service, stop_service
-from cluster.serve_types import (PartialResultError, SearchParams, ServeConfig,
+from cluster.serving.coordinator import get_coordinator, start_service, stop_service
+from cluster.serving.types import (PartialResultError, SearchParams, ServeConfig,
                                  ServiceUnavailableError)
 from tests.serve.conftest import BUNDLED, NB, PARAMS
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import yaml
 
-from cluster.build import check_build
-from cluster.build_config import BuildConfigError, build_config_from_dict, load_build_config
+from cluster.build.pipeline import check_build
+from cluster.build.config import BuildConfigError, build_config_from_dict, load_build_config
 from cluster.cli import main
 from shards import write_vectors
 

@@ -5,12 +5,12 @@ import collections
 
 import pytest
 
-import cluster.build
-import cluster.model_updates
-from cluster.build import check_build, memory_needs
-from cluster.build_config import build_config_from_dict
+import cluster.build.pipeline
+import cluster.updates.reencode
+from cluster.build.pipeline import check_build, memory_needs
+from cluster.build.config import build_config_from_dict
 from cluster.estimate import refuse_unless_fits
-from cluster.model_updates import ReencodeRequest, check_reencode
+from cluster.updates.reencode import ReencodeRequest, check_reencode
 from shards import Store, publish, write_vectors
 
 
@@ -18,7 +18,7 @@ from shards import Store, publish, write_vectors
 def calls(monkeypatch):
     """Counts of load_model and open_vectors calls made by the cluster layer."""
     counts = collections.Counter()
-    for module in (cluster.build, cluster.model_updates):
+    for module in (cluster.build.pipeline, cluster.updates.reencode):
         for name in ("load_model", "open_vectors"):
             original = getattr(module, name)
 

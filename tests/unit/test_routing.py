@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from cluster.routing import merge_answers, replica_order, shard_groups
+from cluster.serving.routing import merge_answers, replica_order, shard_groups
 from indexer.merge import merge_topk
 
 

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from cluster.routing import shard_groups
-from cluster.searcher import ShardSearcher
-from cluster.serve_types import (PartialResultError, SearchParams, SearchResult, ServeConfig,
+from cluster.serving.routing import shard_groups
+from cluster.serving.searcher import ShardSearcher
+from cluster.serving.types import (PartialResultError, SearchParams, SearchResult, ServeConfig,
                                  check_queries)
 
 

@@ -1,7 +1,7 @@
 """ShardEncoder without Ray: a real tiny source, a real local store, the shard it writes."""
 import numpy as np
 
-from cluster.encode_workers import ShardEncoder
+from cluster.build.encode_workers import ShardEncoder
 from indexer import VLQIndex
 from shards import Store, write_vectors
 from shards.shard_file import decode_shard

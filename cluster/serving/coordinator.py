@@ -29,9 +29,9 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskErro
 
 from cluster.estimate import refuse_unless_fits, serving_memory
 from cluster.ray_session import available_memory, connect
-from cluster.routing import merge_answers, replica_order, shard_groups
-from cluster.searcher import SearcherActor
-from cluster.serve_types import (NAMESPACE, SearchParams, SearchResult, ServeConfig,
+from cluster.serving.routing import merge_answers, replica_order, shard_groups
+from cluster.serving.searcher import SearcherActor
+from cluster.serving.types import (NAMESPACE, SearchParams, SearchResult, ServeConfig,
                                  check_queries)
 from shards import IndexRoot, Store, resolve
 from shards.registry import mark_serving

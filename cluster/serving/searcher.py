@@ -3,7 +3,7 @@ resident inverted lists (on the GPU when the actor has one) and searches query b
 
 `ShardSearcher` is a plain class (tested without Ray); `SearcherActor` is the same class
 as a Ray actor that Ray restarts when it dies. Which shards a searcher holds is
-cluster.routing.shard_groups.
+cluster.serving.routing.shard_groups.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import ray
 
-from cluster.serve_types import SearchParams
+from cluster.serving.types import SearchParams
 from indexer import VLQIndex
 from indexer.sizing import set_threads
 from shards import IndexRoot, Store, load_arrays

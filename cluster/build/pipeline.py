@@ -22,16 +22,14 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 import ray
 
-from cluster.build_args import add_build_arguments
-from cluster.build_config import BuildConfig, BuildConfigError, SampleConfig, load_build_config
-from cluster.encode_workers import READ_CHUNK_ROWS, encode_partitions
+from cluster.build.args import add_build_arguments
+from cluster.build.config import BuildConfig, BuildConfigError, SampleConfig, load_build_config
+from cluster.build.encode_workers import READ_CHUNK_ROWS, encode_partitions
 from cluster.estimate import MemoryNeed, build_memory, refuse_unless_fits
 from cluster.ray_session import available_memory
-from indexer import VLQIndex
 from indexer.sizing import ivf_nlist_for, vlq_nlist_for
 from shards import Store, open_vectors, publish_parts
 from shards.claims import claim_build, record_build
@@ -39,8 +37,8 @@ from shards.manifest import ShardEntry
 from shards.models import load_model, model_shape, read_model_meta
 from shards.sampling import sample_vectors
 from shards.shape import IndexShape
-from trainers.train_encoder import check_config, train_encoder
-from trainers.validation import hold_out, validation_recall
+from trainers.encoder_config import check_config
+from trainers.model_version import train_model_version
 
 log = logging.getLogger(__name__)
 
@@ -154,19 +152,10 @@ def train_model(checked: CheckedBuild) -> dict:
                   "of_rows": checked.n_rows}
     read_s = time.perf_counter() - t0
     device = "cuda" if cfg.workers.train_gpus > 0 else cfg.encoder.device
-    encoder_cfg = dataclasses.replace(cfg.encoder, device=device)
-    held = hold_out(x, cfg.encoder.validation_fraction, cfg.encoder.seed)
-    encoder, quantizer, metrics = train_encoder(held.train, checked.shape, encoder_cfg)
-    index = VLQIndex.from_trained(encoder, quantizer)
-    validation = validation_recall(VLQIndex.from_trained(encoder, quantizer), held)
-    version = index.save_model(Store(cfg.store), extra_meta={
-        "training": {"sample": sample, "validation": validation, **metrics},
-        "build": {"name": cfg.name, "index": dataclasses.asdict(cfg.index)},
-        "created": datetime.now(timezone.utc).isoformat(timespec="milliseconds")})
-    log.info("trained model %s on %d rows in %.1f s (sample read %.1f s); validation R@10 %.3f",
-             version, held.train.shape[0], metrics["train_s"], read_s, validation["recall@10"])
-    return {"model_version": version, "train_s": metrics["train_s"], "sample_read_s": read_s,
-            "train_rows": int(held.train.shape[0]), "validation": validation}
+    trained = train_model_version(
+        x, checked.shape, dataclasses.replace(cfg.encoder, device=device), Store(cfg.store),
+        sample, extra_meta={"build": {"name": cfg.name, "index": dataclasses.asdict(cfg.index)}})
+    return {**trained, "sample_read_s": read_s}
 
 
 @ray.remote(max_restarts=1, max_task_retries=1)
@@ -286,6 +275,3 @@ def main(argv: list[str] | None = None) -> int:
     print_summary(summary, args.summary_json)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
