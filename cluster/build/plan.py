@@ -1,8 +1,10 @@
 """`snapline plan`: a sizing estimate for a billion-scale build (SPEC 5).
 
-Sizes follow from the formats (SPEC 2 and 4): resident bytes per vector are the PQ code,
-the lambda byte, the 64-bit id and the float32 ADC term; a stored shard row is the code,
-lambda, id and list id before zstd. The build time is extrapolated from the per-vector
+Sizes follow from the formats (SPEC 2 and 4) through the same functions that the build and
+`snapline serve` check before they launch (cluster.estimate): resident bytes per vector
+(PQ code, lambda byte, 64-bit id, float32 ADC term), a stored shard row (code, lambda, id,
+list id, before zstd), the model arrays, and the peak memory of the trainer and of one
+encode worker. The build time is extrapolated from the per-vector
 encode cost measured now, on this machine's CPU with one thread, at the planned nlist,
 nedge, dim and code size (random centroids and codebooks: the cost does not depend on
 their values). GPU encode speed is not measured here and not claimed.
@@ -17,13 +19,15 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from indexer.sizing import blas_controller, ivf_nlist_for, vlq_nlist_for
+from cluster.build.encode_workers import READ_CHUNK_ROWS
+from cluster.estimate import (encode_memory, model_bytes, resident_row_bytes, stored_row_bytes,
+                              trainer_memory)
 from indexer.coarse import build_graph
 from indexer.quantizer import VLQQuantizer
-from indexer.vlq import ID_BYTES, LAMBDA_BYTES, TERM_BYTES
+from indexer.sizing import blas_controller, ivf_nlist_for, vlq_nlist_for
+from shards.shape import IndexShape
 
 GPU_MEM_USABLE = 0.8      # leave 20% of each GPU for the query batch, tables and the runtime
-STORED_ROW_OVERHEAD = 4   # uint32 list id per stored row, before compression
 
 
 @dataclass(frozen=True)
@@ -80,10 +84,10 @@ def measure_encode_cost(dim: int, nlist: int, nedge: int, code_bytes: int, rows:
 
 def plan(cfg: PlanConfig) -> dict:
     nlist = cfg.nlist or vlq_nlist_for(ivf_nlist_for(cfg.n, cfg.sample_size), cfg.sample_size)
-    resident_bpv = cfg.code_bytes + LAMBDA_BYTES + ID_BYTES + TERM_BYTES
-    stored_bpv = cfg.code_bytes + LAMBDA_BYTES + ID_BYTES + STORED_ROW_OVERHEAD
-    model_bytes = 4 * nlist * (cfg.dim + 2 * cfg.nedge) + 4 * 256 * cfg.dim
-    resident = cfg.n * resident_bpv + model_bytes
+    shape = IndexShape(cfg.dim, nlist, cfg.nedge, cfg.code_bytes)   # refuses nedge >= nlist
+    resident_bpv, stored_bpv = resident_row_bytes(shape), stored_row_bytes(shape)
+    model = model_bytes(shape)
+    resident = cfg.n * resident_bpv + model
     gpus_needed = math.ceil(resident / (cfg.gpu_mem_gb * 1e9 * GPU_MEM_USABLE))
     shards = math.ceil(cfg.n / cfg.rows_per_shard)
     workers = cfg.encode_workers or os.cpu_count() or 1
@@ -93,7 +97,10 @@ def plan(cfg: PlanConfig) -> dict:
     return {
         "config": asdict(cfg), "nlist": nlist, "lists": nlist * cfg.nedge,
         "resident_bytes_per_vector": resident_bpv, "resident_bytes": resident,
-        "model_bytes": model_bytes,
+        "model_bytes": model,
+        "trainer_memory_bytes": trainer_memory(shape, cfg.sample_size).bytes,
+        "encode_worker_memory_bytes": encode_memory(shape, cfg.rows_per_shard, 1,
+                                                    READ_CHUNK_ROWS).bytes,
         "gpus_needed": gpus_needed, "gpus_given": cfg.gpus,
         "fits": gpus_needed <= cfg.gpus,
         "shards": shards, "stored_bytes_per_shard_max": cfg.rows_per_shard * stored_bpv,
@@ -115,6 +122,9 @@ def format_plan(p: dict) -> str:
         f"(model {p['model_bytes'] / gb:.2f} GB)",
         f"  GPUs to hold the lists at {GPU_MEM_USABLE:.0%} of {c['gpu_mem_gb']:g} GB: "
         f"{p['gpus_needed']} ({'fits' if p['fits'] else 'does NOT fit'} on {c['gpus']})",
+        f"  memory (checked again before a build launches): trainer "
+        f"{p['trainer_memory_bytes'] / gb:.1f} GB for a {c['sample_size']:,}-row sample, each "
+        f"encode worker {p['encode_worker_memory_bytes'] / gb:.1f} GB",
         f"  shards: {p['shards']:,} of {c['rows_per_shard']:,} rows, at most "
         f"{p['stored_bytes_per_shard_max'] / gb:.2f} GB each before zstd "
         f"({p['stored_bytes_max'] / gb:,.1f} GB in all)",

@@ -59,3 +59,22 @@ def test_refusal_names_the_part_and_says_required_vs_available():
         refuse_unless_fits(needs, 5 * GB)
     with pytest.raises(ValueError, match=r"re-encode does not fit: trainer: required 2\.0 GB"):
         refuse_unless_fits(needs, 1 * GB, "re-encode")
+
+
+def test_plan_reports_the_estimate_the_build_checks():
+    """`snapline plan` and the pre-launch check share one estimate (cluster.estimate)."""
+    from cluster.build.encode_workers import READ_CHUNK_ROWS
+    from cluster.build.plan import PlanConfig, plan
+    from cluster.estimate import encode_memory, resident_row_bytes
+
+    cfg = PlanConfig(n=10_000_000, dim=128, code_bytes=16, nlist=1024, nedge=32,
+                     sample_size=200_000, rows_per_shard=1_000_000, calibrate_rows=2000)
+    result = plan(cfg)
+    shape = IndexShape(128, 1024, 32, 16)
+    assert result["resident_bytes_per_vector"] == resident_row_bytes(shape) == 29
+    assert result["model_bytes"] == model_bytes(shape)
+    assert result["trainer_memory_bytes"] == trainer_memory(shape, 200_000).bytes
+    assert result["encode_worker_memory_bytes"] == encode_memory(
+        shape, 1_000_000, 1, READ_CHUNK_ROWS).bytes
+    with pytest.raises(ValueError, match="nedge must be < nlist"):
+        plan(PlanConfig(n=1000, dim=128, nlist=16, nedge=64, calibrate_rows=100))
