@@ -14,12 +14,10 @@
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
 import os
-import sys
 import time
 from dataclasses import dataclass
 
@@ -28,6 +26,7 @@ import ray
 from cluster.build.args import add_build_arguments
 from cluster.build.config import BuildConfig, BuildConfigError, SampleConfig, load_build_config
 from cluster.build.encode_workers import READ_CHUNK_ROWS, encode_partitions
+from cluster.exit_status import OneLineArgumentParser, run_guarded
 from cluster.estimate import MemoryNeed, build_memory, refuse_unless_fits
 from cluster.ray_session import available_memory
 from indexer.sizing import ivf_nlist_for, vlq_nlist_for
@@ -261,17 +260,18 @@ def print_summary(summary: dict, summary_json: str | None = None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m cluster.build --config F [--address A] [--summary-json F]`: the entry
-    `ray job submit` runs. Exit 2 for a config that cannot work (the key named)."""
-    args = add_build_arguments(argparse.ArgumentParser(
-        prog="python -m cluster.build", description="build and publish an index from a "
-        "build.yaml")).parse_args(argv)
+    `ray job submit` runs; exit status and error line as `snapline build` (cluster.exit_status)."""
+    try:
+        args = add_build_arguments(OneLineArgumentParser(
+            prog="python -m cluster.build", description="build and publish an index from a "
+            "build.yaml")).parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        summary = build(load_build_config(args.config), args.address)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"python -m cluster.build: error: {exc}", file=sys.stderr)
-        return 2
-    print_summary(summary, args.summary_json)
-    return 0
 
+    def run() -> int:
+        print_summary(build(load_build_config(args.config), args.address), args.summary_json)
+        return 0
+
+    return run_guarded("python -m cluster.build", run)

@@ -35,21 +35,30 @@ def _train_for_index(args) -> int:
     return 0
 
 
+def _cell(value, spec: str = "") -> str:
+    """A table cell: '-' for what an (older) model's meta does not record."""
+    if value is None or value == "" or isinstance(value, (dict, list)):
+        return "-"
+    return format(value, spec) if spec and isinstance(value, (int, float)) else str(value)
+
+
 def _models(args) -> int:
-    from shards import Store
+    from cluster.store_check import checked_store
     from shards.registry import list_models
 
-    models = list_models(Store(args.store))
+    models = list_models(checked_store(args.store, must_exist=True))
     if args.json:
         print(json.dumps(models, indent=1))
         return 0
     print(f"{'model_version':<20} {'created':<26} {'index':<14} {'encoder':<8} {'dim':>4} "
           f"{'nlist':>6} {'M':>3} {'sample':>8} {'val R@10':>8}")
     for m in models:
-        val = (m["validation"] or {}).get("recall@10") if isinstance(m["validation"], dict) else None
-        print(f"{m['model_version']:<20} {m['created'] or '-':<26} {m['index'] or '-':<14} "
-              f"{m['encoder']:<8} {m['dim']:>4} {m['nlist']:>6} {m['code_bytes']:>3} "
-              f"{(m['sample'] or {}).get('rows', '-'):>8} {val if val is None else f'{val:.3f}':>8}")
+        sample, val = m.get("sample"), m.get("validation")
+        rows = sample.get("rows") if isinstance(sample, dict) else None
+        recall = val.get("recall@10") if isinstance(val, dict) else None
+        print(f"{m['model_version']:<20} {_cell(m['created']):<26} {_cell(m['index']):<14} "
+              f"{_cell(m['encoder']):<8} {m['dim']:>4} {m['nlist']:>6} {m['code_bytes']:>3} "
+              f"{_cell(rows):>8} {_cell(recall, '.3f'):>8}")
     return 0
 
 
