@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import zstandard
+from numpy.lib import format as npy_format
 
 from shards.fsio import Location
 
@@ -50,7 +51,6 @@ def read_array_bundle_at(loc: Location) -> tuple[dict[str, Any], dict[str, np.nd
     doc = _read_bundle_doc(loc)
     meta_uri = f"{loc.uri}/{META_FILE}"
     arrays = {}
-    decompressor = zstandard.ZstdDecompressor()
     for name, entry in doc["arrays"].items():
         fname = entry["file"]
         if posixpath.basename(fname) != fname or fname.startswith(".") or "\\" in fname:
@@ -59,16 +59,30 @@ def read_array_bundle_at(loc: Location) -> tuple[dict[str, Any], dict[str, np.nd
         blob = loc.read_bytes(fname)
         if hashlib.sha256(blob).hexdigest() != entry["sha256"]:
             raise ValueError(f"{where}: sha256 checksum mismatch (file corrupted or replaced)")
-        try:
-            arr = np.load(io.BytesIO(decompressor.decompress(blob)), allow_pickle=False)
-        except (ValueError, zstandard.ZstdError) as exc:
-            raise ValueError(f"{where}: not a plain numpy array; pickled or corrupt data is "
-                             f"refused ({exc})") from None
+        arr = _load_npy(blob, where)
         if arr.dtype.str != entry["dtype"] or list(arr.shape) != entry["shape"]:
             raise ValueError(f"{where}: holds {arr.dtype.str}{list(arr.shape)}, {META_FILE} "
                              f"says {entry['dtype']}{entry['shape']}")
         arrays[name] = arr
     return doc["meta"], arrays
+
+
+def _load_npy(blob: bytes, where: str) -> np.ndarray:
+    """One zstd-compressed .npy array; anything else (a zip such as torch.save's or
+    np.savez's, a pickle, garbage) is refused naming the file, and nothing is unpickled."""
+    try:
+        raw = zstandard.ZstdDecompressor().decompressobj().decompress(blob)
+        if not raw.startswith(npy_format.MAGIC_PREFIX):
+            kind = "a zip archive (torch.save / np.savez)" if raw[:4] == b"PK\x03\x04" else \
+                "not a .npy array"
+            raise ValueError(f"{kind}, starting {raw[:8]!r}")
+        arr = npy_format.read_array(io.BytesIO(raw), allow_pickle=False)
+    except (ValueError, EOFError, zstandard.ZstdError) as exc:
+        raise ValueError(f"{where}: not a plain numpy array; pickled or corrupt data is "
+                         f"refused ({exc})") from None
+    if arr.dtype.hasobject:
+        raise ValueError(f"{where}: object arrays are refused")
+    return arr
 
 
 def read_bundle_meta(loc: Location) -> dict[str, Any]:
@@ -86,8 +100,26 @@ def _read_bundle_doc(loc: Location) -> dict[str, Any]:
         raise ValueError(f"{meta_uri}: not valid JSON ({exc})") from None
     if (not isinstance(doc, dict) or doc.get("format") != BUNDLE_FORMAT
             or doc.get("format_version") != BUNDLE_FORMAT_VERSION):
-        raise ValueError(f"{meta_uri}: unsupported format {doc.get('format')!r} version "
-                         f"{doc.get('format_version')!r}; expected {BUNDLE_FORMAT!r} "
-                         f"version {BUNDLE_FORMAT_VERSION}")
+        found = doc if not isinstance(doc, dict) else {"format": doc.get("format"),
+                                                       "version": doc.get("format_version")}
+        raise ValueError(f"{meta_uri}: unsupported format {found!r}; expected "
+                         f"{BUNDLE_FORMAT!r} version {BUNDLE_FORMAT_VERSION}")
+    _check_doc(doc, meta_uri)
     return doc
 
+
+_ENTRY_TYPES = {"file": str, "sha256": str, "dtype": str, "shape": list}
+
+
+def _check_doc(doc: dict, meta_uri: str) -> None:
+    """meta a mapping, arrays a mapping of {file, sha256, dtype, shape} entries."""
+    if not isinstance(doc.get("meta"), dict):
+        raise ValueError(f"{meta_uri}: 'meta' must be a mapping, got {doc.get('meta')!r:.60}")
+    if not isinstance(doc.get("arrays"), dict):
+        raise ValueError(f"{meta_uri}: 'arrays' must be a mapping, got {doc.get('arrays')!r:.60}")
+    for name, entry in doc["arrays"].items():
+        bad = [key for key, kind in _ENTRY_TYPES.items()
+               if not isinstance(entry, dict) or not isinstance(entry.get(key), kind)]
+        if bad or not all(isinstance(n, int) and n >= 0 for n in entry["shape"]):
+            raise ValueError(f"{meta_uri}: array {name!r}: entry {entry!r:.80} needs file, "
+                             f"sha256, dtype (strings) and shape (a list of sizes)")

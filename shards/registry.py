@@ -42,16 +42,21 @@ def list_models(store: Store | str) -> list[dict]:
         if meta.get("kind") != MODEL_KIND:
             continue
         shape = model_shape(meta, f"{models.uri}/{version}/meta.json")
-        training = meta.get("training") or {}
+        training = _mapping(meta.get("training"))
         out.append({
             "model_version": version, "created": meta.get("created", ""),
-            "index": (meta.get("build") or {}).get("name"),
+            "index": _mapping(meta.get("build")).get("name"),
             "dim": shape.dim, "nlist": shape.nlist, "nedge": shape.nedge,
             "code_bytes": shape.code_bytes, "nlambda": shape.nlambda, "encoder": shape.encoder,
             "sample": training.get("sample"), "train_s": training.get("train_s"),
             "validation": training.get("validation") or None,
         })
     return sorted(out, key=lambda m: (m["created"], m["model_version"]))
+
+
+def _mapping(value) -> dict:
+    """A meta section, or {} when an older or damaged model lacks it (listed as '-')."""
+    return value if isinstance(value, dict) else {}
 
 
 def latest_model(root: IndexRoot) -> str | None:
