@@ -9,11 +9,15 @@
     shards: {rows_per_shard: 100000}
     workers: {encode: 2, gpus_per_worker: 0, train_gpus: 0}
 
-Every error names the key (`shards.rows_per_shard: must be > 0, got 0`).
+Every error names the key (`shards.rows_per_shard: must be > 0, got 0`). Numbers must be
+finite (`.nan`, `.inf` are refused). `index.nedge` must be below an explicit `index.nlist`;
+with `nlist: auto` the build uses min(nedge, nlist - 1), as nlist is only known once the
+source's size is (cluster.build.pipeline.check_build).
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,6 +78,9 @@ class BuildConfig:
     shards: ShardsConfig = field(default_factory=ShardsConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
 
+    def __post_init__(self):
+        _check_values(self)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -121,9 +128,11 @@ def build_config_from_dict(doc: object, where: str = "build config") -> BuildCon
             if key == "index" and isinstance(value, dict) and value.get("nlist") == "auto":
                 value = {**value, "nlist": None}
             sections[key] = _section(cls, value, f"{where}: {key}")
-    cfg = BuildConfig(name=doc["name"], store=doc["store"], model=doc.get("model"), **sections)
-    _check_values(cfg, where)
-    return cfg
+    try:
+        return BuildConfig(name=doc["name"], store=doc["store"], model=doc.get("model"),
+                           **sections)
+    except BuildConfigError as exc:
+        raise BuildConfigError(f"{where}: {exc}") from None
 
 
 def _section(cls, value: object, where: str):
@@ -155,32 +164,46 @@ def _check_type(value: object, f: dataclasses.Field, where: str) -> None:
     if annotation.startswith("float") and (isinstance(value, bool)
                                            or not isinstance(value, (int, float))):
         raise BuildConfigError(f"{where}: expected a number, got {value!r}")
+    if annotation.startswith("float") and not math.isfinite(value):
+        raise BuildConfigError(f"{where}: must be a finite number, got {value!r}")
     if annotation.startswith("str") and not isinstance(value, str):
         raise BuildConfigError(f"{where}: expected a string, got {value!r}")
 
 
-def _check_values(cfg: BuildConfig, where: str) -> None:
+def _check_values(cfg: BuildConfig) -> None:
+    """Values that cannot work, naming the key (BuildConfig.__post_init__ runs this)."""
+    for section in ("source", "learn", "sample", "index", "encoder", "shards", "workers"):
+        value = getattr(cfg, section)
+        for f in dataclasses.fields(value) if dataclasses.is_dataclass(value) else ():
+            item = getattr(value, f.name)
+            if isinstance(item, float) and not math.isfinite(item):
+                raise BuildConfigError(f"{section}.{f.name}: must be a finite number, "
+                                       f"got {item!r}")
     def positive(value, key):
         if value is not None and value <= 0:
-            raise BuildConfigError(f"{where}: {key}: must be > 0, got {value}")
+            raise BuildConfigError(f"{key}: must be > 0, got {value}")
 
     positive(cfg.shards.rows_per_shard, "shards.rows_per_shard")
     positive(cfg.workers.encode, "workers.encode")
     positive(cfg.workers.cpus_per_worker, "workers.cpus_per_worker")
     for key in ("gpus_per_worker", "train_gpus"):
         if getattr(cfg.workers, key) < 0:
-            raise BuildConfigError(f"{where}: workers.{key}: must be >= 0, "
+            raise BuildConfigError(f"workers.{key}: must be >= 0, "
                                    f"got {getattr(cfg.workers, key)}")
     positive(cfg.index.nlist, "index.nlist")
     if cfg.index.nlist is not None and cfg.index.nlist < 2:
-        raise BuildConfigError(f"{where}: index.nlist: must be >= 2, got {cfg.index.nlist}")
+        raise BuildConfigError(f"index.nlist: must be >= 2, got {cfg.index.nlist}")
     positive(cfg.index.nedge, "index.nedge")
+    if cfg.index.nlist is not None and cfg.index.nedge >= cfg.index.nlist:
+        raise BuildConfigError(f"index.nedge: must be < index.nlist (edges go to other "
+                               f"centroids), got nedge={cfg.index.nedge} with "
+                               f"nlist={cfg.index.nlist}")
     positive(cfg.index.code_bytes, "index.code_bytes")
     if not 0 < cfg.index.nlambda <= 256:
-        raise BuildConfigError(f"{where}: index.nlambda: must lie in [1, 256], got {cfg.index.nlambda}")
+        raise BuildConfigError(f"index.nlambda: must lie in [1, 256], got {cfg.index.nlambda}")
     if cfg.sample is not None:
         positive(cfg.sample.size, "sample.size")
     given = [key for key in ("sample", "learn", "model") if getattr(cfg, key) is not None]
     if len(given) > 1:
-        raise BuildConfigError(f"{where}: give one of sample, learn or model, not "
+        raise BuildConfigError(f"give one of sample, learn or model, not "
                                f"{' and '.join(given)}")

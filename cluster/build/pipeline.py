@@ -94,7 +94,8 @@ def check_build(cfg: BuildConfig, *, source=None, model_meta: dict | None = None
     if nlist > n_train:
         raise BuildConfigError(f"index.nlist: {nlist} lists need at least as many training "
                                f"vectors (ideally 39x), the sample has {n_train}")
-    nedge = min(cfg.index.nedge, nlist - 1)
+    # an explicit nlist has nedge < nlist (config check); auto: clamped, as documented
+    nedge = min(cfg.index.nedge, nlist - 1) if cfg.index.nlist is None else cfg.index.nedge
     try:
         shape = check_config(cfg.encoder, IndexShape(
             source.d, nlist, nedge, cfg.index.code_bytes, cfg.index.nlambda,

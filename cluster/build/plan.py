@@ -45,12 +45,26 @@ class PlanConfig:
     calibrate_rows: int = 20_000
 
     def __post_init__(self):
+        def flag(key: str) -> str:
+            return f"--{key.replace('_', '-')}"
+
         for key in ("n", "dim", "code_bytes", "gpus", "nedge", "sample_size", "rows_per_shard",
-                    "calibrate_rows"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"--{key.replace('_', '-')} must be > 0, got {getattr(self, key)}")
-        if self.gpu_mem_gb <= 0:
-            raise ValueError(f"--gpu-mem-gb must be > 0, got {self.gpu_mem_gb}")
+                    "calibrate_rows", "encode_workers", "nlist"):
+            value = getattr(self, key)
+            if value is None and key in ("encode_workers", "nlist"):
+                continue          # defaults: this machine's cores; the build's sizing rule
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{flag(key)} must be an integer > 0, got {value!r}"
+                                 + (" (omit --nlist for the automatic size)"
+                                    if key == "nlist" else ""))
+        if not (isinstance(self.gpu_mem_gb, (int, float)) and math.isfinite(self.gpu_mem_gb)
+                and self.gpu_mem_gb > 0):
+            raise ValueError(f"--gpu-mem-gb must be a finite number > 0, got {self.gpu_mem_gb!r}")
+        if self.nlist is not None and self.nlist < 2:
+            raise ValueError(f"--nlist must be >= 2 (lines join two centroids), got {self.nlist}")
+        if self.nlist is not None and self.nedge >= self.nlist:
+            raise ValueError(f"--nedge/--nlist: nedge must be < nlist (edges go to other "
+                             f"centroids), got nedge={self.nedge} with nlist={self.nlist}")
         if self.dim % self.code_bytes:
             raise ValueError(f"--code-bytes {self.code_bytes} must divide --dim {self.dim}")
 
