@@ -77,6 +77,8 @@ class Lease:
     number: int = -1
 
     def __post_init__(self):
+        if not 0 < self.ttl_s < float("inf"):     # nan fails too: two holders at once
+            raise ValueError(f"lease ttl_s must be finite seconds > 0, got {self.ttl_s!r}")
         self.owner = self.owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._dir = as_root(self.root).location.child(LEASES_DIR)
 

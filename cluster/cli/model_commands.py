@@ -63,8 +63,10 @@ def _models(args) -> int:
 
 
 def _reencode_request(args):
+    from cluster.store_check import checked_store
     from cluster.updates.reencode import ReencodeRequest
 
+    checked_store(args.store, must_exist=True)     # before Ray: a known, reachable store
     return ReencodeRequest(store=args.store, name=args.name, model=args.model,
                            if_stale=args.if_stale, keep=args.keep, lease_ttl_s=args.lease_ttl)
 
@@ -88,7 +90,8 @@ def _schedule(args) -> int:
         raise ValueError("--store and --every are required to start a scheduler "
                          "(or --stop to stop one)")
     every = parse_period(args.every)
-    start_scheduler(_reencode_request(args), every, args.address or "auto")
+    request = _reencode_request(args)
+    start_scheduler(request, every, args.address or "auto")
     print(f"snapline schedule: actor {scheduler_name(args.name)} (namespace "
           f"{SCHEDULER_NAMESPACE}) checks every {every:g} s")
     return 0

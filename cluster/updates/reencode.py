@@ -15,6 +15,7 @@ its CheckedReencode is what run_reencode (and the scheduler's first run) takes.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from dataclasses import dataclass
 
@@ -32,7 +33,7 @@ from cluster.build.config import (
     WorkersConfig,
 )
 from shards import Store, load_model, open_vectors, resolve
-from shards.manifest import Manifest
+from shards.manifest import Manifest, check_name
 from shards.models import model_shape
 from shards.registry import Lease, latest_model, retain_versions
 from trainers.train_encoder import EncoderConfig
@@ -110,6 +111,20 @@ class ReencodeRequest:
     keep: int = DEFAULT_KEEP
     lease_ttl_s: float = 600.0
     workers: WorkersConfig = WorkersConfig()
+
+    def __post_init__(self):
+        if not isinstance(self.store, str) or not self.store:
+            raise ValueError(f"--store: a store URI is required, got {self.store!r}")
+        check_name(self.name, "--name")
+        if self.model != "latest":
+            check_name(self.model, "--model")
+        if isinstance(self.keep, bool) or not isinstance(self.keep, int) or self.keep < 2:
+            raise ValueError(f"--keep must be an integer >= 2 (the served version and the new "
+                             f"one), got {self.keep!r}")
+        ttl = self.lease_ttl_s
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not math.isfinite(ttl) \
+                or ttl <= 0:
+            raise ValueError(f"--lease-ttl must be a finite number of seconds > 0, got {ttl!r}")
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,14 @@ whenever a newer model appears, and its explicit stop.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 
 import ray
 
 from cluster.ray_session import connect
+from shards.manifest import check_name
 from cluster.updates.reencode import (CheckedReencode, ReencodeRequest, check_reencode,
                                       reencode, run_reencode)
 
@@ -68,8 +70,9 @@ def start_scheduler(req: ReencodeRequest, every_s: float,
     """A detached scheduler actor named `reencode:<name>` (replaces nothing if it exists)
     on the Ray cluster at `address` (joined unless this process has). Checks once, before
     Ray; the scheduler's first run takes that check."""
-    if every_s <= 0:
-        raise ValueError(f"--every must be > 0, got {every_s} s")
+    if isinstance(every_s, bool) or not isinstance(every_s, (int, float)) \
+            or not math.isfinite(every_s) or every_s <= 0:
+        raise ValueError(f"--every must be a finite period > 0, got {every_s!r} s")
     checked = check_reencode(req)
     connect(address, SCHEDULER_NAMESPACE)
     return ReencodeScheduler.options(
@@ -82,6 +85,7 @@ def stop_scheduler(name: str, address: str | None = None) -> dict:
     returns its last status. ValueError naming it when there is none. A re-encode it was
     running stops with it: the served version stays, the lease expires, the next run
     resumes the unfinished version."""
+    check_name(name, "--name")      # before Ray: a bad name cannot name a scheduler
     connect(address, SCHEDULER_NAMESPACE)
     try:
         handle = ray.get_actor(scheduler_name(name), namespace=SCHEDULER_NAMESPACE)
@@ -98,12 +102,14 @@ def stop_scheduler(name: str, address: str | None = None) -> dict:
 
 
 def parse_period(text: str) -> float:
-    """'90s', '15m', '1h', '2d' or plain seconds -> seconds."""
+    """'90s', '15m', '1h', '2d' or plain seconds -> seconds: finite and > 0."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    text = text.strip().lower()
+    text = str(text).strip().lower()
     try:
-        if text and text[-1] in units:
-            return float(text[:-1]) * units[text[-1]]
-        return float(text)
+        seconds = float(text[:-1]) * units[text[-1]] if text and text[-1] in units \
+            else float(text)
     except ValueError:
         raise ValueError(f"--every: cannot read {text!r} as a period (e.g. 90s, 15m, 1h)") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"--every: the period must be finite and > 0, got {text!r}")
+    return seconds
