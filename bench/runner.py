@@ -152,6 +152,9 @@ def _results_header(cfg: BenchConfig, base, query, learn, gt_k: int, skipped: li
 
 def run_benchmark(cfg: BenchConfig) -> dict:
     """Run every system of cfg, write out_dir/results.json, return the results."""
+    if cfg.out_dir.exists() and not cfg.out_dir.is_dir():
+        raise ValueError(f"out_dir {cfg.out_dir}: exists and is not a folder (results.json "
+                         f"and the plot go into a folder)")
     files = find_dataset_files(cfg.data_dir)
     base, query, learn = (open_vectors(str(p)) for p in (files.base, files.query, files.learn))
     if not base.d == query.d == learn.d:

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from indexer import VLQIndex
+from indexer.validation import as_float32, check_vectors
 from shards import IndexShape, Store
 from trainers.encoder_config import EncoderConfig
 from trainers.train_encoder import train_encoder
@@ -27,6 +28,8 @@ def train_model_version(x: np.ndarray, shape: IndexShape, cfg: EncoderConfig, st
     """Train on the rows of `x` (what `sample` describes: uri, rows, seed ...), write the
     model version into `store`; returns its version, training time, rows, the validation
     figures and the encoder's description."""
+    what = f"{sample.get('uri') or 'training sample'}: training vectors"
+    x = as_float32(check_vectors(x, shape.dim, what), what)   # NaN/inf named, before faiss
     held = hold_out(x, cfg.validation_fraction, cfg.seed)
     encoder, quantizer, metrics = train_encoder(held.train, shape, cfg)
     validation = validation_recall(VLQIndex.from_trained(encoder, quantizer), held)

@@ -10,9 +10,10 @@
     workers: {encode: 2, gpus_per_worker: 0, train_gpus: 0}
 
 Every error names the key (`shards.rows_per_shard: must be > 0, got 0`). Numbers must be
-finite (`.nan`, `.inf` are refused). `index.nedge` must be below an explicit `index.nlist`;
-with `nlist: auto` the build uses min(nedge, nlist - 1), as nlist is only known once the
-source's size is (cluster.build.pipeline.check_build).
+finite (`.nan`, `.inf` are refused). A given `index.nedge` must be below a given
+`index.nlist`; an omitted nedge is 32 capped at nlist - 1, and with `nlist: auto` any nedge
+is capped at nlist - 1, as nlist is only known once the source's size is
+(cluster.build.pipeline.check_build).
 """
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ import yaml
 
 from shards.manifest import check_name
 from trainers.train_encoder import EncoderConfig
+
+
+DEFAULT_NEDGE = 32
 
 
 class BuildConfigError(ValueError):
@@ -47,7 +51,7 @@ class SampleConfig:
 @dataclass(frozen=True)
 class IndexConfig:
     nlist: int | None = None       # None ("auto"): about 4 sqrt(n), >= 39 samples per list
-    nedge: int = 32
+    nedge: int | None = None       # None: DEFAULT_NEDGE, capped at nlist - 1
     code_bytes: int = 16
     nlambda: int = 256
 
@@ -194,7 +198,7 @@ def _check_values(cfg: BuildConfig) -> None:
     if cfg.index.nlist is not None and cfg.index.nlist < 2:
         raise BuildConfigError(f"index.nlist: must be >= 2, got {cfg.index.nlist}")
     positive(cfg.index.nedge, "index.nedge")
-    if cfg.index.nlist is not None and cfg.index.nedge >= cfg.index.nlist:
+    if None not in (cfg.index.nlist, cfg.index.nedge) and cfg.index.nedge >= cfg.index.nlist:
         raise BuildConfigError(f"index.nedge: must be < index.nlist (edges go to other "
                                f"centroids), got nedge={cfg.index.nedge} with "
                                f"nlist={cfg.index.nlist}")

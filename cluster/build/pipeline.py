@@ -24,11 +24,13 @@ from dataclasses import dataclass
 import ray
 
 from cluster.build.args import add_build_arguments
-from cluster.build.config import BuildConfig, BuildConfigError, SampleConfig, load_build_config
+from cluster.build.config import (DEFAULT_NEDGE, BuildConfig, BuildConfigError, SampleConfig,
+                                  load_build_config)
 from cluster.build.encode_workers import READ_CHUNK_ROWS, encode_partitions
 from cluster.exit_status import OneLineArgumentParser, run_guarded
 from cluster.estimate import MemoryNeed, build_memory, refuse_unless_fits
 from cluster.ray_session import available_memory
+from cluster.store_check import checked_store
 from indexer.sizing import ivf_nlist_for, vlq_nlist_for
 from shards import Store, open_vectors, publish_parts
 from shards.claims import claim_build, record_build
@@ -94,8 +96,9 @@ def check_build(cfg: BuildConfig, *, source=None, model_meta: dict | None = None
     if nlist > n_train:
         raise BuildConfigError(f"index.nlist: {nlist} lists need at least as many training "
                                f"vectors (ideally 39x), the sample has {n_train}")
-    # an explicit nlist has nedge < nlist (config check); auto: clamped, as documented
-    nedge = min(cfg.index.nedge, nlist - 1) if cfg.index.nlist is None else cfg.index.nedge
+    # given nlist and nedge: nedge < nlist (config check); else capped at nlist - 1 (documented)
+    nedge = cfg.index.nedge if None not in (cfg.index.nlist, cfg.index.nedge) else \
+        min(cfg.index.nedge or DEFAULT_NEDGE, nlist - 1)
     try:
         shape = check_config(cfg.encoder, IndexShape(
             source.d, nlist, nedge, cfg.index.code_bytes, cfg.index.nlambda,
@@ -120,9 +123,11 @@ def _check_with_model(cfg: BuildConfig, source, meta: dict | None) -> CheckedBui
 
 
 def _check_store(cfg: BuildConfig) -> None:
+    """A known protocol (else BuildConfigError naming `store`), reachable (else
+    StoreUnavailableError naming it: an environmental failure), writable."""
     try:
-        Store(cfg.store).location.check_writable()
-    except PermissionError as exc:
+        checked_store(cfg.store, "store").location.check_writable()
+    except (PermissionError, ValueError) as exc:
         raise BuildConfigError(f"store: {exc}") from None
 
 
@@ -133,7 +138,8 @@ def fingerprint(checked: CheckedBuild) -> dict:
     return {"source": doc["source"], "n_rows": checked.n_rows,
             "rows_per_shard": cfg.shards.rows_per_shard,
             "model": cfg.model or {"sample": doc["sample"], "learn": doc["learn"],
-                                   "index": {**doc["index"], "nlist": checked.nlist},
+                                   "index": {**doc["index"], "nlist": checked.nlist,
+                                             "nedge": checked.nedge},
                                    "encoder": doc["encoder"]}}
 
 

@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.verbose:    # faiss logs which CPU build it loads, at INFO, on every import
-        logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    if not args.verbose:    # INFO chatter of libraries: which CPU build, where credentials are
+        for noisy in ("faiss.loader", "botocore", "aiobotocore", "s3fs"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     return run_guarded(f"snapline {args.command}", lambda: args.func(args), args.verbose)

@@ -9,11 +9,11 @@ def _bench(args) -> int:
     from bench.plotting import plot_results
     from bench.runner import RESULTS_FILE, run_benchmark
 
-    systems = tuple(args.systems.split(",")) if args.systems else None
+    systems = tuple(args.systems.split(",")) if args.systems is not None else None
     cfg = BenchConfig(data_dir=args.data_dir, out_dir=args.out, code_bytes=args.code_bytes,
-                      **({"threads": args.threads} if args.threads else {}),
-                      **({"systems": systems} if systems else {}),
-                      **({"nlist_vlq": args.nlist} if args.nlist else {}),
+                      **({"threads": args.threads} if args.threads is not None else {}),
+                      **({"systems": systems} if systems is not None else {}),
+                      **({"nlist_vlq": args.nlist} if args.nlist is not None else {}),
                       encoders=tuple(args.encoder or ["none"]), nedge=args.nedge)
     results = run_benchmark(cfg)
     png = plot_results(cfg.out_dir / RESULTS_FILE)   # the plot step reads the file on disk

@@ -4,32 +4,55 @@ from __future__ import annotations
 
 import json
 
+DEFAULT_NEDGE = 32
+
 
 def _train(args) -> int:
+    _check_train_args(args)
     if args.name:
         return _train_for_index(args)
     if not args.learn or not args.nlist:
         raise ValueError("give --name (a new model for a published index, from a fresh sample "
                          "of its source) or --learn and --nlist (a model from a vector file)")
-    from shards import IndexShape, Store, open_vectors
+    from cluster.store_check import checked_store
+    from shards import IndexShape, open_vectors
     from trainers.encoder_config import encoder_config_from_spec
     from trainers.model_version import train_model_version
 
+    store = checked_store(args.store)      # a known, reachable store, before any training
     learn = open_vectors(args.learn)
     encoder_cfg = encoder_config_from_spec(args.encoder, seed=args.seed)
-    shape = IndexShape(learn.d, args.nlist, min(args.nedge, args.nlist - 1), args.code_bytes,
+    # --nedge omitted: 32, capped at nlist - 1 (documented); given: must be < --nlist
+    nedge = min(DEFAULT_NEDGE, args.nlist - 1) if args.nedge is None else args.nedge
+    shape = IndexShape(learn.d, args.nlist, nedge, args.code_bytes,
                        args.nlambda, encoder=encoder_cfg.kind, code_dim=encoder_cfg.dim_out)
     rows = learn.read(0, min(learn.n, args.sample_size)) if args.sample_size else learn.read()
-    result = train_model_version(rows, shape, encoder_cfg, Store(args.store),
+    result = train_model_version(rows, shape, encoder_cfg, store,
                                  {"uri": args.learn, "rows": int(rows.shape[0])})
     print(json.dumps({key: result[key] for key in ("model_version", "encoder", "train_s",
                                                    "rounds", "validation")}, indent=1))
     return 0
 
 
+def _check_train_args(args) -> None:
+    """The numbers of `snapline train`, named by their flags, before anything is read."""
+    for flag, value, low in (("--nlist", args.nlist, 2), ("--code-bytes", args.code_bytes, 1),
+                             ("--nlambda", args.nlambda, 1), ("--nedge", args.nedge, 1),
+                             ("--sample-size", args.sample_size, 1)):
+        if value is not None and value < low:
+            raise ValueError(f"{flag} must be >= {low}, got {value}")
+    if args.nlambda > 256:
+        raise ValueError(f"--nlambda must be <= 256 (one lambda byte), got {args.nlambda}")
+    if args.nedge is not None and args.nlist is not None and args.nedge >= args.nlist:
+        raise ValueError(f"--nedge {args.nedge} must be < --nlist {args.nlist} (edges go to "
+                         f"other centroids; omit --nedge for min(32, nlist - 1))")
+
+
 def _train_for_index(args) -> int:
+    from cluster.store_check import checked_store
     from cluster.updates.reencode import train_for_index
 
+    checked_store(args.store, must_exist=True)
     print(json.dumps(train_for_index(args.store, args.name, args.sample_size or 100_000,
                                      args.seed, address=args.address), indent=1))
     return 0
@@ -106,7 +129,8 @@ def add_train_commands(sub) -> None:
     train.add_argument("--learn", default=None, help="training vectors (any supported format)")
     train.add_argument("--nlist", type=int, default=None)
     train.add_argument("--address", default=None, help="Ray address (with --name)")
-    train.add_argument("--nedge", type=int, default=32)
+    train.add_argument("--nedge", type=int, default=None, help=f"graph edges per centroid "
+                       f"(default {DEFAULT_NEDGE}, capped at nlist - 1)")
     train.add_argument("--code-bytes", type=int, default=16)
     train.add_argument("--nlambda", type=int, default=256)
     train.add_argument("--encoder", default="none", help="none, opq, gsl, gsl+qn8, gsl+smh0.5 ...")
