@@ -101,6 +101,14 @@ def load_build_config(path: str | Path) -> BuildConfig:
         doc = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise BuildConfigError(f"{path}: no such build config") from None
+    except IsADirectoryError:
+        raise BuildConfigError(f"{path}: is a folder, not a build config (a build.yaml)") from None
+    except OSError as exc:     # unreadable: permissions, a device, ...
+        raise BuildConfigError(f"{path}: cannot read the build config "
+                               f"({exc.strerror or type(exc).__name__})") from None
+    except UnicodeDecodeError as exc:
+        raise BuildConfigError(f"{path}: not a text (UTF-8) build config ({exc.reason} at "
+                               f"byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise BuildConfigError(f"{path}: not valid YAML ({exc})") from None
     return build_config_from_dict(doc, where=str(path))

@@ -126,8 +126,12 @@ def _check_store(cfg: BuildConfig) -> None:
     """A known protocol (else BuildConfigError naming `store`), reachable (else
     StoreUnavailableError naming it: an environmental failure), writable."""
     try:
-        checked_store(cfg.store, "store").location.check_writable()
-    except (PermissionError, ValueError) as exc:
+        store = checked_store(cfg.store, "store")
+    except ValueError as exc:                # names the key already
+        raise BuildConfigError(str(exc)) from None
+    try:
+        store.location.check_writable()
+    except PermissionError as exc:
         raise BuildConfigError(f"store: {exc}") from None
 
 
