@@ -112,3 +112,59 @@ def test_shipped_example_config_is_valid():
     example = Path(__file__).resolve().parents[2] / "cluster" / "build.example.yaml"
     cfg = load_build_config(example)
     assert cfg.name == "sift-small" and cfg.workers.encode == 2
+
+
+@pytest.mark.parametrize("overrides, key", [
+    ({"workers": {"cpus_per_worker": float("nan")}}, "workers.cpus_per_worker"),
+    ({"workers": {"gpus_per_worker": float("inf")}}, "workers.gpus_per_worker"),
+    ({"workers": {"train_gpus": float("-inf")}}, "workers.train_gpus"),
+    ({"encoder": {"kind": "gsl", "lr": float("nan")}}, "encoder.lr"),
+])
+def test_non_finite_numbers_are_refused(tmp_path, source, overrides, key):
+    with pytest.raises(BuildConfigError, match=key.replace(".", r"\.") + ": must be a finite"):
+        build_config_from_dict(config(tmp_path, source, **overrides))
+
+
+def test_yaml_nan_and_inf_are_refused_before_ray(tmp_path, source, capsys):
+    path = tmp_path / "build.yaml"
+    text = yaml.safe_dump(config(tmp_path, source))
+    path.write_text(text.replace("  encode: 2\n", "  encode: 2\n  cpus_per_worker: .nan\n"))
+    assert main(["build", "--config", str(path)]) == 2
+    assert "workers.cpus_per_worker: must be a finite number, got nan" in capsys.readouterr().err
+
+
+def test_configs_made_in_python_are_checked_too():
+    from cluster.build.config import BuildConfig, SourceConfig, WorkersConfig
+
+    with pytest.raises(BuildConfigError, match="workers.gpus_per_worker: must be a finite"):
+        BuildConfig("t", "/tmp/s", SourceConfig("x.fbin"),
+                    workers=WorkersConfig(gpus_per_worker=float("inf")))
+
+
+def test_nedge_against_nlist(tmp_path, source):
+    """A given nedge must be below a given nlist (VLQIndex refuses it too); an omitted nedge
+    is 32 capped at nlist - 1, and with nlist auto any nedge is capped (documented)."""
+    with pytest.raises(BuildConfigError, match=r"index\.nedge: must be < index\.nlist"):
+        build_config_from_dict(config(tmp_path, source, index={"nlist": 8, "nedge": 8}))
+    omitted = config(tmp_path, source)
+    omitted["index"] = {"nlist": 8, "code_bytes": 4}
+    checked = check_build(build_config_from_dict(omitted))
+    assert (checked.nlist, checked.nedge, checked.shape.nedge) == (8, 7, 7)
+    auto = config(tmp_path, source, index={"nlist": "auto", "nedge": 64})
+    checked = check_build(build_config_from_dict(auto))
+    assert checked.nedge == checked.nlist - 1 < 64
+
+
+def test_config_that_is_a_folder_or_not_text_is_one_line(tmp_path, capsys):
+    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00garbage")
+    for path, says in ((tmp_path, "is a folder"), (tmp_path / "binary.yaml", "not a text")):
+        assert main(["build", "--config", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and f"{path}: {says}" in err
+
+
+def test_unknown_store_protocol_is_refused_naming_the_key(tmp_path, source):
+    cfg = build_config_from_dict(config(tmp_path, source, store="foo://bucket/x"))
+    with pytest.raises(BuildConfigError, match="store foo://bucket/x: unsupported storage "
+                                               "protocol 'foo'"):
+        check_build(cfg)
