@@ -9,7 +9,7 @@ import hashlib
 import json
 import posixpath
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from shards.shape import IndexShape
 
@@ -97,6 +97,7 @@ class Manifest:
             manifest = cls(shards=shards, shape=shape, **doc)
         except (TypeError, KeyError) as exc:
             raise ValueError(f"{where}: malformed manifest ({exc})") from None
+        _check_field_types(manifest, where)
         check_name(manifest.version, f"{where}: version")
         check_name(manifest.model_version, f"{where}: model_version")
         if manifest.model_path is not None:
@@ -113,6 +114,21 @@ class Manifest:
         if content_id is not None and content_id != manifest.content_id:
             raise ValueError(f"{where}: content_id does not match the listed shards")
         return manifest
+
+
+_TYPES = {"str": (str,), "int": (int,), "dict": (dict,), "str | None": (str, type(None))}
+
+
+def _check_field_types(manifest: Manifest, where: str) -> None:
+    """Every field of the manifest and its shard entries of its declared type."""
+    for obj, label in [(manifest, ""), *((s, f"shards[{i}].") for i, s in
+                                          enumerate(manifest.shards))]:
+        for f in fields(obj):
+            value, kinds = getattr(obj, f.name), _TYPES.get(str(f.type))
+            if kinds and (isinstance(value, bool) or not isinstance(value, kinds)
+                          or (kinds == (int,) and value < 0)):
+                raise ValueError(f"{where}: {label}{f.name} must be {f.type}"
+                                 f"{' >= 0' if kinds == (int,) else ''}, got {value!r:.40}")
 
 
 def read_manifest(loc) -> Manifest:

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 from numpy.lib import format as npy_format
+from tokenize import TokenError
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ BIN_DTYPES = {
 FORMATS = (*VECS_DTYPES, *BIN_DTYPES, "npy", "parquet")
 _HEADER = 8  # big-ann: uint32 n, uint32 d
 _PREFIX = 4  # TEXMEX: int32 d before every row
+_PARQUET_ERRORS = (pa.ArrowException, OSError, EOFError)
 
 
 @dataclass(frozen=True)
@@ -103,9 +105,12 @@ class _ParquetReader(VectorReader):
         starts = self.row_group_starts
         first, last = bisect.bisect_right(starts, start) - 1, bisect.bisect_left(starts, stop)
         fs, path = _resolve(self.uri, self.storage_options)
-        with fs.open(path, "rb") as f:
-            groups = list(range(first, last))
-            table = pq.ParquetFile(f).read_row_groups(groups, columns=[self.column])
+        try:
+            with fs.open(path, "rb") as f:
+                groups = list(range(first, last))
+                table = pq.ParquetFile(f).read_row_groups(groups, columns=[self.column])
+        except _PARQUET_ERRORS as exc:
+            raise _unreadable(f"{self.uri}: rows [{start}, {stop})", exc) from None
         lists = table.column(0).slice(start - starts[first], stop - start).combine_chunks()
         where = f"{self.uri}: column {self.column!r}"
         if lists.null_count or lists.flatten().null_count:
@@ -167,9 +172,7 @@ def read_ground_truth(uri: str, storage_options: Options = None) -> tuple[np.nda
     return ids.reshape(nq, k).astype(np.int64), distances.reshape(nq, k).astype(np.float32)
 
 
-def write_vectors(
-    uri: str | os.PathLike[str], x: np.ndarray, storage_options: Options = None
-) -> None:
+def write_vectors(uri: str | os.PathLike[str], x: np.ndarray, storage_options: Options = None) -> None:
     """Write a 2-D array as .fbin/.u8bin/.i8bin/.ibin/.fvecs/.ivecs/.bvecs/.npy by extension."""
     uri, x = os.fspath(uri), np.asarray(x)
     fmt = _format_for(uri, None)
@@ -228,9 +231,7 @@ def _file_size(fs: fsspec.AbstractFileSystem, path: str, uri: str) -> int:
     return int(info["size"])
 
 
-def _read_array(
-    fs: Any, path: str, uri: str, offset: int, count: int, dtype: np.dtype
-) -> np.ndarray:
+def _read_array(fs: Any, path: str, uri: str, offset: int, count: int, dtype: np.dtype) -> np.ndarray:
     """``count`` items of ``dtype`` at byte ``offset``, reading only those bytes."""
     if count == 0:
         return np.empty(0, dtype=dtype)
@@ -245,9 +246,7 @@ def _read_array(
     return x
 
 
-def _bin_header(
-    fs: Any, path: str, uri: str, size: int, cell_bytes: int, what: str
-) -> tuple[int, int]:
+def _bin_header(fs: Any, path: str, uri: str, size: int, cell_bytes: int, what: str) -> tuple[int, int]:
     """(n, d) from a big-ann header, checked against the file size before any data is read."""
     if size < _HEADER:
         raise ValueError(f"{uri}: {size} bytes is too small for the 8-byte n, d header")
@@ -294,8 +293,9 @@ def _open_npy(uri: str, fs: Any, path: str, size: int, opts: Options) -> VectorR
         v1 = version == (1, 0)
         read_header = npy_format.read_array_header_1_0 if v1 else npy_format.read_array_header_2_0
         shape, fortran_order, dtype = read_header(f)
-    except ValueError as err:
-        raise ValueError(f"{uri}: not a valid .npy file: {err}") from err
+    except (ValueError, SyntaxError, TypeError, EOFError, OverflowError, TokenError) as err:
+        # numpy parses the header with ast.literal_eval: garbage raises SyntaxError & co.
+        raise ValueError(f"{uri}: not a valid .npy file: {type(err).__name__}: {err}") from None
     if dtype.hasobject or dtype.kind not in "biuf":
         raise ValueError(f"{uri}: .npy dtype {dtype} refused; only numeric (no objects/pickles)")
     if fortran_order:
@@ -313,6 +313,17 @@ def _open_npy(uri: str, fs: Any, path: str, size: int, opts: Options) -> VectorR
 
 
 def _open_parquet(uri: str, fs: Any, path: str, column: str | None, opts: Options) -> VectorReader:
+    try:
+        return _open_parquet_file(uri, fs, path, column, opts)
+    except _PARQUET_ERRORS as exc:
+        raise _unreadable(uri, exc) from None
+
+
+def _unreadable(where: str, exc: BaseException) -> ValueError:
+    return ValueError(f"{where}: not readable Parquet ({type(exc).__name__}: {exc})")
+
+
+def _open_parquet_file(uri: str, fs: Any, path: str, column: str | None, opts: Options):
     with fs.open(path, "rb") as f:
         pf = pq.ParquetFile(f)
         column = _pick_column(uri, pf.schema_arrow, column)

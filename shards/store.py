@@ -95,7 +95,7 @@ class IndexRoot:
         loc = self.location
         if not loc.exists(CURRENT_FILE):
             return None
-        return check_name(loc.read_bytes(CURRENT_FILE).decode().strip(), f"{loc.uri}/CURRENT")
+        return check_name(loc.read_bytes(CURRENT_FILE).decode(errors="replace").strip(), f"{loc.uri}/CURRENT")
 
     def versions(self) -> list[str]:
         """Published versions (folders that hold a manifest), oldest first."""
