@@ -143,7 +143,18 @@ def test_models_on_a_malformed_meta_json_names_the_file(files, tmp_path, capsys)
         assert f"{dst}/meta.json" in out.err and culprit in out.err
 
 
-def test_unreachable_s3_store_is_exit_1_naming_it(files, monkeypatch, capsys):
+@pytest.fixture()
+def fresh_s3fs():
+    """s3fs caches a file system per storage options, not per environment: start and end
+    with none, so that the dead endpoint below never serves another test's store."""
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    yield
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+def test_unreachable_s3_store_is_exit_1_naming_it(files, monkeypatch, capsys, fresh_s3fs):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
