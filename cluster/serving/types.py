@@ -6,6 +6,7 @@ stamped with the index version that produced it and the shards that did not answ
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -36,8 +37,9 @@ def _positive(value, name: str, kind=int) -> None:
                                                   else (int, float)):
         raise ValueError(f"{name} must be a{'n integer' if kind is int else ' number'}, "
                          f"got {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
+    if value <= 0 or not math.isfinite(value):
+        raise ValueError(f"{name} must be > 0{' and finite' if kind is not int else ''}, "
+                         f"got {value}")
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,9 @@ class ServeConfig:
         _positive(self.load_timeout_s, "load_timeout_s", float)
         for name in ("poll_s", "searcher_cpus", "searcher_gpus"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 \
+                    or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if self.searcher_threads is not None:
             _positive(self.searcher_threads, "searcher_threads")
         if self.backend not in ("auto", "numba", "torch"):

@@ -62,3 +62,11 @@ def test_shard_searcher_answers_like_the_index_of_its_shards(tmp_path, trained_i
     tiny = ShardSearcher(uri, [2])
     D, I = tiny.search(q[:2], SearchParams(k=10_000, nprobe=8, nlines=32))
     assert I.shape == (2, tiny.index.ntotal)
+
+
+@pytest.mark.parametrize("field", ["timeout_s", "load_timeout_s", "poll_s", "searcher_cpus",
+                                   "searcher_gpus"])
+def test_serve_config_refuses_non_finite_numbers(field):
+    for value in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=f"{field} must be"):
+            ServeConfig(store="s", name="n", **{field: value})
