@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cluster.cli import main
-from cluster.exit_status import exit_code
+from cluster.exit_status import exit_code, one_line
 from indexer import VLQIndex
 from shards import Store, write_vectors
 from shards.registry import Lease
@@ -199,6 +199,26 @@ def test_policy_classifies_library_errors():
     assert exit_code(PartialResultError(SearchResult(empty, empty.astype(np.int64), "v1",
                                                      (0,)))) == 1
     assert exit_code(KeyError("a bug")) is None      # bugs keep their traceback
+    remote = ray.exceptions.RayTaskError("train", "Traceback ...\n  remote lines",
+                                         ValueError("source.uri: bad"))
+    for exc in (remote, remote.as_instanceof_cause()):   # what a Ray task raised decides
+        assert exit_code(exc) == 2
+        assert one_line("snapline build", exc) == "snapline build: error: source.uri: bad"
+
+
+def test_unreadable_config_is_one_line(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    path = tmp_path / "build.yaml"
+    path.write_text("name: t\n")
+
+    def forbidden(self, *_, **__):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", forbidden)   # root reads a chmod 000 file anyway
+    assert main(["build", "--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"snapline build: error: {path}: cannot read the build config (Permission denied)"
 
 
 def test_lease_refuses_a_ttl_that_lets_two_holders_in(tmp_path):
