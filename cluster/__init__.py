@@ -6,4 +6,6 @@
     cli/       the `snapline` command line, one module per group of subcommands
     client.py  the Python client of a service; demo.py the main job on the bundled data
     estimate.py, ray_session.py: memory estimates and the Ray connection, shared by the rooms
+    store_check.py: a store URI checked where it enters (protocol, reachable, present)
+    exit_status.py: the exit status and one-line error of `snapline` and `python -m cluster.build`
 """
