@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import posixpath
+from tokenize import TokenError
 from typing import Any
 
 import numpy as np
@@ -77,7 +78,8 @@ def _load_npy(blob: bytes, where: str) -> np.ndarray:
                 "not a .npy array"
             raise ValueError(f"{kind}, starting {raw[:8]!r}")
         arr = npy_format.read_array(io.BytesIO(raw), allow_pickle=False)
-    except (ValueError, EOFError, zstandard.ZstdError) as exc:
+    except (ValueError, EOFError, SyntaxError, TypeError, OverflowError, TokenError,
+            zstandard.ZstdError) as exc:   # numpy reads the header with ast.literal_eval
         raise ValueError(f"{where}: not a plain numpy array; pickled or corrupt data is "
                          f"refused ({exc})") from None
     if arr.dtype.hasobject:
