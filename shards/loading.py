@@ -14,10 +14,10 @@ import numpy as np
 
 from shards.fsio import Location
 from shards.index_arrays import IndexArrays
-from shards.manifest import MANIFEST_FILE, Manifest, ShardEntry, check_name, read_manifest
+from shards.manifest import MANIFEST_FILE, Manifest, ShardEntry, read_manifest
 from shards.models import model_shape, read_model
 from shards.shard_file import ShardData, decode_shard
-from shards.store import CURRENT_FILE, INDEXES_DIR, MODELS_DIR, IndexRoot, Store
+from shards.store import CURRENT_FILE, INDEXES_DIR, MODELS_DIR, IndexRoot, Store, read_current
 
 Loadable = IndexRoot | Store | str
 
@@ -39,8 +39,7 @@ def resolve(where: Loadable, storage_options: dict | None = None, *,
         if not loc.exists(CURRENT_FILE):
             raise FileNotFoundError(f"{loc.uri}: neither {MANIFEST_FILE} nor {CURRENT_FILE}; "
                                     f"not a snapline index")
-        current = loc.read_bytes(CURRENT_FILE).decode().strip()
-        loc = loc.child(check_name(current, f"{loc.uri}/{CURRENT_FILE}"))
+        loc = loc.child(read_current(loc)[0])
     manifest = read_manifest(loc)
     if manifest.model_path is not None:
         return manifest, loc, loc.child(manifest.model_path)
@@ -49,7 +48,7 @@ def resolve(where: Loadable, storage_options: dict | None = None, *,
     if len(parts) < 4 or parts[-3] != INDEXES_DIR:
         raise ValueError(f"{loc.uri}/{MANIFEST_FILE}: a store manifest must live at "
                          f"<store>/{INDEXES_DIR}/<name>/<version>/")
-    store = Location(loc.fs, "/".join(parts[:-3]), loc.uri.rsplit("/", 3)[0], loc.storage_options)
+    store = loc.rooted_at("/".join(parts[:-3]), loc.uri.rsplit("/", 3)[0])
     return manifest, loc, store.child(MODELS_DIR, manifest.model_version)
 
 
