@@ -78,17 +78,19 @@ def choose_version(root: IndexRoot, model_version: str, entries: Sequence[ShardE
 
 
 def check_new_version(root: IndexRoot, version: str) -> str:
-    """A version a caller asks to publish: a vNNNNNN name above CURRENT's."""
-    current = root.current_version()
+    """A version a caller asks to publish: a vNNNNNN name (ValueError otherwise) above
+    CURRENT's (PublishConflict otherwise: another writer may have just taken it)."""
     if version_number(version) < 0:
         raise ValueError(f"version {version!r} is not a version name like v000001")
+    current = root.current_version()
     if version_number(version) <= version_number(current):
-        raise ValueError(f"version {version!r} is not above CURRENT {current} of index "
-                         f"{root.name!r}; CURRENT never moves back")
+        raise PublishConflict(f"index {root.name!r}: version {version} is not above CURRENT "
+                              f"{current}; CURRENT never moves back")
     return version
 
 
-def advance_current(root: IndexRoot, version: str) -> None:
+def advance_current(root: IndexRoot, version: str,
+                    on_step: Callable[..., None] = _no_step) -> None:
     """Move CURRENT to `version` by compare-and-swap; PublishConflict if a newer version
     became CURRENT first (ours stays an older, published version)."""
     loc = root.location
@@ -100,6 +102,7 @@ def advance_current(root: IndexRoot, version: str) -> None:
             raise PublishConflict(f"index {root.name!r}: {version} was not made CURRENT: "
                                   f"another writer published {current} first (CURRENT never "
                                   f"moves back)")
+        on_step("swap", current)
         if loc.replace_if(CURRENT_FILE, (version + "\n").encode(), tag):
             return
         log.info("CURRENT of %s changed while publishing %s; looking again", root.uri, version)
@@ -125,7 +128,7 @@ def commit(root: IndexRoot, version: str, model_version: str, shape: IndexShape,
                                   f"another writer first; this writer's shards were not published")
         manifest = existing    # a rerun of the same publish
     on_step("current")
-    advance_current(root, version)
+    advance_current(root, version, on_step)
     log.info("published %s/%s (model %s, %d shards, %d vectors)", root.uri, version,
              manifest.model_version, len(manifest.shards), manifest.ntotal)
     return manifest
