@@ -73,9 +73,12 @@ def load_arrays(where: Loadable, shards: Sequence[int] | None = None,
     """Read and verify a whole index, or the listed shard numbers of it."""
     manifest, loc, model_loc = resolve(where, storage_options, version=version)
     model_meta, model_arrays = read_model(model_loc, manifest.model_version)
-    if model_shape(model_meta, model_loc.uri) != manifest.shape:
-        raise ValueError(f"{loc.uri}: the manifest says shape {manifest.shape}, its model "
-                         f"{manifest.model_version} has {model_shape(model_meta)}")
+    shape = model_shape(model_meta, model_loc.uri)
+    if shape != manifest.shape:
+        wrong = ", ".join(f"{k}={v!r} (model: {shape.to_dict()[k]!r})"
+                          for k, v in manifest.shape.to_dict().items() if shape.to_dict()[k] != v)
+        raise ValueError(f"{loc.uri}/{MANIFEST_FILE}: the manifest's shape disagrees with its "
+                         f"model {manifest.model_version}: {wrong}")
     picked = range(len(manifest.shards)) if shards is None else list(shards)
     for i in picked:
         if not 0 <= i < len(manifest.shards):

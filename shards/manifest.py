@@ -95,8 +95,9 @@ class Manifest:
             shards = tuple(ShardEntry(**s) for s in doc.pop("shards"))
             shape = IndexShape.from_dict(doc.pop("shape"), where)
             manifest = cls(shards=shards, shape=shape, **doc)
-        except (TypeError, KeyError) as exc:
+        except (TypeError, KeyError, AttributeError) as exc:
             raise ValueError(f"{where}: malformed manifest ({exc})") from None
+        _check_fields(manifest, where)
         check_name(manifest.version, f"{where}: version")
         check_name(manifest.model_version, f"{where}: model_version")
         if manifest.model_path is not None:
@@ -113,6 +114,31 @@ class Manifest:
         if content_id is not None and content_id != manifest.content_id:
             raise ValueError(f"{where}: content_id does not match the listed shards")
         return manifest
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _check_fields(manifest: Manifest, where: str) -> None:
+    """Counts are non-negative integers (not bools, strings or floats), checksums are
+    sha256 hex digests, names are strings, source is a mapping."""
+    def count(value, key: str) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{where}: {key} must be a non-negative integer, got {value!r}")
+
+    count(manifest.ntotal, "ntotal")
+    count(manifest.next_id, "next_id")
+    for i, s in enumerate(manifest.shards):
+        count(s.rows, f"shards[{i}].rows")
+        count(s.bytes, f"shards[{i}].bytes")
+        if not isinstance(s.sha256, str) or not _SHA256.match(s.sha256):
+            raise ValueError(f"{where}: shards[{i}].sha256 is not a sha256 hex digest")
+    if not isinstance(manifest.source, dict):
+        raise ValueError(f"{where}: source must be a mapping, got {type(manifest.source).__name__}")
+    for key in ("name", "model_path", "created"):
+        value = getattr(manifest, key)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{where}: {key} must be a string, got {value!r}")
 
 
 def read_manifest(loc) -> Manifest:
