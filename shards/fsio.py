@@ -184,6 +184,30 @@ class Location:
             return []
         return sorted(posixpath.basename(e.rstrip("/")) for e in entries)
 
+    def find(self, name: str = "") -> list[str]:
+        """Every file under `name` (recursively), as paths relative to this folder; a
+        link that leaves the root raises OutsideStoreError."""
+        base = self.inside(name)
+        try:
+            found = self.fs.find(base, withdirs=False)
+        except FileNotFoundError:
+            return []
+        out = []
+        for path in found:
+            rel = posixpath.relpath(path.rstrip("/"), self.path)
+            self.inside(rel)
+            out.append(rel)
+        return sorted(out)
+
+    def modified(self, name: str) -> float:
+        """When a file was last written (seconds since the epoch)."""
+        path = self.inside(name)
+        if self.is_local:
+            return os.lstat(path).st_mtime
+        info = self.fs.info(path)
+        stamp = info.get("LastModified") or info.get("mtime") or info.get("last_modified")
+        return stamp.timestamp() if hasattr(stamp, "timestamp") else float(stamp or 0)
+
     def check_writable(self) -> None:
         """Write and remove a probe file; raise PermissionError naming the folder if the
         store cannot be written (missing bucket, read-only path, no credentials)."""

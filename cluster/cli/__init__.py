@@ -13,6 +13,7 @@ import sys
 
 from cluster.cli.bench_commands import add_bench_commands
 from cluster.cli.build_commands import add_build_commands
+from cluster.cli.fsck_commands import add_fsck_commands
 from cluster.cli.model_commands import add_reencode_commands, add_train_commands
 from cluster.cli.serve_commands import add_serving_commands
 
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_reencode_commands(sub)
     add_build_commands(sub)
     add_serving_commands(sub)
+    add_fsck_commands(sub)
     return parser
 
 
