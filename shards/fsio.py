@@ -14,6 +14,7 @@ Credentials, region and endpoint come from the usual botocore sources (environme
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import posixpath
 import uuid
@@ -27,6 +28,26 @@ from fsspec.implementations.local import LocalFileSystem
 
 class OutsideStoreError(ValueError):
     """A path resolves (through a symlink) outside the store it belongs to."""
+
+
+try:      # botocore's connection and credential errors are no OSError: made one here
+    from botocore.exceptions import BotoCoreError as _ClientSideError
+except ImportError:        # no S3 support installed
+    class _ClientSideError(Exception):
+        pass
+
+
+def _reachable(method):
+    """An unreachable endpoint or missing credentials become a ConnectionError naming
+    the store folder (the CLI's one-line exit 1), whatever the file system."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except _ClientSideError as exc:
+            raise ConnectionError(f"{self.uri}: store unreachable ({type(exc).__name__}: "
+                                  f"{exc})") from None
+    return wrapper
 
 
 def check_protocol(uri: str) -> str:
@@ -89,12 +110,15 @@ class Location:
                                         f"{self.root} (a symlink?); refusing it")
         return path
 
+    @_reachable
     def exists(self, name: str = "") -> bool:
         return self.fs.exists(self.inside(name))
 
+    @_reachable
     def isdir(self, name: str = "") -> bool:
         return self.fs.isdir(self.inside(name))
 
+    @_reachable
     def read_bytes(self, name: str) -> bytes:
         path = self.inside(name)
         try:
@@ -104,6 +128,7 @@ class Location:
         except IsADirectoryError:
             raise ValueError(f"{self.uri}/{name}: is a directory, expected a file") from None
 
+    @_reachable
     def read_tagged(self, name: str) -> tuple[bytes | None, Any]:
         """(content or None if absent, tag) for a later `replace_if`: the ETag on S3 (read
         in the same request as the content), the content itself locally."""
@@ -125,6 +150,7 @@ class Location:
 
         return fsspec.asyn.sync(self.fs.loop, body), response["ETag"]
 
+    @_reachable
     def replace_if(self, name: str, data: bytes, tag: Any) -> bool:
         """Write `name` only if it is unchanged since `read_tagged` returned `tag` (or still
         absent when tag is None); False when another writer changed it first."""
@@ -146,6 +172,7 @@ class Location:
             raise
         return True
 
+    @_reachable
     def write_bytes(self, name: str, data: bytes) -> None:
         """Write a whole file so that readers see the old or the new content, never half."""
         path = self.inside(name)
@@ -154,6 +181,7 @@ class Location:
         else:
             self.fs.pipe_file(path, data)
 
+    @_reachable
     def create_exclusive(self, name: str, data: bytes) -> bool:
         """Create a file atomically unless it exists; False if it already existed."""
         path = self.inside(name)
@@ -176,6 +204,7 @@ class Location:
             raise
         return True
 
+    @_reachable
     def listdir(self, name: str = "") -> list[str]:
         path = self.inside(name)
         try:
@@ -184,6 +213,7 @@ class Location:
             return []
         return sorted(posixpath.basename(e.rstrip("/")) for e in entries)
 
+    @_reachable
     def find(self, name: str = "") -> list[str]:
         """Every file under `name` (recursively), as paths relative to this folder; a
         link that leaves the root raises OutsideStoreError."""
@@ -199,6 +229,7 @@ class Location:
             out.append(rel)
         return sorted(out)
 
+    @_reachable
     def modified(self, name: str) -> float:
         """When a file was last written (seconds since the epoch)."""
         path = self.inside(name)
@@ -215,10 +246,13 @@ class Location:
         try:
             self.write_bytes(probe, b"")
             self.remove(probe)
+        except ConnectionError:
+            raise
         except (OSError, ValueError) as exc:  # PermissionError, FileNotFoundError, s3fs errors
             raise PermissionError(f"{self.uri}: store is not writable ({type(exc).__name__}: "
                                   f"{exc})") from None
 
+    @_reachable
     def remove(self, name: str, recursive: bool = False) -> None:
         """Remove a file (or a folder with recursive=True); a symlink inside the root is
         removed itself, never what it points to."""

@@ -19,9 +19,11 @@ def _fsck(args) -> int:
         report = fsck(args.store, args.name, repair=args.repair, **extra)
     except FileNotFoundError:
         raise                                    # a missing store or index: exit 2
-    except (OSError, ConnectionError) as exc:    # unreachable endpoint, no permission
-        print(f"snapline fsck: {args.store}: store unreachable ({type(exc).__name__}: {exc})",
-              file=sys.stderr)
+    except ConnectionError as exc:               # names the store already
+        print(f"snapline fsck: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:                       # no permission, an I/O error
+        print(f"snapline fsck: {args.store}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     removed = set(report.removed)
     for finding in report.findings:

@@ -160,3 +160,19 @@ def test_fsck_on_s3_lists_and_repairs_a_killed_publish(index, s3_bucket):
     report = fsck(root.store, repair=True, min_age_s=0)
     assert report.removed == [report.findings[0].uri]
     assert fsck(root.store).clean and root.folders() == ["v000001"]
+
+
+def test_an_unreachable_store_exits_1_with_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    env = dict(os.environ, AWS_ENDPOINT_URL="http://127.0.0.1:9", AWS_ACCESS_KEY_ID="x",
+               AWS_SECRET_ACCESS_KEY="y", AWS_DEFAULT_REGION="us-east-1", AWS_MAX_ATTEMPTS="1",
+               PYTHONPATH=str(Path(__file__).parents[2]))
+    run = subprocess.run([sys.executable, "-m", "cluster.cli", "fsck", "--store",
+                          "s3://snapline-unreachable/x"], capture_output=True, text=True,
+                         env=env, timeout=120)
+    errors = [line for line in run.stderr.splitlines() if " INFO " not in line]
+    assert run.returncode == 1 and run.stdout == ""
+    assert errors == [errors[0]] and "s3://snapline-unreachable/x: store unreachable " \
+        "(EndpointConnectionError" in errors[0]
