@@ -3,12 +3,15 @@ distributed build (`publish_parts`) share (SPEC 4).
 
     <store>/indexes/<name>/<version>/shards/*.parquet    written first (shard_writer)
     <store>/indexes/<name>/<version>/manifest.json       created exclusively
-    <store>/indexes/<name>/CURRENT                       moved forward, never back
+    <store>/indexes/<name>/CURRENT                       compare-and-swap, forward only
 
 Of two writers racing for one version with different content exactly one creates the
-manifest; the other removes its own shards and gets PublishConflict. A rerun of an
-interrupted publish finds its own manifest (same content) or chooses the same version
-again and completes it.
+manifest; the other removes its own shards and gets PublishConflict. CURRENT moves by
+compare-and-swap (`Location.read_tagged` / `replace_if`: If-Match on S3, a flock
+locally): a writer whose version is older than the CURRENT it finds gets
+PublishConflict naming both, so CURRENT never moves back. A rerun of an interrupted
+publish finds its own manifest (same content) or chooses the same version again and
+completes it; publishing what CURRENT already holds makes no new version.
 """
 from __future__ import annotations
 
@@ -21,14 +24,13 @@ from shards.manifest import (
     MANIFEST_FILE,
     Manifest,
     ShardEntry,
-    check_name,
     content_id_of,
     read_manifest,
 )
 from shards.models import write_model
 from shards.shape import IndexShape
 from shards.shard_writer import encode_parts, remove_unlisted, save_part
-from shards.store import CURRENT_FILE, IndexRoot, as_root, version_number
+from shards.store import CURRENT_FILE, IndexRoot, as_root, read_current, version_number
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +58,54 @@ def make_manifest(version: str, model_version: str, shape: IndexShape,
                     source=dict(source or {}), created=utc_now())
 
 
-def choose_version(root: IndexRoot, model_version: str, entries: Sequence[ShardEntry]) -> str:
-    """The version a publish writes: an unfinished publish of the same content (manifest
-    written, CURRENT not yet) is completed; otherwise one past every published, current
-    or build-claimed version."""
+def choose_version(root: IndexRoot, model_version: str, entries: Sequence[ShardEntry],
+                   next_id: int | None = None) -> str:
+    """The version a publish writes: CURRENT's when it holds the same content (nothing new
+    to publish), an unfinished publish of the same content (manifest written, CURRENT not
+    yet) is completed; otherwise one past every published, current or build-claimed
+    version."""
     versions, current = root.versions(), root.current_version()
-    if versions and version_number(versions[-1]) > version_number(current):
-        existing = read_manifest(root.version_location(versions[-1]))
-        if existing.content_id == content_id_of(model_version, entries):
-            return versions[-1]
+    content_id = content_id_of(model_version, entries)
+    for candidate in {current, versions[-1] if versions else None} - {None}:
+        if version_number(candidate) < version_number(current) or candidate not in versions:
+            continue
+        existing = read_manifest(root.version_location(candidate))
+        if existing.content_id == content_id and next_id in (None, existing.next_id):
+            return candidate
     claimed = [v for v in root.folders() if root.claimed(v)]
     numbers = [version_number(v) for v in versions + claimed] + [version_number(current), 0]
     return f"v{max(numbers) + 1:06d}"
+
+
+def check_new_version(root: IndexRoot, version: str) -> str:
+    """A version a caller asks to publish: a vNNNNNN name (ValueError otherwise) above
+    CURRENT's (PublishConflict otherwise: another writer may have just taken it)."""
+    if version_number(version) < 0:
+        raise ValueError(f"version {version!r} is not a version name like v000001")
+    current = root.current_version()
+    if version_number(version) <= version_number(current):
+        raise PublishConflict(f"index {root.name!r}: version {version} is not above CURRENT "
+                              f"{current}; CURRENT never moves back")
+    return version
+
+
+def advance_current(root: IndexRoot, version: str,
+                    on_step: Callable[..., None] = _no_step) -> None:
+    """Move CURRENT to `version` by compare-and-swap; PublishConflict if a newer version
+    became CURRENT first (ours stays an older, published version)."""
+    loc = root.location
+    while True:
+        current, tag = read_current(loc)
+        if current == version:
+            return
+        if version_number(current) > version_number(version):
+            raise PublishConflict(f"index {root.name!r}: {version} was not made CURRENT: "
+                                  f"another writer published {current} first (CURRENT never "
+                                  f"moves back)")
+        on_step("swap", current)
+        if loc.replace_if(CURRENT_FILE, (version + "\n").encode(), tag):
+            return
+        log.info("CURRENT of %s changed while publishing %s; looking again", root.uri, version)
 
 
 def commit(root: IndexRoot, version: str, model_version: str, shape: IndexShape,
@@ -90,9 +128,7 @@ def commit(root: IndexRoot, version: str, model_version: str, shape: IndexShape,
                                   f"another writer first; this writer's shards were not published")
         manifest = existing    # a rerun of the same publish
     on_step("current")
-    current = root.current_version()
-    if version_number(current) < version_number(version):
-        root.location.write_bytes(CURRENT_FILE, (version + "\n").encode())
+    advance_current(root, version, on_step)
     log.info("published %s/%s (model %s, %d shards, %d vectors)", root.uri, version,
              manifest.model_version, len(manifest.shards), manifest.ntotal)
     return manifest
@@ -111,8 +147,8 @@ def publish(root: IndexRoot, data: IndexArrays, *, version: str | None = None,
                 data.model_arrays)
     parts = encode_parts(data, rows_per_shard, source.get("uri", ""))
     entries = [p.entry for p in parts]
-    version = (check_name(version, "version") if version
-               else choose_version(root, data.model_version, entries))
+    version = (check_new_version(root, version) if version is not None
+               else choose_version(root, data.model_version, entries, data.next_id))
     vloc = root.version_location(version)
     for number, part in enumerate(parts):
         on_step("shard", number)

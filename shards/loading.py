@@ -14,10 +14,10 @@ import numpy as np
 
 from shards.fsio import Location
 from shards.index_arrays import IndexArrays
-from shards.manifest import MANIFEST_FILE, Manifest, ShardEntry, check_name, read_manifest
+from shards.manifest import MANIFEST_FILE, Manifest, ShardEntry, read_manifest
 from shards.models import model_shape, read_model
 from shards.shard_file import ShardData, decode_shard
-from shards.store import CURRENT_FILE, INDEXES_DIR, MODELS_DIR, IndexRoot, Store
+from shards.store import CURRENT_FILE, INDEXES_DIR, MODELS_DIR, IndexRoot, Store, read_current
 
 Loadable = IndexRoot | Store | str
 
@@ -39,8 +39,7 @@ def resolve(where: Loadable, storage_options: dict | None = None, *,
         if not loc.exists(CURRENT_FILE):
             raise FileNotFoundError(f"{loc.uri}: neither {MANIFEST_FILE} nor {CURRENT_FILE}; "
                                     f"not a snapline index")
-        current = loc.read_bytes(CURRENT_FILE).decode().strip()
-        loc = loc.child(check_name(current, f"{loc.uri}/{CURRENT_FILE}"))
+        loc = loc.child(read_current(loc)[0])
     manifest = read_manifest(loc)
     if manifest.model_path is not None:
         return manifest, loc, loc.child(manifest.model_path)
@@ -49,7 +48,7 @@ def resolve(where: Loadable, storage_options: dict | None = None, *,
     if len(parts) < 4 or parts[-3] != INDEXES_DIR:
         raise ValueError(f"{loc.uri}/{MANIFEST_FILE}: a store manifest must live at "
                          f"<store>/{INDEXES_DIR}/<name>/<version>/")
-    store = Location(loc.fs, "/".join(parts[:-3]), loc.uri.rsplit("/", 3)[0], loc.storage_options)
+    store = loc.rooted_at("/".join(parts[:-3]), loc.uri.rsplit("/", 3)[0])
     return manifest, loc, store.child(MODELS_DIR, manifest.model_version)
 
 
@@ -74,9 +73,12 @@ def load_arrays(where: Loadable, shards: Sequence[int] | None = None,
     """Read and verify a whole index, or the listed shard numbers of it."""
     manifest, loc, model_loc = resolve(where, storage_options, version=version)
     model_meta, model_arrays = read_model(model_loc, manifest.model_version)
-    if model_shape(model_meta, model_loc.uri) != manifest.shape:
-        raise ValueError(f"{loc.uri}: the manifest says shape {manifest.shape}, its model "
-                         f"{manifest.model_version} has {model_shape(model_meta)}")
+    shape = model_shape(model_meta, model_loc.uri)
+    if shape != manifest.shape:
+        wrong = ", ".join(f"{k}={v!r} (model: {shape.to_dict()[k]!r})"
+                          for k, v in manifest.shape.to_dict().items() if shape.to_dict()[k] != v)
+        raise ValueError(f"{loc.uri}/{MANIFEST_FILE}: the manifest's shape disagrees with its "
+                         f"model {manifest.model_version}: {wrong}")
     picked = range(len(manifest.shards)) if shards is None else list(shards)
     for i in picked:
         if not 0 <= i < len(manifest.shards):

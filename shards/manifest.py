@@ -95,9 +95,9 @@ class Manifest:
             shards = tuple(ShardEntry(**s) for s in doc.pop("shards"))
             shape = IndexShape.from_dict(doc.pop("shape"), where)
             manifest = cls(shards=shards, shape=shape, **doc)
-        except (TypeError, KeyError) as exc:
+        except (TypeError, KeyError, AttributeError) as exc:
             raise ValueError(f"{where}: malformed manifest ({exc})") from None
-        _check_field_types(manifest, where)
+        _check_fields(manifest, where)
         check_name(manifest.version, f"{where}: version")
         check_name(manifest.model_version, f"{where}: model_version")
         if manifest.model_path is not None:
@@ -116,19 +116,29 @@ class Manifest:
         return manifest
 
 
-_TYPES = {"str": (str,), "int": (int,), "dict": (dict,), "str | None": (str, type(None))}
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-def _check_field_types(manifest: Manifest, where: str) -> None:
-    """Every field of the manifest and its shard entries of its declared type."""
-    for obj, label in [(manifest, ""), *((s, f"shards[{i}].") for i, s in
-                                          enumerate(manifest.shards))]:
-        for f in fields(obj):
-            value, kinds = getattr(obj, f.name), _TYPES.get(str(f.type))
-            if kinds and (isinstance(value, bool) or not isinstance(value, kinds)
-                          or (kinds == (int,) and value < 0)):
-                raise ValueError(f"{where}: {label}{f.name} must be {f.type}"
-                                 f"{' >= 0' if kinds == (int,) else ''}, got {value!r:.40}")
+def _check_fields(manifest: Manifest, where: str) -> None:
+    """Counts are non-negative integers (not bools, strings or floats), checksums are
+    sha256 hex digests, names are strings, source is a mapping."""
+    def count(value, key: str) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{where}: {key} must be a non-negative integer, got {value!r}")
+
+    count(manifest.ntotal, "ntotal")
+    count(manifest.next_id, "next_id")
+    for i, s in enumerate(manifest.shards):
+        count(s.rows, f"shards[{i}].rows")
+        count(s.bytes, f"shards[{i}].bytes")
+        if not isinstance(s.sha256, str) or not _SHA256.match(s.sha256):
+            raise ValueError(f"{where}: shards[{i}].sha256 is not a sha256 hex digest")
+    if not isinstance(manifest.source, dict):
+        raise ValueError(f"{where}: source must be a mapping, got {type(manifest.source).__name__}")
+    for key in ("name", "model_path", "created"):
+        value = getattr(manifest, key)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{where}: {key} must be a string, got {value!r}")
 
 
 def read_manifest(loc) -> Manifest:

@@ -45,8 +45,11 @@ class ShardMeta:
     @classmethod
     def from_kv(cls, kv: dict[bytes, bytes] | None, where: str) -> "ShardMeta":
         kv = kv or {}
-        fields = {k.decode()[len(_PREFIX):]: json.loads(v) for k, v in kv.items()
-                  if k.decode(errors="replace").startswith(_PREFIX)}
+        try:
+            fields = {k.decode()[len(_PREFIX):]: json.loads(v) for k, v in kv.items()
+                      if k.decode(errors="replace").startswith(_PREFIX)}
+        except ValueError as exc:      # not UTF-8 or not JSON
+            raise ValueError(f"{where}: unreadable snapline shard metadata ({exc})") from None
         version = fields.pop("format_version", None)
         if version != SHARD_FORMAT_VERSION:
             raise ValueError(f"{where}: unsupported shard format version {version!r}; this "
@@ -131,7 +134,7 @@ def decode_shard(blob: bytes, where: str) -> ShardData:
     """Read shard bytes back; `where` names the file in every error."""
     try:
         table = pq.read_table(pa.BufferReader(blob))
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowException, OSError) as exc:
         raise ValueError(f"{where}: not a readable Parquet shard ({exc})") from None
     meta = ShardMeta.from_kv(table.schema.metadata, where)
     m = meta.shape.code_bytes

@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from shards.fsio import Location
+from shards.fsio import Location, check_protocol
 from shards.manifest import MANIFEST_FILE, check_name
 
 MODELS_DIR = "models"
@@ -25,8 +25,30 @@ _VERSION = re.compile(r"^v(\d{6,})$")
 
 def version_number(version: str | None) -> int:
     """v000042 -> 42; anything that is not a version name -> -1."""
-    match = _VERSION.match(version or "")
+    match = _VERSION.match(version or "") if isinstance(version, str) else None
     return int(match.group(1)) if match else -1
+
+
+def parse_current(data: bytes, where: str) -> str:
+    """The version a CURRENT file names; its content is never echoed in an error (it may
+    be another file's, through a link)."""
+    try:
+        text = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ValueError(f"{where}: not UTF-8 text ({len(data)} bytes); CURRENT must hold "
+                         f"one version name like v000001") from None
+    if version_number(text) < 0:
+        raise ValueError(f"{where}: does not hold a version name like v000001 "
+                         f"({len(data)} bytes)")
+    return text
+
+
+def read_current(loc: Location) -> tuple[str | None, object]:
+    """(version CURRENT names or None, tag for `Location.replace_if`) of an index folder."""
+    data, tag = loc.read_tagged(CURRENT_FILE)
+    if data is None:
+        return None, None
+    return parse_current(data, f"{loc.uri}/{CURRENT_FILE}"), tag
 
 
 @dataclass(frozen=True)
@@ -35,6 +57,9 @@ class Store:
 
     uri: str
     storage_options: dict | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self):
+        check_protocol(self.uri)     # foo://... is refused here, before any work
 
     @classmethod
     def of(cls, store: "Store | str | os.PathLike",
@@ -92,10 +117,7 @@ class IndexRoot:
 
     def current_version(self) -> str | None:
         """The version CURRENT names, or None before the first publish."""
-        loc = self.location
-        if not loc.exists(CURRENT_FILE):
-            return None
-        return check_name(loc.read_bytes(CURRENT_FILE).decode(errors="replace").strip(), f"{loc.uri}/CURRENT")
+        return read_current(self.location)[0]
 
     def versions(self) -> list[str]:
         """Published versions (folders that hold a manifest), oldest first."""

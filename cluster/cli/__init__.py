@@ -2,7 +2,7 @@
 
 The subcommands live by group (bench_commands, model_commands, build_commands,
 serve_commands); each handler parses nothing itself and calls one library function.
-Exit status (cluster.cli.errors, the one policy): 0 done, 2 bad input (one line naming
+Exit status (cluster.exit_status, the one policy): 0 done, 2 bad input (one line naming
 the argument, key or file), 1 an environmental failure (one line: unreachable store, no
 Ray cluster, service unavailable, partial result); `-v` adds the traceback.
 """
@@ -13,6 +13,7 @@ import logging
 
 from cluster.cli.bench_commands import add_bench_commands
 from cluster.cli.build_commands import add_build_commands
+from cluster.cli.fsck_commands import add_fsck_commands
 from cluster.exit_status import OneLineArgumentParser, run_guarded
 from cluster.cli.model_commands import add_reencode_commands, add_train_commands
 from cluster.cli.serve_commands import add_serving_commands
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_reencode_commands(sub)
     add_build_commands(sub)
     add_serving_commands(sub)
+    add_fsck_commands(sub)
     return parser
 
 

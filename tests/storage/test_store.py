@@ -55,6 +55,8 @@ def test_versions_and_current(tmp_path, small_data):
     index.add(small_data["base"][:300])
     claim = claim_build(root, {"a": 1})                    # a build's unpublished folder
     publish(root, index.to_arrays())
+    assert publish(root, index.to_arrays()).version == "v000002"   # the same: no new version
+    index.add(small_data["base"][300:310])
     publish(root, index.to_arrays())
     assert root.versions() == ["v000002", "v000003"]       # published: with a manifest
     assert root.folders() == ["v000001", "v000002", "v000003"]
