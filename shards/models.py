@@ -60,6 +60,11 @@ def check_model(meta: dict, arrays: dict[str, np.ndarray], where: str,
     def at(name: str) -> str:
         return f"{where}/{name}.npy.zst" if in_files else f"{where}: array {name!r}"
 
+    encoder = meta.get("encoder")
+    if encoder is not None and not (isinstance(encoder, dict)
+                                    and isinstance(encoder.get("kind"), str)):
+        raise ValueError(f"{where}: model metadata 'encoder' must be a mapping with a 'kind', "
+                         f"got {encoder!r}")
     missing = [name for name in MODEL_ARRAYS if name not in arrays]
     if missing:
         raise ValueError(f"{where}: the model lacks the arrays {missing}")
