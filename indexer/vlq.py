@@ -172,8 +172,9 @@ class VLQIndex:
         ids = check_ids(ids, n)
         list_ids = np.asarray(check_index_array(list_ids, "add_encoded: list_ids", (n,),
                                                 self.lists.nlists), dtype=np.int64)
+        # bounded by the levels the kernels read (== nlambda for every model checked)
         lambda_idx = check_index_array(lambda_idx, "add_encoded: lambda_idx", (n,),
-                                       self.nlambda).astype(np.uint8)
+                                       self.quantizer.lambda_values.size).astype(np.uint8)
         codes = np.ascontiguousarray(check_index_array(
             codes, "add_encoded: codes", (n, self.code_bytes), 256), dtype=np.uint8)
         self._refuse_taken_ids(ids, "add_encoded")
