@@ -93,7 +93,11 @@ def select_lines(dist_qc: np.ndarray, edges: np.ndarray, edge_len2: np.ndarray,
     c = np.maximum(edge_len2[probe].reshape(nq, -1), _EPS)
     b = np.repeat(b, nedge, axis=1)
     alpha = a - b - c
-    line_dist = b - alpha * alpha / (4.0 * c)
+    with np.errstate(over="ignore", invalid="ignore"):
+        line_dist = b - alpha * alpha / (4.0 * c)
+    # NaN (inf - inf: an overflowing query or model) sorts last, as argpartition sorts a
+    # NaN of dist_qc: every position picked is a valid line of a probed centroid
+    line_dist[np.isnan(line_dist)] = np.inf
     nall = line_dist.shape[1]
     pick = np.argpartition(line_dist, nlines - 1, axis=1)[:, :nlines] if nlines < nall \
         else np.broadcast_to(np.arange(nall), (nq, nall))

@@ -53,6 +53,9 @@ class LinearEncoder:
         if self.weight.ndim != 2 or self.weight.shape[0] > self.weight.shape[1]:
             raise ValueError(f"encoder weight must be (d_out, d) with d_out <= d, got "
                              f"{self.weight.shape}")
+        if self.bias is not None and np.shape(self.bias) != (self.weight.shape[0],):
+            raise ValueError(f"encoder bias must be ({self.weight.shape[0]},) for weight "
+                             f"{self.weight.shape}, got {np.shape(self.bias)}")
         object.__setattr__(self, "weight", np.ascontiguousarray(self.weight, dtype=np.float32))
         object.__setattr__(self, "_weight_t", np.ascontiguousarray(self.weight.T))
 
@@ -164,17 +167,31 @@ class QuantizedEncoder:
 
 
 def encoder_from_arrays(meta: dict, arrays: dict[str, np.ndarray]):
-    """Rebuild the encoder a model bundle describes (meta["encoder"])."""
+    """Rebuild the encoder a model bundle describes (meta["encoder"]); ValueError naming
+    the key or array that is missing or malformed."""
     dim = meta["dim"] if "dim" in meta else (meta.get("shape") or {}).get("dim")
     desc = meta.get("encoder") or {"kind": "none", "dim": dim}
+    if not isinstance(desc, dict) or not isinstance(desc.get("kind"), str):
+        raise ValueError(f"model metadata: 'encoder' must be a mapping with a 'kind', got {desc!r}")
     if desc["kind"] == "none":
-        return IdentityEncoder(desc["dim"])
+        return IdentityEncoder(desc.get("dim", dim))
     if "encoder.weight" not in arrays and "encoder.weight_codes" not in arrays:
         raise ValueError(f"model says encoder kind {desc['kind']!r} but holds no encoder.weight")
     params = {k: v for k, v in desc.items() if k not in ("kind", "dim", "dim_out", "parameters")}
     if "encoder.weight_codes" in arrays:
-        w_scale, a_beta, a_scale, lo, hi = arrays["encoder.quant"].tolist()
-        return QuantizedEncoder(arrays["encoder.weight_codes"], w_scale, a_beta, a_scale,
+        codes, quant = arrays["encoder.weight_codes"], arrays.get("encoder.quant")
+        if codes.ndim != 2 or codes.dtype.kind not in "iu":
+            raise ValueError(f"model array 'encoder.weight_codes' must be 2-D integer levels, "
+                             f"got {codes.dtype} {codes.shape}")
+        if quant is None or quant.shape != (5,):
+            raise ValueError(f"model array 'encoder.quant' must hold 5 values (weight scale, "
+                             f"activation beta and scale, low, high), got "
+                             f"{None if quant is None else quant.shape}")
+        w_scale, a_beta, a_scale, lo, hi = quant.tolist()
+        if lo != int(lo) or hi != int(hi) or lo > hi:
+            raise ValueError(f"model array 'encoder.quant': activation levels [{lo}, {hi}] must "
+                             f"be integers with low <= high")
+        return QuantizedEncoder(codes, w_scale, a_beta, a_scale,
                                 int(lo), int(hi), params=params, kind=desc["kind"])
     return LinearEncoder(arrays["encoder.weight"], kind=desc["kind"],
                          bias=arrays.get("encoder.bias"), params=params)

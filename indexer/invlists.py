@@ -27,6 +27,10 @@ class InvertedLists:
         self._pending.append((list_ids, lambda_idx, codes, ids, terms))
         self._npending += ids.shape[0]
 
+    def all_ids(self) -> np.ndarray:
+        """Every stored id, compacted and pending (any order), int64."""
+        return np.concatenate([self.ids, *(part[3] for part in self._pending)])
+
     def list_ids(self) -> np.ndarray:
         """List id of every stored code (compacted part), int64."""
         return np.repeat(np.arange(self.nlists, dtype=np.int64), np.diff(self.offsets))

@@ -107,7 +107,11 @@ if numba is not None:
 
     @numba.njit(cache=True)
     def _select_smallest(values, n, scratch, out):
-        """Positions of the n smallest values into out[:n] (unordered; ties by position)."""
+        """Positions of the n smallest values into out[:n] (unordered; ties by position).
+
+        Exactly n distinct positions in [0, values.size) are written whatever values
+        holds: callers map NaN to +inf first (so that values are totally ordered), and a
+        NaN that slips through only fills the positions left over, never an index."""
         total = values.shape[0]
         if n >= total:
             for i in range(total):
@@ -116,7 +120,7 @@ if numba is not None:
         threshold = _kth_smallest(values, n - 1, scratch)
         count = 0
         for i in range(total):
-            if values[i] < threshold:
+            if count < n and values[i] < threshold:
                 out[count] = i
                 count += 1
         for i in range(total):
@@ -125,17 +129,27 @@ if numba is not None:
             if values[i] == threshold:
                 out[count] = i
                 count += 1
+        for i in range(total):  # only with NaN values (unordered): fill with the rest
+            if count == n:
+                break
+            if not (values[i] < threshold or values[i] == threshold):
+                out[count] = i
+                count += 1
 
     @numba.njit(cache=True)
     def _top_probes(dist_row, nprobe, heap_d, heap_p):
-        """The nprobe smallest entries of dist_row (unordered) into the heap arrays."""
+        """The nprobe smallest entries of dist_row (unordered) into the heap arrays; a NaN
+        distance counts as +inf (positions are always valid centroid ids)."""
         filled = 0
         for j in range(dist_row.shape[0]):
+            v = dist_row[j]
+            if v != v:
+                v = np.float32(np.inf)
             if filled < nprobe:
-                _push(heap_d, heap_p, filled, dist_row[j], j)
+                _push(heap_d, heap_p, filled, v, j)
                 filled += 1
-            elif dist_row[j] < heap_d[0]:
-                _replace_root(heap_d, heap_p, nprobe, dist_row[j], j)
+            elif v < heap_d[0]:
+                _replace_root(heap_d, heap_p, nprobe, v, j)
 
     @numba.njit(parallel=True, cache=True, fastmath={"reassoc", "contract", "arcp"})
     def _search_numba(dist_qc, lut, edges, edge_len2, nprobe, nlines, lam_values, offsets,
@@ -164,7 +178,10 @@ if numba is not None:
                     for e in range(nedge):
                         c = max(edge_len2[cen, e], np.float32(1e-12))
                         alpha = dist_row[edges[cen, e]] - b - c
-                        line_d[pi * nedge + e] = b - alpha * alpha / (np.float32(4.0) * c)
+                        dl = b - alpha * alpha / (np.float32(4.0) * c)
+                        # NaN (inf - inf from an overflowing query or model) sorts last:
+                        # the selection below then stays a total order
+                        line_d[pi * nedge + e] = dl if dl == dl else np.float32(np.inf)
                 _select_smallest(line_d, nlines, scratch, line_p)
                 # steps 3-4: exact ADC over the selected lists, top-k max-heap
                 filled = 0
@@ -280,5 +297,4 @@ def scan_torch(lut, list_ids, line_b, line_alpha, line_c, lam_values, offsets, c
             out_d[q0:q1, :kk] = top_d
             out_p[q0:q1, :kk] = torch.gather(mat_p, 1, top_i)
         q0 = q1
-    out_p[torch.isinf(out_d)] = -1
     return out_d, out_p

@@ -38,8 +38,11 @@ class VLQQuantizer:
         if self.edges.shape != self.edge_len2.shape or self.edges.shape[0] != k:
             raise ValueError(f"graph shapes {self.edges.shape} / {self.edge_len2.shape} do not "
                              f"match {k} centroids")
-        if m * dsub != d:
-            raise ValueError(f"PQ codebook {self.pq_codebook.shape} does not cover dimension {d}")
+        if m * dsub != d or ksub != 256:
+            raise ValueError(f"PQ codebook {self.pq_codebook.shape} must be (M, 256, d / M) "
+                             f"for dimension {d} (one byte per sub-quantizer)")
+        if self.edges.dtype.kind not in "iu":
+            raise ValueError(f"graph edge ids must be integers, got {self.edges.dtype}")
         if self.edges.size and (self.edges.min() < 0 or self.edges.max() >= k):
             raise ValueError(f"graph edge ids must lie in [0, {k}), got "
                              f"[{self.edges.min()}, {self.edges.max()}]")

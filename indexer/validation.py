@@ -35,14 +35,32 @@ def check_queries(queries, dim: int | None = None) -> np.ndarray:
 
 
 def as_float32(x: np.ndarray, what: str, row_offset: int = 0) -> np.ndarray:
-    """float32 C-contiguous copy/view of a validated batch, refusing NaN and inf."""
+    """float32 C-contiguous copy/view of a validated batch, refusing NaN, inf and rows whose
+    squared norm overflows float32 (their distances would be inf or NaN)."""
     out = np.ascontiguousarray(x, dtype=np.float32)
     if x.dtype.kind == "f":
-        finite = np.isfinite(out).all(axis=1)
-        if not finite.all():
-            row = int(np.flatnonzero(~finite)[0]) + row_offset
-            raise ValueError(f"{what}: row {row} contains NaN or inf")
+        with np.errstate(over="ignore", invalid="ignore"):
+            sq_norms = np.einsum("nd,nd->n", out, out)   # inf or NaN for both kinds of bad row
+        bad = ~np.isfinite(sq_norms)
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            row = first + row_offset
+            if not np.isfinite(out[first]).all():
+                raise ValueError(f"{what}: row {row} contains NaN or inf")
+            norm2 = float(np.square(out[first], dtype=np.float64).sum())
+            raise ValueError(f"{what}: row {row} has squared norm {norm2:.3g}, beyond float32 "
+                             f"(max {float(np.finfo(np.float32).max):.3g}): its distances would "
+                             f"overflow; scale the vectors down")
     return out
+
+
+def check_finite_rows(values: np.ndarray, what: str, row_offset: int, reason: str) -> None:
+    """Refuse the first row of a (n, ...) float array holding NaN or inf, naming it: the
+    guard that keeps non-finite distances out of a search's answer."""
+    finite = np.isfinite(values.reshape(values.shape[0], -1)).all(axis=1)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0]) + row_offset
+        raise ValueError(f"{what}: row {row}: {reason}")
 
 
 def check_positive_int(value, name: str, upper: int | None = None) -> int:
@@ -66,3 +84,31 @@ def check_ids(ids, n: int) -> np.ndarray:
     if ids.dtype == np.uint64 and n and ids.max() > np.iinfo(np.int64).max:
         raise ValueError("ids: values above 2**63-1 are not supported")
     return ids.astype(np.int64)
+
+
+def check_index_array(a, name: str, shape: tuple, upper: int) -> np.ndarray:
+    """An integer numpy array of `shape` whose values lie in [0, upper) (list ids, lambda
+    indexes, PQ codes given to the index): nothing is cast or wrapped silently."""
+    if not isinstance(a, np.ndarray) or a.dtype.kind not in "iu":
+        raise ValueError(f"{name}: expected an integer numpy array, got "
+                         f"{getattr(a, 'dtype', type(a).__name__)}")
+    if a.shape != shape:
+        raise ValueError(f"{name}: expected shape {shape}, got {a.shape}")
+    if a.size and (a.min() < 0 or a.max() >= upper):
+        raise ValueError(f"{name}: values must lie in [0, {upper}), got [{a.min()}, {a.max()}]")
+    return a
+
+
+def check_unique_ids(ids: np.ndarray, what: str, existing=None) -> None:
+    """Refuse an id given twice in `ids`, or one already among `existing` (an int64 array,
+    or None when no stored id can collide), naming one such id."""
+    ordered = np.sort(ids)
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    if repeated.size:
+        raise ValueError(f"{what}: id {int(repeated[0])} appears more than once; ids must be "
+                         f"unique")
+    if existing is not None and existing.size and ordered.size:
+        taken = ordered[np.isin(ordered, existing)]
+        if taken.size:
+            raise ValueError(f"{what}: id {int(taken[0])} is already in the index; ids must "
+                             f"be unique")

@@ -20,9 +20,12 @@ from indexer.quantizer import VLQQuantizer
 from indexer.sizing import blas_controller
 from indexer.validation import (
     as_float32,
+    check_finite_rows,
     check_ids,
+    check_index_array,
     check_positive_int,
     check_queries,
+    check_unique_ids,
     check_vectors,
 )
 from shards import (
@@ -36,6 +39,7 @@ from shards import (
     save_model,
 )
 from shards.index_arrays import DEFAULT_ROWS_PER_SHARD
+from shards.models import check_model
 
 log = logging.getLogger(__name__)
 
@@ -119,13 +123,17 @@ class VLQIndex:
         """Encode and append vectors; ids default to ntotal, ntotal+1, ...
 
         Streams in batches of `add_batch_size` rows (x may be a memory map). Nothing is
-        added unless every batch encodes: a bad row leaves the index as it was.
+        added unless every batch encodes: a bad row, or an id given twice or already in
+        the index, leaves the index as it was.
         """
         self._require_trained("add")
         check_vectors(x, self.dim, "add")
         n = x.shape[0]
-        ids = (np.arange(self._next_id, self._next_id + n, dtype=np.int64) if ids is None
-               else check_ids(ids, n))
+        if ids is None:
+            ids = np.arange(self._next_id, self._next_id + n, dtype=np.int64)
+        else:
+            ids = check_ids(ids, n)
+            self._refuse_taken_ids(ids, "add")
         encoded = []
         for s in range(0, n, self.add_batch_size):
             list_ids, lam_idx, codes = self._encode_batch(x[s:s + self.add_batch_size], "add", s)
@@ -154,27 +162,33 @@ class VLQIndex:
 
     def add_encoded(self, list_ids: np.ndarray, lambda_idx: np.ndarray, codes: np.ndarray,
                     ids: np.ndarray) -> None:
-        """Append codes encoded elsewhere (by `quantizer.encode`, e.g. on a worker)."""
+        """Append codes encoded elsewhere (by `quantizer.encode`, e.g. on a worker): integer
+        arrays in range (nothing is cast silently) and ids not yet in the index."""
         self._require_trained("add_encoded")
+        if not isinstance(ids, np.ndarray) or ids.ndim != 1:
+            raise ValueError(f"add_encoded: ids must be a 1-D integer numpy array, got "
+                             f"{getattr(ids, 'shape', type(ids).__name__)}")
         n = ids.shape[0]
         ids = check_ids(ids, n)
-        list_ids = np.asarray(list_ids, dtype=np.int64)
-        if (list_ids.shape != (n,) or lambda_idx.shape != (n,)
-                or codes.shape != (n, self.code_bytes)):
-            raise ValueError(f"add_encoded: shapes list_ids {list_ids.shape}, lambda_idx "
-                             f"{lambda_idx.shape}, codes {codes.shape} do not match {n} ids "
-                             f"and code_bytes={self.code_bytes}")
-        if n and (list_ids.min() < 0 or list_ids.max() >= self.lists.nlists):
-            raise ValueError(f"add_encoded: list ids must lie in [0, {self.lists.nlists})")
-        if n and lambda_idx.max() >= self.nlambda:
-            raise ValueError(f"add_encoded: lambda indexes must lie in [0, {self.nlambda})")
-        lambda_idx = lambda_idx.astype(np.uint8)
-        codes = np.ascontiguousarray(codes, dtype=np.uint8)
+        list_ids = np.asarray(check_index_array(list_ids, "add_encoded: list_ids", (n,),
+                                                self.lists.nlists), dtype=np.int64)
+        # bounded by the levels the kernels read (== nlambda for every model checked)
+        lambda_idx = check_index_array(lambda_idx, "add_encoded: lambda_idx", (n,),
+                                       self.quantizer.lambda_values.size).astype(np.uint8)
+        codes = np.ascontiguousarray(check_index_array(
+            codes, "add_encoded: codes", (n, self.code_bytes), 256), dtype=np.uint8)
+        self._refuse_taken_ids(ids, "add_encoded")
         terms = self.quantizer.code_terms(list_ids, lambda_idx, codes)
         self.lists.append(list_ids, lambda_idx, codes, ids, terms)
         if n:
             self._next_id = max(self._next_id, int(ids.max()) + 1)
         self._device_lists = None
+
+    def _refuse_taken_ids(self, ids: np.ndarray, what: str) -> None:
+        """ids must be unique, and new: every stored id is below _next_id, so only ids
+        below it are looked up among the stored ones."""
+        may_collide = ids.size and self.ntotal and int(ids.min()) < self._next_id
+        check_unique_ids(ids, what, self.lists.all_ids() if may_collide else None)
 
     # -- search --------------------------------------------------------------
     def search(self, q: np.ndarray, k: int = 10, nprobe: int = 32, nlines: int = 256,
@@ -185,6 +199,7 @@ class VLQIndex:
         is (inf, -1)."""
         self._require_trained("search")
         qf = check_queries(q, self.dim)
+        batch_size = check_positive_int(batch_size, "batch_size")
         if self.ntotal == 0:
             raise ValueError("search: the index is empty; add vectors first")
         k = check_positive_int(k, "k", upper=self.ntotal)
@@ -196,10 +211,19 @@ class VLQIndex:
         step = max(1, min(batch_size, (1 << 26) // (self.nlist * 4)))
         for s in range(0, qf.shape[0], step):
             out_d[s:s + step], out_i[s:s + step] = self._search_batch(qf[s:s + step], k,
-                                                                      nprobe, nlines)
+                                                                      nprobe, nlines, s)
         return order_ties_by_id(out_d, out_i)   # the same order however the index is split
 
-    def _search_batch(self, q, k, nprobe, nlines):
+    def _search_batch(self, q, k, nprobe, nlines, row0):
+        dist, labels = self._scan_batch(q, k, nprobe, nlines, row0)
+        # a distance that overflowed (inf, or NaN from inf - inf) answers nothing: refuse
+        # the row rather than return an arbitrary order
+        check_finite_rows(np.where(labels >= 0, dist, 0.0), "queries", row0,
+                          "its ADC distances are not finite in float32 (a query, or model "
+                          "values, too large for float32)")
+        return dist, labels
+
+    def _scan_batch(self, q, k, nprobe, nlines, row0):
         quantizer = self.quantizer
         # one BLAS thread: OpenBLAS workers spinning after a GEMM would compete with the
         # scan's threads (measured: 80 -> 53 ms per 1000 queries on 2 cores)
@@ -207,6 +231,9 @@ class VLQIndex:
             q = self.encoder.encode(q)
             dist_qc = quantizer.centroid_distances(q)
             lut = quantizer.query_tables(q)
+        # NaN or inf distances never reach the kernels' selections and index computations
+        check_finite_rows(dist_qc, "queries", row0, "its distances to the centroids are not "
+                          "finite in float32 (a query, or model values, too large for float32)")
         lists = self.lists
         if self.backend == "numba":
             dist, pos = search_numba(dist_qc, lut, quantizer.edges, quantizer.edge_len2, nprobe,
@@ -269,22 +296,19 @@ class VLQIndex:
     @classmethod
     def from_arrays(cls, data: IndexArrays, *, backend: Backend = "auto",
                     device: str | None = None) -> "VLQIndex":
-        meta, arrays, shape = data.model_meta, data.model_arrays, data.shape
+        """An index from a model and encoded rows; the model is checked (`check_model`:
+        shapes, ranges, no NaN/inf) and the rows as `add_encoded` checks them."""
+        meta, arrays = data.model_meta, data.model_arrays
+        shape = check_model(meta, arrays, "model")
         index = cls(shape.dim, shape.nlist, shape.nedge, shape.code_bytes, shape.nlambda,
                     encoder=encoder_from_arrays(meta, arrays), seed=meta.get("seed", 0),
                     backend=backend, device=device)
         if index.shape != shape:
             raise ValueError(f"the model's encoder gives shape {index.shape}, its metadata "
                              f"says {shape}")
-        missing = {"centroids", "edges", "edge_len2", "lambda_values", "pq_codebook"} - set(arrays)
-        if missing:
-            raise ValueError(f"model arrays lack {sorted(missing)}")
         index.quantizer = VLQQuantizer(**{name: arrays[name] for name in
                                           ("centroids", "edges", "edge_len2",
                                            "lambda_values", "pq_codebook")})
-        if index.quantizer.dim != index.code_dim or index.quantizer.nlist != index.nlist:
-            raise ValueError(f"model arrays ({index.quantizer.nlist} x {index.quantizer.dim}) do "
-                             f"not match the model metadata ({index.nlist} x {index.code_dim})")
         if data.ids.shape[0]:
             index.add_encoded(data.list_ids, data.lambda_idx, data.codes, data.ids)
         index._next_id = max(int(data.next_id), index._next_id)

@@ -67,11 +67,33 @@ def read_part(loc: Location, entry: ShardEntry) -> ShardData:
     return shard
 
 
+def _shard_numbers(shards: Sequence[int], loc: Location) -> list[int]:
+    """Shard numbers to load: integers, each once (a shard loaded twice would answer
+    every query with its ids twice)."""
+    if isinstance(shards, (str, bytes)) or not hasattr(shards, "__iter__"):
+        raise ValueError(f"{loc.uri}: shards must be a sequence of shard numbers, got {shards!r}")
+    picked = list(shards)
+    for i in picked:
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise ValueError(f"{loc.uri}: shard numbers must be integers, got {i!r}")
+    seen = set()
+    for i in picked:
+        if int(i) in seen:
+            raise ValueError(f"{loc.uri}: shard {int(i)} is listed twice in shards={picked!r}; "
+                             f"each shard may be loaded once")
+        seen.add(int(i))
+    return [int(i) for i in picked]
+
+
 def load_arrays(where: Loadable, shards: Sequence[int] | None = None,
                 storage_options: dict | None = None, *,
                 version: str | None = None) -> tuple[Manifest, IndexArrays]:
     """Read and verify a whole index, or the listed shard numbers of it."""
     manifest, loc, model_loc = resolve(where, storage_options, version=version)
+    picked = range(len(manifest.shards)) if shards is None else _shard_numbers(shards, loc)
+    for i in picked:
+        if not 0 <= i < len(manifest.shards):
+            raise ValueError(f"{loc.uri}: shard {i} out of range [0, {len(manifest.shards)})")
     model_meta, model_arrays = read_model(model_loc, manifest.model_version)
     shape = model_shape(model_meta, model_loc.uri)
     if shape != manifest.shape:
@@ -79,10 +101,6 @@ def load_arrays(where: Loadable, shards: Sequence[int] | None = None,
                           for k, v in manifest.shape.to_dict().items() if shape.to_dict()[k] != v)
         raise ValueError(f"{loc.uri}/{MANIFEST_FILE}: the manifest's shape disagrees with its "
                          f"model {manifest.model_version}: {wrong}")
-    picked = range(len(manifest.shards)) if shards is None else list(shards)
-    for i in picked:
-        if not 0 <= i < len(manifest.shards):
-            raise ValueError(f"{loc.uri}: shard {i} out of range [0, {len(manifest.shards)})")
     parts = [read_part(loc, manifest.shards[i]) for i in picked]
     for p in parts:
         if (p.meta.model_version, p.meta.shape) != (manifest.model_version, manifest.shape):
