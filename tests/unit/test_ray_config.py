@@ -41,3 +41,12 @@ def test_schema_check_rejects_a_broken_config(config, schema, break_it):
     break_it(broken)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(broken, schema)
+
+
+def test_every_node_starts_with_token_authentication(config):
+    """Authentication stays on in the cluster the launcher makes: the token is copied to
+    every node and every `ray start` runs with RAY_AUTH_MODE=token."""
+    assert "/home/ubuntu/.ray/auth_token" in config["file_mounts"]
+    starts = [c for key in ("head_start_ray_commands", "worker_start_ray_commands")
+              for c in config[key] if "ray start" in c]
+    assert len(starts) == 2 and all("RAY_AUTH_MODE=token" in c for c in starts)
