@@ -131,7 +131,7 @@ def test_models_on_a_malformed_meta_json_names_the_file(files, tmp_path, capsys)
     for damage, culprit in ((lambda d: d.update(meta=3), "'meta' must be a mapping"),
                             (lambda d: d.pop("arrays"), "'arrays' must be a mapping"),
                             (lambda d: d["meta"].update(training="x", build=[1]), None),
-                            (lambda d: d["meta"].pop("shape"), "index shape")):
+                            (lambda d: d["meta"].pop("shape"), "'shape'")):
         broken = json.loads(json.dumps(doc))
         damage(broken)
         (dst / "meta.json").write_text(json.dumps(broken))
