@@ -44,7 +44,8 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _no_step(*_args) -> None:
+def no_step(*_args) -> None:
+    """The default `on_step` of a publish or a save: no progress hook."""
     return None
 
 
@@ -90,7 +91,7 @@ def check_new_version(root: IndexRoot, version: str) -> str:
 
 
 def advance_current(root: IndexRoot, version: str,
-                    on_step: Callable[..., None] = _no_step) -> None:
+                    on_step: Callable[..., None] = no_step) -> None:
     """Move CURRENT to `version` by compare-and-swap; PublishConflict if a newer version
     became CURRENT first (ours stays an older, published version)."""
     loc = root.location
@@ -110,7 +111,7 @@ def advance_current(root: IndexRoot, version: str,
 
 def commit(root: IndexRoot, version: str, model_version: str, shape: IndexShape,
            entries: Sequence[ShardEntry], *, next_id: int, source: dict | None = None,
-           on_step: Callable[..., None] = _no_step) -> Manifest:
+           on_step: Callable[..., None] = no_step) -> Manifest:
     """Make a version whose shards are all written visible: create its manifest
     exclusively (an identical one from an earlier run is kept; a different one means
     another writer won: our shards are removed and PublishConflict raised), then move
@@ -136,7 +137,7 @@ def commit(root: IndexRoot, version: str, model_version: str, shape: IndexShape,
 
 def publish(root: IndexRoot, data: IndexArrays, *, version: str | None = None,
             rows_per_shard: int = DEFAULT_ROWS_PER_SHARD, source: dict | None = None,
-            on_step: Callable[..., None] = _no_step) -> Manifest:
+            on_step: Callable[..., None] = no_step) -> Manifest:
     """Publish `data` as a new version of the index `root`: model, shards, manifest,
     CURRENT. A rerun after an interruption completes the same version: shards already
     written with the right checksum are skipped, an identical manifest is kept."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from shards.commit import make_manifest
+from shards.commit import make_manifest, no_step
 from shards.fsio import Location
 from shards.index_arrays import DEFAULT_ROWS_PER_SHARD, IndexArrays
 from shards.manifest import MANIFEST_FILE, Manifest, read_manifest
@@ -24,10 +24,6 @@ from shards.store import Store
 
 COPY_VERSION = "copy"
 COPY_MODEL_DIR = "model"
-
-
-def _no_step(*_args) -> None:
-    return None
 
 
 def _model_dir(loc: Location, model_version: str) -> str:
@@ -47,7 +43,7 @@ def _model_dir(loc: Location, model_version: str) -> str:
 
 def save_copy(where: Store | str, data: IndexArrays,
               rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
-              on_step: Callable[..., None] = _no_step) -> Manifest:
+              on_step: Callable[..., None] = no_step) -> Manifest:
     """Write model, shards and manifest (last, atomically) into a folder; the model and
     shards of an older copy in the same folder are removed after the switch."""
     loc = Store.of(where).location
