@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from indexer.vlq import ID_BYTES, LAMBDA_BYTES, TERM_BYTES
+from indexer.vlq import LAMBDA_BYTES, TERM_BYTES
 from shards.shape import IndexShape
 
 GB = 1e9
@@ -32,6 +32,8 @@ PROCESS_BYTES = 500_000_000      # an actor's interpreter and libraries (~0.25 G
                                  # imports on this machine) plus compiled kernels
 TRAIN_WORKING_COPIES = 3         # split copy, residuals, encoder output of the sample
 LIST_ID_BYTES = 4                # uint32 list id per encoded row (stored shard column)
+ID_BYTES = 8                     # an id at its widest (int64: stored, and resident when the
+                                 # ids of one searcher span 2**32 or more)
 CHUNK_FORMS = 3                  # a read chunk as read, as float32, encoded
 
 
@@ -49,7 +51,10 @@ def model_bytes(shape: IndexShape) -> int:
     codebooks, and the encoder's matrix when there is one."""
     centroids = shape.nlist * shape.dim * FLOAT_BYTES
     graph = shape.nlist * shape.nedge * (4 + FLOAT_BYTES)
-    codebooks = 256 * shape.code_dim * FLOAT_BYTES + shape.nlambda * FLOAT_BYTES
+    ksub = 1 << shape.pq_bits
+    codebooks = ksub * shape.code_dim * FLOAT_BYTES + shape.nlambda * FLOAT_BYTES
+    if shape.pq_bits == 4:   # the fast scan's per-centroid tables (VLQQuantizer.centroid_tables)
+        codebooks += shape.nlist * shape.pq_m * ksub * FLOAT_BYTES
     encoder = 0 if shape.encoder == "none" else shape.dim * shape.code_dim * FLOAT_BYTES
     return centroids + graph + codebooks + encoder
 
@@ -61,7 +66,7 @@ def stored_row_bytes(shape: IndexShape) -> int:
 
 def resident_row_bytes(shape: IndexShape) -> int:
     """One vector of a searcher's resident lists."""
-    return shape.code_bytes + LAMBDA_BYTES + ID_BYTES + TERM_BYTES
+    return shape.code_bytes + LAMBDA_BYTES + ID_BYTES + (TERM_BYTES if shape.pq_bits == 8 else 0)
 
 
 def trainer_memory(shape: IndexShape, train_rows: int) -> MemoryNeed:

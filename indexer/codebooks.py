@@ -14,8 +14,7 @@ from indexer.sizing import MIN_POINTS_PER_CENTROID
 
 log = logging.getLogger(__name__)
 
-PQ_NBITS = 8
-PQ_KSUB = 1 << PQ_NBITS
+PQ_NBITS_CHOICES = (8, 4)   # bits per sub-code: the scalar scan's bytes, the fast scan's nibbles
 
 
 def train_centroids(x: np.ndarray, nlist: int, *, niter: int = 20, seed: int = 0) -> np.ndarray:
@@ -59,29 +58,38 @@ def quantize_scalars(values: np.ndarray, levels: np.ndarray) -> np.ndarray:
     return idx.astype(np.uint8 if levels.size <= 256 else np.int32)
 
 
-def train_product_quantizer(residuals: np.ndarray, m: int, *, seed: int = 0) -> np.ndarray:
-    """faiss ProductQuantizer with m sub-quantizers of 8 bits: codebook (m, 256, d/m)."""
+def train_product_quantizer(residuals: np.ndarray, m: int, *, nbits: int = 8,
+                            seed: int = 0) -> np.ndarray:
+    """faiss ProductQuantizer with m sub-quantizers of nbits (8 or 4) bits: codebook
+    (m, 2**nbits, d/m)."""
     n, d = residuals.shape
     if d % m:
-        raise ValueError(f"code_bytes={m} must divide the dimension {d}")
-    if n < PQ_KSUB:
-        raise ValueError(f"PQ training needs at least {PQ_KSUB} vectors, got {n}")
-    if n < MIN_POINTS_PER_CENTROID * PQ_KSUB:
+        raise ValueError(f"{m} PQ sub-quantizers must divide the dimension {d}")
+    if nbits not in PQ_NBITS_CHOICES:
+        raise ValueError(f"PQ sub-codes are 4 or 8 bits, got nbits={nbits}")
+    ksub = 1 << nbits
+    if n < ksub:
+        raise ValueError(f"PQ training needs at least {ksub} vectors, got {n}")
+    if n < MIN_POINTS_PER_CENTROID * ksub:
         log.warning("training PQ with %d points for %d centroids per sub-quantizer "
-                    "(< %d per centroid)", n, PQ_KSUB, MIN_POINTS_PER_CENTROID)
-    pq = faiss.ProductQuantizer(d, m, PQ_NBITS)
+                    "(< %d per centroid)", n, ksub, MIN_POINTS_PER_CENTROID)
+    pq = faiss.ProductQuantizer(d, m, nbits)
     pq.cp.seed = seed
     pq.cp.min_points_per_centroid = 1  # warned above through logging
     pq.train(np.ascontiguousarray(residuals, dtype=np.float32))
-    return faiss.vector_to_array(pq.centroids).reshape(m, PQ_KSUB, d // m).astype(np.float32)
+    return faiss.vector_to_array(pq.centroids).reshape(m, ksub, d // m).astype(np.float32)
 
 
 def product_quantizer(codebook: np.ndarray) -> faiss.ProductQuantizer:
-    """A faiss ProductQuantizer holding a (m, 256, dsub) codebook, for encode/decode."""
+    """A faiss ProductQuantizer holding a (m, 2**nbits, dsub) codebook (nbits 8 or 4), for
+    encode/decode. Codes are m * nbits / 8 bytes; with 4 bits, sub-code 2p is the low and
+    2p+1 the high nibble of byte p."""
     m, ksub, dsub = codebook.shape
-    if ksub != PQ_KSUB:
-        raise ValueError(f"PQ codebook must have {PQ_KSUB} centroids per sub-quantizer, got {ksub}")
-    pq = faiss.ProductQuantizer(m * dsub, m, PQ_NBITS)
+    nbits = {1 << b: b for b in PQ_NBITS_CHOICES}.get(ksub)
+    if nbits is None:
+        raise ValueError(f"PQ codebook must have 256 or 16 centroids per sub-quantizer, "
+                         f"got {ksub}")
+    pq = faiss.ProductQuantizer(m * dsub, m, nbits)
     faiss.copy_array_to_vector(np.ascontiguousarray(codebook, dtype=np.float32).ravel(), pq.centroids)
     pq.sync_transposed_centroids()
     return pq

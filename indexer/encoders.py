@@ -197,12 +197,12 @@ def encoder_from_arrays(meta: dict, arrays: dict[str, np.ndarray]):
                          bias=arrays.get("encoder.bias"), params=params)
 
 
-def train_opq(x: np.ndarray, code_bytes: int, dim_out: int | None = None) -> LinearEncoder:
-    """The OPQ baseline: a learned rotation (faiss OPQMatrix) for PQ with code_bytes."""
+def train_opq(x: np.ndarray, pq_m: int, dim_out: int | None = None) -> LinearEncoder:
+    """The OPQ baseline: a learned rotation (faiss OPQMatrix) for a PQ of pq_m sub-quantizers."""
     d = x.shape[1]
     dim_out = dim_out or d
-    opq = faiss.OPQMatrix(d, code_bytes, dim_out)
+    opq = faiss.OPQMatrix(d, pq_m, dim_out)
     opq.niter = 25  # faiss seeds OPQ's random initialisation itself: runs are repeatable
     opq.train(np.ascontiguousarray(x, dtype=np.float32))
     weight = faiss.vector_to_array(opq.A).reshape(dim_out, d)
-    return LinearEncoder(weight, kind="opq", params={"code_bytes": code_bytes})
+    return LinearEncoder(weight, kind="opq", params={"pq_m": pq_m})

@@ -2,29 +2,101 @@
 
 Appends go to a pending buffer and are merged (stable sort by list id) before the next
 search, so streaming adds cost one sort per search, not one per add.
+
+What is resident per vector, all of it counted by `nbytes` (SPEC 2):
+- the code: `code_bytes` bytes, row by row (8-bit sub-codes) or, for 4-bit sub-codes, in
+  blocks of 32 rows transposed for the SIMD scan (`packed`, (ceil(n/32), code_bytes, 32):
+  byte [b, p, t] is byte p of row 32b+t; blocks ignore list boundaries, so only the last
+  block is padded);
+- the lambda byte;
+- the id: 32 bits above a per-list-set base (`id_base`) when the ids span less than 2**32,
+  else 64 bits;
+- for 8-bit codes, the float32 ADC term of each code (the scalar scan adds it; the fast scan
+  recomputes it for the codes it re-ranks);
+- the offsets (int64 per list).
 """
 from __future__ import annotations
 
 import numpy as np
 
+BLOCK = 32  # rows per block of the fast-scan layout
+
+
+def pack_blocks(codes: np.ndarray) -> np.ndarray:
+    """Row codes (n, B) uint8 -> the fast-scan layout (ceil(n/32), B, 32)."""
+    n, width = codes.shape
+    nblocks = -(-n // BLOCK)
+    padded = np.zeros((nblocks * BLOCK, width), dtype=np.uint8)
+    padded[:n] = codes
+    return np.ascontiguousarray(padded.reshape(nblocks, BLOCK, width).transpose(0, 2, 1))
+
+
+def unpack_blocks(packed: np.ndarray, n: int) -> np.ndarray:
+    """The inverse of pack_blocks: (n, B) row codes."""
+    nblocks, width, _ = packed.shape
+    return np.ascontiguousarray(packed.transpose(0, 2, 1).reshape(nblocks * BLOCK, width)[:n])
+
 
 class InvertedLists:
-    def __init__(self, nlists: int, code_bytes: int):
+    def __init__(self, nlists: int, code_bytes: int, *, blocked: bool = False,
+                 with_terms: bool = True):
         self.nlists = nlists
         self.code_bytes = code_bytes
+        self.blocked = blocked          # codes held in the fast-scan block layout
+        self.with_terms = with_terms    # a float32 ADC term kept per code
         self.offsets = np.zeros(nlists + 1, dtype=np.int64)
-        self.codes = np.empty((0, code_bytes), dtype=np.uint8)
+        self._codes = (np.empty((0, code_bytes, BLOCK), dtype=np.uint8) if blocked
+                       else np.empty((0, code_bytes), dtype=np.uint8))
         self.lambda_idx = np.empty(0, dtype=np.uint8)
-        self.ids = np.empty(0, dtype=np.int64)
+        self.id_base = 0
+        self.id_offsets = np.empty(0, dtype=np.uint32)   # ids - id_base (uint32 or int64)
         self.terms = np.empty(0, dtype=np.float32)
         self._pending: list[tuple[np.ndarray, ...]] = []
         self._npending = 0
 
     def __len__(self) -> int:
-        return self.ids.shape[0] + self._npending
+        return self.lambda_idx.shape[0] + self._npending
 
-    def append(self, list_ids, lambda_idx, codes, ids, terms) -> None:
-        self._pending.append((list_ids, lambda_idx, codes, ids, terms))
+    # -- views ---------------------------------------------------------------
+    @property
+    def codes(self) -> np.ndarray:
+        """Row codes (n, code_bytes) of the compacted part (a copy when blocked)."""
+        if self.blocked:
+            return unpack_blocks(self._codes, self.lambda_idx.shape[0])
+        return self._codes
+
+    @property
+    def packed(self) -> np.ndarray:
+        """The fast-scan block layout (ceil(n/32), code_bytes, 32)."""
+        if not self.blocked:
+            raise ValueError("these lists hold row codes, not the fast-scan block layout")
+        return self._codes
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Id of every compacted row, int64 (materialized from the resident offsets)."""
+        return self.id_offsets.astype(np.int64) + self.id_base
+
+    def ids_at(self, pos: np.ndarray) -> np.ndarray:
+        """Ids of rows at positions pos (-1 where pos < 0), int64."""
+        if self.id_offsets.size == 0:
+            return np.full(pos.shape, -1, dtype=np.int64)
+        ids = self.id_offsets[np.maximum(pos, 0)].astype(np.int64) + self.id_base
+        return np.where(pos >= 0, ids, -1)
+
+    @property
+    def nbytes(self) -> int:
+        """Everything resident for the compacted rows: codes (with block padding), lambda
+        bytes, ids, ADC terms, offsets."""
+        return int(self._codes.nbytes + self.lambda_idx.nbytes + self.id_offsets.nbytes
+                   + self.terms.nbytes + self.offsets.nbytes)
+
+    # -- updates -------------------------------------------------------------
+    def append(self, list_ids, lambda_idx, codes, ids, terms=None) -> None:
+        if self.with_terms and terms is None:
+            raise ValueError("these lists keep an ADC term per code: pass terms")
+        self._pending.append((list_ids, lambda_idx, codes, ids,
+                              terms if self.with_terms else np.empty(0, np.float32)))
         self._npending += ids.shape[0]
 
     def all_ids(self) -> np.ndarray:
@@ -43,12 +115,26 @@ class InvertedLists:
         parts += self._pending
         list_ids, lam, codes, ids, terms = (np.concatenate(p) for p in zip(*parts))
         order = np.argsort(list_ids, kind="stable")
-        self.codes = codes[order]
+        codes = codes[order]
+        self._codes = pack_blocks(codes) if self.blocked else codes
         self.lambda_idx = lam[order]
-        self.ids = ids[order]
-        self.terms = terms[order]
+        self._set_ids(ids[order])
+        self.terms = terms[order] if self.with_terms else terms
         self.offsets = np.zeros(self.nlists + 1, dtype=np.int64)
         np.cumsum(np.bincount(list_ids, minlength=self.nlists), out=self.offsets[1:])
         self._pending.clear()
         self._npending = 0
         return True
+
+    def _set_ids(self, ids: np.ndarray) -> None:
+        """Keep ids as uint32 offsets above their minimum when they span < 2**32."""
+        if ids.size == 0:
+            self.id_base, self.id_offsets = 0, np.empty(0, dtype=np.uint32)
+            return
+        low, high = int(ids.min()), int(ids.max())
+        if high - low < 1 << 32:
+            self.id_base = low
+            self.id_offsets = (ids - low).astype(np.uint32)
+        else:
+            self.id_base = 0
+            self.id_offsets = ids.astype(np.int64)

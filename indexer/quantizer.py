@@ -30,7 +30,7 @@ class VLQQuantizer:
     edges: np.ndarray          # (K, nedge) int32
     edge_len2: np.ndarray      # (K, nedge) float32
     lambda_values: np.ndarray  # (nlambda,) float32, ascending
-    pq_codebook: np.ndarray    # (M, 256, d / M) float32
+    pq_codebook: np.ndarray    # (M, 2**pq_bits, d / M) float32; pq_bits 8 or 4
 
     def __post_init__(self):
         k, d = self.centroids.shape
@@ -38,9 +38,10 @@ class VLQQuantizer:
         if self.edges.shape != self.edge_len2.shape or self.edges.shape[0] != k:
             raise ValueError(f"graph shapes {self.edges.shape} / {self.edge_len2.shape} do not "
                              f"match {k} centroids")
-        if m * dsub != d or ksub != 256:
+        if m * dsub != d or ksub not in (16, 256) or (ksub == 16 and m % 2):
             raise ValueError(f"PQ codebook {self.pq_codebook.shape} must be (M, 256, d / M) "
-                             f"for dimension {d} (one byte per sub-quantizer)")
+                             f"(8-bit sub-codes) or (M, 16, d / M) with M even (4-bit) for "
+                             f"dimension {d}")
         if self.edges.dtype.kind not in "iu":
             raise ValueError(f"graph edge ids must be integers, got {self.edges.dtype}")
         if self.edges.size and (self.edges.min() < 0 or self.edges.max() >= k):
@@ -51,7 +52,7 @@ class VLQQuantizer:
         object.__setattr__(self, "_centroid_norms",
                            np.einsum("kd,kd->k", self.centroids, self.centroids))
         object.__setattr__(self, "_pq", product_quantizer(self.pq_codebook))
-        # -2 y, laid out (M, dsub, 256) so that a query table is one GEMM per sub-space
+        # -2 y, laid out (M, dsub, ksub) so that a query table is one GEMM per sub-space
         object.__setattr__(self, "_lut_codebook", np.ascontiguousarray(
             (-2.0 * self.pq_codebook).transpose(0, 2, 1), dtype=np.float32))
         flat = faiss.IndexFlatL2(d)
@@ -72,8 +73,17 @@ class VLQQuantizer:
         return self.edges.shape[1]
 
     @property
-    def code_bytes(self) -> int:
+    def pq_bits(self) -> int:
+        """Bits per PQ sub-code: 8 or 4."""
+        return 8 if self.pq_codebook.shape[1] == 256 else 4
+
+    @property
+    def pq_m(self) -> int:
         return self.pq_codebook.shape[0]
+
+    @property
+    def code_bytes(self) -> int:
+        return self.pq_m * self.pq_bits // 8
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"centroids": self.centroids, "edges": self.edges, "edge_len2": self.edge_len2,
@@ -82,8 +92,9 @@ class VLQQuantizer:
     # -- training ------------------------------------------------------------
     @classmethod
     def train(cls, x: np.ndarray, nlist: int, nedge: int, code_bytes: int, nlambda: int,
-              seed: int = 0) -> "VLQQuantizer":
-        """Fit on a float32 sample (SPEC 2 training steps 1-6)."""
+              seed: int = 0, pq_bits: int = 8) -> "VLQQuantizer":
+        """Fit on a float32 sample (SPEC 2 training steps 1-6); the PQ has
+        code_bytes * 8 // pq_bits sub-quantizers of pq_bits bits."""
         log.info("VLQ training on %d x %d: k-means nlist=%d", x.shape[0], x.shape[1], nlist)
         centroids = train_centroids(x, nlist, seed=seed)
         edges, edge_len2 = build_graph(centroids, nedge)
@@ -91,18 +102,20 @@ class VLQQuantizer:
         flat.add(centroids)
         nearest = flat.search(x, 1)[1][:, 0]
         edge_idx, lam = assign_lines(x, centroids, edges, edge_len2, nearest)
-        log.info("VLQ training: lambda codebook (%d levels), then PQ%d on residuals",
-                 nlambda, code_bytes)
+        log.info("VLQ training: lambda codebook (%d levels), then PQ%dx%d on residuals",
+                 nlambda, code_bytes * 8 // pq_bits, pq_bits)
         lambda_values = train_scalar_codebook(lam, nlambda, seed=seed)
         lam_hat = lambda_values[quantize_scalars(lam, lambda_values)]
         other = edges[nearest, edge_idx]
         residuals = x - _anchors(centroids, nearest, other, lam_hat)
-        pq_codebook = train_product_quantizer(residuals, code_bytes, seed=seed)
+        pq_codebook = train_product_quantizer(residuals, code_bytes * 8 // pq_bits,
+                                              nbits=pq_bits, seed=seed)
         return cls(centroids, edges, edge_len2, lambda_values, pq_codebook)
 
     # -- encoding ------------------------------------------------------------
     def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """float32 (n, d) -> (list_ids int64 (n,), lambda_idx uint8 (n,), codes uint8 (n, M))."""
+        """float32 (n, d) -> (list_ids int64 (n,), lambda_idx uint8 (n,), codes uint8
+        (n, code_bytes): one byte per sub-code, or two 4-bit sub-codes per byte)."""
         nearest = self.nearest_centroids(x)
         edge_idx, lam = assign_lines(x, self.centroids, self.edges, self.edge_len2, nearest)
         lam_idx = quantize_scalars(lam, self.lambda_values).astype(np.uint8)
@@ -153,12 +166,25 @@ class VLQQuantizer:
         return out
 
     def query_tables(self, q: np.ndarray) -> np.ndarray:
-        """Per-query lookup tables -2 <q_m, y_m,k>: float32 (nq, M, 256)."""
+        """Per-query lookup tables -2 <q_m, y_m,k>: float32 (nq, M, ksub)."""
         m, ksub, dsub = self.pq_codebook.shape
         lut = np.empty((q.shape[0], m, ksub), dtype=np.float32)
         for sub in range(m):  # one GEMM per sub-quantizer (stacked matmul is far slower)
             np.matmul(q[:, sub * dsub:(sub + 1) * dsub], self._lut_codebook[sub], out=lut[:, sub])
         return lut
+
+    def centroid_tables(self) -> np.ndarray:
+        """T[A, m, k] = 2 <c_A,m, y_m,k> + |y_m,k|^2, float32 (K, M, ksub): with the query
+        table, the ADC table of codes anchored at centroid A (SPEC 2 search step 3)."""
+        cached = getattr(self, "_centroid_tables", None)
+        if cached is None:
+            m, ksub, dsub = self.pq_codebook.shape
+            c = self.centroids.reshape(self.nlist, m, dsub)
+            y = self.pq_codebook
+            cached = (2.0 * np.einsum("amd,mkd->amk", c, y)
+                      + np.einsum("mkd,mkd->mk", y, y)[None]).astype(np.float32)
+            object.__setattr__(self, "_centroid_tables", cached)
+        return cached
 
     def centroid_distances(self, q: np.ndarray) -> np.ndarray:
         return centroid_distances(q, self.centroids, self._centroid_norms)

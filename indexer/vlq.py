@@ -7,14 +7,16 @@
 from __future__ import annotations
 
 import logging
-from typing import Literal, Sequence
+from typing import Sequence
 
 import numpy as np
 
+from indexer.backends import Backend, resolve_backend
 from indexer.coarse import select_lines
 from indexer.encoders import IdentityEncoder, encoder_from_arrays
+from indexer.fastscan_search import search_fastscan, timed
 from indexer.invlists import InvertedLists
-from indexer.kernels import numba, scan_torch, search_numba
+from indexer.kernels import scan_torch, search_numba
 from indexer.merge import order_ties_by_id
 from indexer.quantizer import VLQQuantizer
 from indexer.sizing import blas_controller
@@ -43,18 +45,20 @@ from shards.models import check_model
 
 log = logging.getLogger(__name__)
 
-Backend = Literal["auto", "numba", "torch"]
-ID_BYTES = 8
+ID_BYTES = 4      # ids kept as uint32 above a base (int64 when they span >= 2**32)
 LAMBDA_BYTES = 1
-TERM_BYTES = 4  # resident float32 ADC term per code (recomputed on load, not stored)
+TERM_BYTES = 4    # 8-bit codes: resident float32 ADC term per code (recomputed on load)
+#: 4-bit codes: codes re-ranked with exact ADC per query, as a multiple of k
+DEFAULT_RERANK_FACTOR = 4
 
 
 class VLQIndex:
     """Vector/line-quantized inverted index with exact ADC over PQ codes."""
 
     def __init__(self, dim: int, nlist: int, nedge: int = 32, code_bytes: int = 16,
-                 nlambda: int = 256, *, encoder=None, seed: int = 0, backend: Backend = "auto",
-                 device: str | None = None, add_batch_size: int = 16384):
+                 nlambda: int = 256, *, pq_bits: int = 8, encoder=None, seed: int = 0,
+                 backend: Backend = "auto", device: str | None = None,
+                 add_batch_size: int = 16384):
         self.dim = check_positive_int(dim, "dim")
         # vectors (and queries) pass through the encoder; VLQ quantizes its output
         self.encoder = IdentityEncoder(self.dim) if encoder is None else encoder
@@ -66,17 +70,17 @@ class VLQIndex:
             raise ValueError(f"nlist must be >= 2 (lines join two centroids), got {nlist}")
         self.nedge = check_positive_int(nedge, "nedge", upper=self.nlist - 1)
         self.code_bytes = check_positive_int(code_bytes, "code_bytes")
-        if self.code_dim % self.code_bytes:
-            raise ValueError(f"code_bytes={code_bytes} must divide dim={self.code_dim} "
-                             f"(one PQ sub-quantizer per byte)")
         self.nlambda = check_positive_int(nlambda, "nlambda", upper=256)
+        self.pq_bits = pq_bits
+        self.shape  # noqa: B018 - refuses pq_bits not in (4, 8), sub-quantizers not dividing dim
         if backend not in ("auto", "numba", "torch"):
             raise ValueError(f"backend must be 'auto', 'numba' or 'torch', got {backend!r}")
         self.seed = int(seed)
         self.add_batch_size = check_positive_int(add_batch_size, "add_batch_size")
-        self.backend, self.device = _resolve_backend(backend, device)
+        self.backend, self.device = resolve_backend(backend, device)
         self.quantizer: VLQQuantizer | None = None
-        self.lists = InvertedLists(self.nlist * self.nedge, self.code_bytes)
+        self.lists = InvertedLists(self.nlist * self.nedge, self.code_bytes,
+                                   blocked=pq_bits == 4, with_terms=pq_bits == 8)
         self._next_id = 0
         self._device_lists = None
 
@@ -93,16 +97,22 @@ class VLQIndex:
     def shape(self) -> IndexShape:
         """What the index is sized for (stored with its model, manifest and shards)."""
         return IndexShape(self.dim, self.nlist, self.nedge, self.code_bytes, self.nlambda,
-                          encoder=self.encoder.kind, code_dim=self.code_dim)
+                          encoder=self.encoder.kind, code_dim=self.code_dim, pq_bits=self.pq_bits)
 
     @property
     def bytes_per_vector(self) -> float:
-        """Resident bytes per vector: PQ code + lambda byte + 64-bit id + float32 ADC term."""
-        return float(self.code_bytes + LAMBDA_BYTES + ID_BYTES + TERM_BYTES)
+        """Resident bytes per vector, measured from the arrays (`InvertedLists.nbytes`:
+        codes with block padding, lambda byte, id, ADC term of 8-bit codes, list offsets);
+        for an empty index, what one vector will cost."""
+        self.lists.compact()
+        if self.ntotal:
+            return self.lists.nbytes / self.ntotal
+        return float(self.code_bytes + LAMBDA_BYTES + ID_BYTES
+                     + (TERM_BYTES if self.pq_bits == 8 else 0))
 
     def __repr__(self) -> str:
         return (f"VLQIndex(dim={self.dim}, encoder={self.encoder.kind!r}, nlist={self.nlist}, nedge={self.nedge}, "
-                f"code_bytes={self.code_bytes}, nlambda={self.nlambda}, ntotal={self.ntotal}, "
+                f"code_bytes={self.code_bytes}, pq_bits={self.pq_bits}, nlambda={self.nlambda}, ntotal={self.ntotal}, "
                 f"backend={self.backend!r})")
 
     # -- build ---------------------------------------------------------------
@@ -117,7 +127,8 @@ class VLQIndex:
             raise ValueError(f"train: {xt.shape[0]} training vectors for nlist={self.nlist}; "
                              f"need at least nlist (ideally >= 39 * nlist)")
         self.quantizer = VLQQuantizer.train(self.encoder.encode(xt), self.nlist, self.nedge,
-                                            self.code_bytes, self.nlambda, seed=self.seed)
+                                            self.code_bytes, self.nlambda, seed=self.seed,
+                                            pq_bits=self.pq_bits)
 
     def add(self, x: np.ndarray, ids: np.ndarray | None = None) -> None:
         """Encode and append vectors; ids default to ntotal, ntotal+1, ...
@@ -137,7 +148,7 @@ class VLQIndex:
         encoded = []
         for s in range(0, n, self.add_batch_size):
             list_ids, lam_idx, codes = self._encode_batch(x[s:s + self.add_batch_size], "add", s)
-            terms = self.quantizer.code_terms(list_ids, lam_idx, codes)
+            terms = self._terms(list_ids, lam_idx, codes)
             encoded.append((list_ids, lam_idx, codes, ids[s:s + self.add_batch_size], terms))
         for part in encoded:
             self.lists.append(*part)
@@ -178,11 +189,17 @@ class VLQIndex:
         codes = np.ascontiguousarray(check_index_array(
             codes, "add_encoded: codes", (n, self.code_bytes), 256), dtype=np.uint8)
         self._refuse_taken_ids(ids, "add_encoded")
-        terms = self.quantizer.code_terms(list_ids, lambda_idx, codes)
-        self.lists.append(list_ids, lambda_idx, codes, ids, terms)
+        self.lists.append(list_ids, lambda_idx, codes, ids,
+                          self._terms(list_ids, lambda_idx, codes))
         if n:
             self._next_id = max(self._next_id, int(ids.max()) + 1)
         self._device_lists = None
+
+    def _terms(self, list_ids, lam_idx, codes):
+        """The per-code ADC terms the scalar scan keeps (8-bit codes only)."""
+        if self.pq_bits == 4:
+            return None
+        return self.quantizer.code_terms(list_ids, lam_idx, codes)
 
     def _refuse_taken_ids(self, ids: np.ndarray, what: str) -> None:
         """ids must be unique, and new: every stored id is below _next_id, so only ids
@@ -192,11 +209,17 @@ class VLQIndex:
 
     # -- search --------------------------------------------------------------
     def search(self, q: np.ndarray, k: int = 10, nprobe: int = 32, nlines: int = 256,
-               batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+               batch_size: int = 4096, *, rerank: int | None = None,
+               stages: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
         """k nearest neighbours by exact ADC over the `nlines` nearest lines of the
         `nprobe` nearest centroids. Returns D float32 (nq, k), I int64 (nq, k), equal
         distances in id order; where the scanned lists hold fewer than k codes, the tail
-        is (inf, -1)."""
+        is (inf, -1).
+
+        4-bit codes: the SIMD scan ranks codes approximately and the `rerank` best
+        (default DEFAULT_RERANK_FACTOR * k, at least k) are re-scored with exact ADC.
+        `stages`, a dict, receives the wall seconds of each stage (coarse, lines, tables,
+        scan, rerank, merge; the scalar scan's line selection is fused into "scan")."""
         self._require_trained("search")
         qf = check_queries(q, self.dim)
         batch_size = check_positive_int(batch_size, "batch_size")
@@ -205,17 +228,20 @@ class VLQIndex:
         k = check_positive_int(k, "k", upper=self.ntotal)
         nprobe = check_positive_int(nprobe, "nprobe", upper=self.nlist)
         nlines = check_positive_int(nlines, "nlines", upper=nprobe * self.nedge)
+        rerank = k * DEFAULT_RERANK_FACTOR if rerank is None else check_positive_int(
+            rerank, "rerank")
         self.lists.compact()
         out_d = np.empty((qf.shape[0], k), dtype=np.float32)
         out_i = np.empty((qf.shape[0], k), dtype=np.int64)
         step = max(1, min(batch_size, (1 << 26) // (self.nlist * 4)))
         for s in range(0, qf.shape[0], step):
-            out_d[s:s + step], out_i[s:s + step] = self._search_batch(qf[s:s + step], k,
-                                                                      nprobe, nlines, s)
-        return order_ties_by_id(out_d, out_i)   # the same order however the index is split
+            out_d[s:s + step], out_i[s:s + step] = self._search_batch(
+                qf[s:s + step], k, nprobe, nlines, max(rerank, k), s, stages)
+        with timed(stages, "merge"):
+            return order_ties_by_id(out_d, out_i)   # the same order however the index is split
 
-    def _search_batch(self, q, k, nprobe, nlines, row0):
-        dist, labels = self._scan_batch(q, k, nprobe, nlines, row0)
+    def _search_batch(self, q, k, nprobe, nlines, rerank, row0, stages):
+        dist, labels = self._scan_batch(q, k, nprobe, nlines, rerank, row0, stages)
         # a distance that overflowed (inf, or NaN from inf - inf) answers nothing: refuse
         # the row rather than return an arbitrary order
         check_finite_rows(np.where(labels >= 0, dist, 0.0), "queries", row0,
@@ -223,43 +249,59 @@ class VLQIndex:
                           "values, too large for float32)")
         return dist, labels
 
-    def _scan_batch(self, q, k, nprobe, nlines, row0):
-        quantizer = self.quantizer
+    def _scan_batch(self, q, k, nprobe, nlines, rerank, row0, stages):
+        quantizer, lists = self.quantizer, self.lists
+        fast = self.pq_bits == 4 and self.backend == "numba"
         # one BLAS thread: OpenBLAS workers spinning after a GEMM would compete with the
         # scan's threads (measured: 80 -> 53 ms per 1000 queries on 2 cores)
         with blas_controller().limit(limits=1, user_api="blas"):
-            q = self.encoder.encode(q)
-            dist_qc = quantizer.centroid_distances(q)
-            lut = quantizer.query_tables(q)
-        # NaN or inf distances never reach the kernels' selections and index computations
-        check_finite_rows(dist_qc, "queries", row0, "its distances to the centroids are not "
-                          "finite in float32 (a query, or model values, too large for float32)")
-        lists = self.lists
+            with timed(stages, "coarse"):
+                q = self.encoder.encode(q)
+                dist_qc = quantizer.centroid_distances(q)
+            # NaN or inf distances never reach the kernels' selections and index computations
+            check_finite_rows(dist_qc, "queries", row0, "its distances to the centroids are "
+                              "not finite in float32 (a query, or model values, too large "
+                              "for float32)")
+            if fast:
+                dist, pos = search_fastscan(quantizer, lists, q, dist_qc, k, nprobe, nlines,
+                                            rerank, stages)
+                return dist, lists.ids_at(pos)
+            with timed(stages, "tables"):
+                lut = quantizer.query_tables(q)
         if self.backend == "numba":
-            dist, pos = search_numba(dist_qc, lut, quantizer.edges, quantizer.edge_len2, nprobe,
-                                     nlines, quantizer.lambda_values, lists.offsets, lists.codes,
-                                     lists.lambda_idx, lists.terms, k)
-            labels = np.where(pos >= 0, lists.ids[np.maximum(pos, 0)], -1)
-            return dist, labels
+            with timed(stages, "scan"):
+                dist, pos = search_numba(dist_qc, lut, quantizer.edges, quantizer.edge_len2,
+                                         nprobe, nlines, quantizer.lambda_values, lists.offsets,
+                                         lists.codes, lists.lambda_idx, lists.terms, k)
+            return dist, lists.ids_at(pos)
         import torch
-        list_ids, line_b, line_alpha, line_c = select_lines(
-            dist_qc, quantizer.edges, quantizer.edge_len2, nprobe, nlines)
-        dev = self._lists_on_device()
-        t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(self.device)  # noqa: E731
-        dist, pos = scan_torch(t(lut), t(list_ids), t(line_b.astype(np.float32)),
-                               t(line_alpha.astype(np.float32)), t(line_c.astype(np.float32)),
-                               dev["lambda_values"], dev["offsets"], dev["codes"],
-                               dev["lambda_idx"], dev["terms"], k)
-        labels = torch.where(pos >= 0, dev["ids"][pos.clamp(min=0)], -1)
-        return dist.cpu().numpy(), labels.cpu().numpy()
+        with timed(stages, "lines"):
+            list_ids, line_b, line_alpha, line_c = select_lines(
+                dist_qc, quantizer.edges, quantizer.edge_len2, nprobe, nlines)
+        with timed(stages, "scan"):
+            dev = self._lists_on_device()
+            t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(self.device)  # noqa: E731
+            dist, pos = scan_torch(t(lut), t(list_ids), t(line_b.astype(np.float32)),
+                                   t(line_alpha.astype(np.float32)), t(line_c.astype(np.float32)),
+                                   dev["lambda_values"], dev["offsets"], dev["codes"],
+                                   dev["lambda_idx"], dev["terms"], k)
+            labels = torch.where(pos >= 0, dev["ids"][pos.clamp(min=0)], -1)
+            return dist.cpu().numpy(), labels.cpu().numpy()
 
     def _lists_on_device(self) -> dict:
+        """The lists as the torch scan reads them: one sub-code per byte, and the ADC term
+        of every code (4-bit codes: unpacked and their terms computed, on the device)."""
         if self._device_lists is None:
             import torch
-            arrays = {"offsets": self.lists.offsets, "codes": self.lists.codes,
-                      "lambda_idx": self.lists.lambda_idx, "terms": self.lists.terms,
-                      "ids": self.lists.ids, "lambda_values": self.quantizer.lambda_values}
-            self._device_lists = {name: torch.from_numpy(a).to(self.device)
+            lists = self.lists
+            codes, terms = lists.codes, lists.terms
+            if self.pq_bits == 4:
+                terms = self.quantizer.code_terms(lists.list_ids(), lists.lambda_idx, codes)
+                codes = np.stack([codes & 15, codes >> 4], axis=2).reshape(codes.shape[0], -1)
+            arrays = {"offsets": lists.offsets, "codes": codes, "lambda_idx": lists.lambda_idx,
+                      "terms": terms, "ids": lists.ids,
+                      "lambda_values": self.quantizer.lambda_values}
+            self._device_lists = {name: torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
                                   for name, a in arrays.items()}
         return self._device_lists
 
@@ -278,7 +320,8 @@ class VLQIndex:
         """An empty index around an encoder and a quantizer trained on its output
         (e.g. by trainers.train_encoder)."""
         index = cls(encoder.dim, quantizer.nlist, quantizer.nedge, quantizer.code_bytes,
-                    quantizer.lambda_values.size, encoder=encoder, **kwargs)
+                    quantizer.lambda_values.size, pq_bits=quantizer.pq_bits, encoder=encoder,
+                    **kwargs)
         if quantizer.dim != index.code_dim:
             raise ValueError(f"quantizer is {quantizer.dim}-d, the encoder outputs {index.code_dim}-d")
         index.quantizer = quantizer
@@ -301,7 +344,8 @@ class VLQIndex:
         meta, arrays = data.model_meta, data.model_arrays
         shape = check_model(meta, arrays, "model")
         index = cls(shape.dim, shape.nlist, shape.nedge, shape.code_bytes, shape.nlambda,
-                    encoder=encoder_from_arrays(meta, arrays), seed=meta.get("seed", 0),
+                    pq_bits=shape.pq_bits, encoder=encoder_from_arrays(meta, arrays),
+                    seed=meta.get("seed", 0),
                     backend=backend, device=device)
         if index.shape != shape:
             raise ValueError(f"the model's encoder gives shape {index.shape}, its metadata "
@@ -350,18 +394,3 @@ class VLQIndex:
         load into one searchable index."""
         _, data = load_arrays(uri, shards, storage_options, version=version)
         return cls.from_arrays(data, backend=backend, device=device)
-
-
-def _resolve_backend(backend: Backend, device: str | None) -> tuple[str, str]:
-    """auto: torch on CUDA when a GPU is visible, else the compiled numba scan."""
-    if backend == "auto":
-        if device is None:
-            import torch
-            if torch.cuda.is_available():
-                return "torch", "cuda"
-        backend = "numba" if numba is not None and device in (None, "cpu") else "torch"
-    if backend == "numba":
-        if numba is None:
-            raise ValueError("backend='numba' needs numba installed")
-        return "numba", "cpu"
-    return "torch", device or "cpu"

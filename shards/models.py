@@ -70,7 +70,7 @@ def check_model(meta: dict, arrays: dict[str, np.ndarray], where: str,
         raise ValueError(f"{where}: the model lacks the arrays {missing}")
     dims = {"centroids": (shape.nlist, shape.code_dim), "edges": (shape.nlist, shape.nedge),
             "edge_len2": (shape.nlist, shape.nedge), "lambda_values": (shape.nlambda,),
-            "pq_codebook": (shape.code_bytes, 256, shape.code_dim // shape.code_bytes)}
+            "pq_codebook": (shape.pq_m, 1 << shape.pq_bits, shape.code_dim // shape.pq_m)}
     for name, want in dims.items():
         a = arrays[name]
         kind = "integer" if name == "edges" else "float"

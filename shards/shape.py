@@ -2,14 +2,17 @@
 VLQIndex are sized for (SPEC 2).
 
     IndexShape(dim=128, nlist=1024, nedge=32, code_bytes=16, nlambda=256,
-               encoder="none", code_dim=128)
+               encoder="none", code_dim=128, pq_bits=8)
 
 `code_dim` is the dimension the encoder outputs (what VLQ quantizes): `dim` for the
-identity encoder. Every check names the field and the value.
+identity encoder. `pq_bits` is the width of one PQ sub-code: 8 (one sub-quantizer per code
+byte, the scalar lookup scan) or 4 (two per byte, the SIMD fast scan); a code is always
+`code_bytes` bytes, so `pq_m = code_bytes * 8 // pq_bits` sub-quantizers.
+Every check names the field and the value.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 
 def _positive_int(value, name: str) -> int:
@@ -23,10 +26,11 @@ class IndexShape:
     dim: int                 # input vectors
     nlist: int               # coarse centroids
     nedge: int               # graph edges per centroid (lists = nlist * nedge)
-    code_bytes: int          # PQ sub-quantizers, one byte each
+    code_bytes: int          # PQ code bytes per vector
     nlambda: int = 256       # lambda levels (one byte)
     encoder: str = "none"    # encoder kind: "none", "opq", "gsl"
     code_dim: int | None = None   # encoder output dimension; None: dim
+    pq_bits: int = 8         # bits per PQ sub-code: 8, or 4 (fast scan)
 
     def __post_init__(self):
         for name in ("dim", "nlist", "nedge", "code_bytes", "nlambda"):
@@ -43,9 +47,12 @@ class IndexShape:
             raise ValueError(f"nlambda must be <= 256 (one lambda byte), got nlambda={self.nlambda}")
         if self.code_dim > self.dim:
             raise ValueError(f"code_dim={self.code_dim} exceeds dim={self.dim}")
-        if self.code_dim % self.code_bytes:
+        if isinstance(self.pq_bits, bool) or self.pq_bits not in (4, 8):
+            raise ValueError(f"pq_bits must be 4 or 8, got pq_bits={self.pq_bits!r}")
+        if self.code_dim % self.pq_m:
+            per = "one per byte" if self.pq_bits == 8 else "two 4-bit ones per byte"
             raise ValueError(f"code_bytes={self.code_bytes} must divide the encoded dimension "
-                             f"{self.code_dim} (one PQ sub-quantizer per byte)")
+                             f"{self.code_dim} into {self.pq_m} PQ sub-spaces ({per})")
         if not isinstance(self.encoder, str) or not self.encoder:
             raise ValueError(f"encoder must name an encoder kind, got encoder={self.encoder!r}")
 
@@ -53,6 +60,11 @@ class IndexShape:
     def nlists(self) -> int:
         """Inverted lists: one per (centroid, edge)."""
         return self.nlist * self.nedge
+
+    @property
+    def pq_m(self) -> int:
+        """PQ sub-quantizers: code_bytes * 8 // pq_bits."""
+        return self.code_bytes * 8 // self.pq_bits
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,8 +74,11 @@ class IndexShape:
         """From a manifest's, a model's or a shard's metadata; errors name `where`."""
         if not isinstance(doc, dict):
             raise ValueError(f"{where}: index shape must be a mapping, got {type(doc).__name__}")
-        keys = ("dim", "nlist", "nedge", "code_bytes", "nlambda", "encoder", "code_dim")
         try:
-            return cls(**{k: doc[k] for k in keys if k in doc})
+            return cls(**{k: doc[k] for k in SHAPE_FIELDS if k in doc})
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{where}: bad index shape ({exc})") from None
+
+
+#: the keys of an IndexShape in metadata (a manifest's, a model's, a shard's)
+SHAPE_FIELDS = tuple(f.name for f in fields(IndexShape))

@@ -17,12 +17,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shards.shape import IndexShape
+from shards.shape import SHAPE_FIELDS, IndexShape
 
 SHARD_FORMAT_VERSION = 2      # 2: the whole index shape in the key-value metadata
 ROW_GROUP_ROWS = 65536
 _PREFIX = "snapline."
-_SHAPE_KEYS = ("dim", "nlist", "nedge", "code_bytes", "nlambda", "encoder", "code_dim")
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ class ShardMeta:
         if version != SHARD_FORMAT_VERSION:
             raise ValueError(f"{where}: unsupported shard format version {version!r}; this "
                              f"snapline reads version {SHARD_FORMAT_VERSION}")
-        shape = IndexShape.from_dict({k: fields.pop(k) for k in _SHAPE_KEYS if k in fields}, where)
+        shape = IndexShape.from_dict({k: fields.pop(k) for k in SHAPE_FIELDS if k in fields}, where)
         try:
             return cls(shape=shape, **fields)
         except TypeError as exc:

@@ -96,9 +96,10 @@ def check_config(cfg: EncoderConfig, shape: IndexShape) -> IndexShape:
     dim_out = cfg.dim_out or dim
     if dim_out > dim:
         raise ValueError(f"dim_out={dim_out} exceeds the input dimension {dim}")
-    if dim_out % shape.code_bytes:
-        raise ValueError(f"code_bytes={shape.code_bytes} must divide the encoder output "
-                         f"dimension {dim_out}")
+    if dim_out % shape.pq_m:
+        raise ValueError(f"code_bytes={shape.code_bytes} ({shape.pq_m} PQ sub-quantizers of "
+                         f"{shape.pq_bits} bits) must divide the encoder output dimension "
+                         f"{dim_out}")
     if cfg.kind == "none" and dim_out != dim:
         raise ValueError(f"kind='none' cannot change the dimension ({dim} -> {dim_out})")
     described = (shape.encoder, shape.code_dim)

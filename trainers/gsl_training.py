@@ -168,7 +168,7 @@ def _round_recall(encoder, held: HeldOut, shape: IndexShape, seed: int):
     """Validation R@10 of an encoder with VLQ codebooks trained on its output of the
     training rows; returns (recall, the quantizer)."""
     index = VLQIndex(shape.dim, shape.nlist, shape.nedge, shape.code_bytes, shape.nlambda,
-                     encoder=encoder, seed=seed)
+                     pq_bits=shape.pq_bits, encoder=encoder, seed=seed)
     index.train(held.train)
     return validation_recall(index, held)["recall@10"], index.quantizer
 

@@ -36,12 +36,12 @@ def train_encoder(x: np.ndarray, shape: IndexShape, cfg: EncoderConfig):
     if cfg.kind == "none":
         encoder = IdentityEncoder(shape.dim)
     else:
-        encoder = train_opq(x, shape.code_bytes, shape.code_dim)
+        encoder = train_opq(x, shape.pq_m, shape.code_dim)
     metrics = {"config": asdict(cfg)}
     if cfg.kind == "gsl":
         encoder, history = train_gsl(x, encoder, shape, cfg)
         metrics["rounds"] = history
     quantizer = VLQQuantizer.train(encoder.encode(x), shape.nlist, shape.nedge, shape.code_bytes,
-                                   shape.nlambda, seed=cfg.seed)
+                                   shape.nlambda, seed=cfg.seed, pq_bits=shape.pq_bits)
     metrics["train_s"] = time.perf_counter() - t0
     return encoder, quantizer, metrics

@@ -4,7 +4,7 @@
     store: /tmp/snapline-store            # or s3://bucket/prefix
     source: {uri: data/base.u8bin}        # format from the extension, or `format:`
     sample: {size: 100000, seed: 0}       # or learn: {uri: ...}; or model: m-... (reuse)
-    index: {nlist: 1024, nedge: 32, code_bytes: 16, nlambda: 256}   # nlist: auto
+    index: {nlist: 1024, nedge: 32, code_bytes: 16, nlambda: 256, pq_bits: 8}  # nlist: auto
     encoder: {kind: none}                 # or opq / gsl with its training options
     shards: {rows_per_shard: 100000}
     workers: {encode: 2, gpus_per_worker: 0, train_gpus: 0}
@@ -54,6 +54,7 @@ class IndexConfig:
     nedge: int | None = None       # None: DEFAULT_NEDGE, capped at nlist - 1
     code_bytes: int = 16
     nlambda: int = 256
+    pq_bits: int = 8               # 8: scalar lookup scan; 4: SIMD fast scan + exact re-rank
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,8 @@ def _check_values(cfg: BuildConfig) -> None:
                                f"centroids), got nedge={cfg.index.nedge} with "
                                f"nlist={cfg.index.nlist}")
     positive(cfg.index.code_bytes, "index.code_bytes")
+    if cfg.index.pq_bits not in (4, 8):
+        raise BuildConfigError(f"index.pq_bits: must be 4 or 8, got {cfg.index.pq_bits!r}")
     if not 0 < cfg.index.nlambda <= 256:
         raise BuildConfigError(f"index.nlambda: must lie in [1, 256], got {cfg.index.nlambda}")
     if cfg.sample is not None:

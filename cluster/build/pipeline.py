@@ -102,7 +102,7 @@ def check_build(cfg: BuildConfig, *, source=None, model_meta: dict | None = None
     try:
         shape = check_config(cfg.encoder, IndexShape(
             source.d, nlist, nedge, cfg.index.code_bytes, cfg.index.nlambda,
-            encoder=cfg.encoder.kind, code_dim=cfg.encoder.dim_out))
+            encoder=cfg.encoder.kind, code_dim=cfg.encoder.dim_out, pq_bits=cfg.index.pq_bits))
     except ValueError as exc:
         raise BuildConfigError(f"encoder / index.code_bytes: {exc}") from None
     _check_store(cfg)

@@ -24,8 +24,9 @@ def _train(args) -> int:
     encoder_cfg = encoder_config_from_spec(args.encoder, seed=args.seed)
     # --nedge omitted: 32, capped at nlist - 1 (documented); given: must be < --nlist
     nedge = min(DEFAULT_NEDGE, args.nlist - 1) if args.nedge is None else args.nedge
-    shape = IndexShape(learn.d, args.nlist, nedge, args.code_bytes,
-                       args.nlambda, encoder=encoder_cfg.kind, code_dim=encoder_cfg.dim_out)
+    shape = IndexShape(learn.d, args.nlist, nedge, args.code_bytes, args.nlambda,
+                       encoder=encoder_cfg.kind, code_dim=encoder_cfg.dim_out,
+                       pq_bits=args.pq_bits)
     rows = learn.read(0, min(learn.n, args.sample_size)) if args.sample_size else learn.read()
     result = train_model_version(rows, shape, encoder_cfg, store,
                                  {"uri": args.learn, "rows": int(rows.shape[0])})
@@ -132,6 +133,8 @@ def add_train_commands(sub) -> None:
     train.add_argument("--nedge", type=int, default=None, help=f"graph edges per centroid "
                        f"(default {DEFAULT_NEDGE}, capped at nlist - 1)")
     train.add_argument("--code-bytes", type=int, default=16)
+    train.add_argument("--pq-bits", type=int, choices=(4, 8), default=8,
+                       help="bits per PQ sub-code: 8 (scalar scan) or 4 (SIMD fast scan)")
     train.add_argument("--nlambda", type=int, default=256)
     train.add_argument("--encoder", default="none", help="none, opq, gsl, gsl+qn8, gsl+smh0.5 ...")
     train.add_argument("--sample-size", type=int, default=None, help="with --learn: first N "

@@ -84,7 +84,8 @@ def train_for_index(store: str, name: str, sample_size: int, seed: int,
         name=name, store=store, source=_source_of(manifest),
         sample=SampleConfig(size=sample_size, seed=seed),
         index=IndexConfig(nlist=shape.nlist, nedge=shape.nedge,
-                          code_bytes=shape.code_bytes, nlambda=shape.nlambda),
+                          code_bytes=shape.code_bytes, nlambda=shape.nlambda,
+                          pq_bits=shape.pq_bits),
         encoder=_encoder_config(current, seed), workers=workers)
     checked = check_build(cfg)
     connect(address)

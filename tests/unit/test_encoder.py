@@ -29,7 +29,7 @@ def test_config_must_fit_the_index():
 
 
 def test_opq_is_a_rotation_and_round_trips(small_data):
-    enc = train_opq(small_data["learn"][:3000], code_bytes=8)
+    enc = train_opq(small_data["learn"][:3000], pq_m=8)
     w = enc.weight
     np.testing.assert_allclose(w @ w.T, np.eye(w.shape[0]), atol=1e-4)
     again = encoder_from_arrays({"dim": 32, "encoder": enc.describe()}, enc.to_arrays())
@@ -52,7 +52,7 @@ def test_gsl_training_is_reproducible(small_data):
 def test_index_with_encoder_saves_and_loads_it(small_data, tmp_path):
     from indexer import VLQIndex
 
-    enc = train_opq(small_data["learn"][:3000], code_bytes=8, dim_out=16)
+    enc = train_opq(small_data["learn"][:3000], pq_m=8, dim_out=16)
     index = VLQIndex(32, nlist=16, nedge=4, code_bytes=8, nlambda=32, encoder=enc)
     assert index.code_dim == 16
     index.train(small_data["learn"][:3000])
@@ -116,7 +116,7 @@ def test_deployed_integer_encoder_equals_the_trained_hard_forward(small_data):
     from trainers.gsl_training import EncoderNet
 
     x = small_data["learn"][:2000]
-    init = train_opq(x, code_bytes=8).weight
+    init = train_opq(x, pq_m=8).weight
     net = EncoderNet(init, EncoderConfig(kind="gsl", qn_weight_bits=8, qn_activation_bits=8))
     net.layer.calibrate(torch.from_numpy(x))
     net.layer.hard_mode(True)

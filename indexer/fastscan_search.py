@@ -1,0 +1,189 @@
+"""The fast-scan search over 4-bit VLQ codes (SPEC 2): approximate SIMD scan, exact re-rank.
+
+Per query q, with A the line's centroid, s its other end, lam the code's lambda:
+    |q - anchor - r_hat|^2 = b + lam (lam c + alpha)
+                           + sum_m (L[m, k_m] + T_A[m, k_m]) + lam sum_m (T_s - T_A)[m, k_m]
+with L = -2 <q_m, y_m,k> (one table per query) and T_c = 2 <c_m, y_m,k> + |y_m,k|^2 (one per
+centroid, precomputed). The last sum is about 2 lam <c_s - c_A, r_hat>, small because a
+residual is nearly orthogonal to its line; the scan drops it and quantizes L + T_A of each
+probed centroid to uint8 (one scale per query), so that `indexer.fastscan.scan4` sums
+4-bit lookups with SIMD shuffles. The `rerank` best codes of that approximate order are then
+scored with the exact formula above, and the k best returned: the distances returned are
+exact ADC distances, as the scalar scan's.
+
+Stages, timed into `stages` when given: lines (probes and line selection), tables (query
+tables and their quantization), scan, rerank (the caller times coarse and merge).
+"""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager, nullcontext
+
+import numpy as np
+
+from indexer.fastscan import scan4
+from indexer.kernels import _select_smallest, _top_probes, numba
+
+__all__ = ["search_fastscan", "timed"]
+
+_EPS = np.float32(1e-12)
+
+
+@contextmanager
+def _timed_stage(stages: dict, name: str):
+    t0 = time.perf_counter()
+    yield
+    stages[name] = stages.get(name, 0.0) + time.perf_counter() - t0
+
+
+def timed(stages: dict | None, name: str):
+    """A context that adds its wall seconds to stages[name] (nothing when stages is None)."""
+    return nullcontext() if stages is None else _timed_stage(stages, name)
+
+
+@numba.njit(parallel=True, cache=True)
+def _select(dist_qc, edges, edge_len2, nprobe, nlines, probes, line_list, line_probe,
+            line_b, line_c, line_alpha):
+    """nprobe nearest centroids, then the nlines nearest of their lines (SPEC 2 steps 1-2)."""
+    nq = dist_qc.shape[0]
+    nedge = edges.shape[1]
+    nall = nprobe * nedge
+    for qi in numba.prange(nq):
+        probe_d = np.empty(nprobe, dtype=np.float32)
+        probe_c = np.empty(nprobe, dtype=np.int64)
+        line_d = np.empty(nall, dtype=np.float32)
+        scratch = np.empty(nall, dtype=np.float32)
+        pick = np.empty(nlines, dtype=np.int64)
+        row = dist_qc[qi]
+        _top_probes(row, nprobe, probe_d, probe_c)
+        for pi in range(nprobe):
+            probes[qi, pi] = probe_c[pi]
+            for e in range(nedge):
+                c = max(edge_len2[probe_c[pi], e], _EPS)
+                alpha = row[edges[probe_c[pi], e]] - probe_d[pi] - c
+                dl = probe_d[pi] - alpha * alpha / (np.float32(4.0) * c)
+                line_d[pi * nedge + e] = dl if dl == dl else np.float32(np.inf)
+        _select_smallest(line_d, nlines, scratch, pick)
+        for li in range(nlines):
+            pi = pick[li] // nedge
+            e = pick[li] % nedge
+            cen = probe_c[pi]
+            c = max(edge_len2[cen, e], _EPS)
+            line_list[qi, li] = cen * nedge + e
+            line_probe[qi, li] = pi
+            line_b[qi, li] = probe_d[pi]
+            line_c[qi, li] = c
+            line_alpha[qi, li] = row[edges[cen, e]] - probe_d[pi] - c
+
+
+@numba.njit(parallel=True, cache=True)
+def _quantize_tables(lutq, tables, probes, lut8, bias, scale):
+    """lut8[q, p, m, :] = round((L_q + T_A - min) / scale_q), A = probes[q, p]; bias[q, p]
+    the sum of the minimums (so that approx = bias + scale * sum of lut8 entries)."""
+    nq, nprobe = probes.shape
+    m_sub, ksub = lutq.shape[1], lutq.shape[2]
+    for qi in numba.prange(nq):
+        span = np.float32(0.0)
+        mins = np.empty((nprobe, m_sub), dtype=np.float32)
+        for pi in range(nprobe):
+            t = tables[probes[qi, pi]]
+            total = np.float32(0.0)
+            for m in range(m_sub):
+                lo = np.float32(np.inf)
+                hi = np.float32(-np.inf)
+                for j in range(ksub):
+                    v = lutq[qi, m, j] + t[m, j]
+                    lo = min(lo, v)
+                    hi = max(hi, v)
+                mins[pi, m] = lo
+                total += lo
+                span = max(span, hi - lo)
+            bias[qi, pi] = total
+        s = span / np.float32(255.0) if span > 0 else np.float32(1.0)
+        scale[qi] = s
+        inv = np.float32(1.0) / s
+        for pi in range(nprobe):
+            t = tables[probes[qi, pi]]
+            for m in range(m_sub):
+                for j in range(ksub):
+                    v = (lutq[qi, m, j] + t[m, j] - mins[pi, m]) * inv
+                    lut8[qi, pi, m, j] = np.uint8(min(np.float32(255.0), v + np.float32(0.5)))
+
+
+@numba.njit(parallel=True, cache=True)
+def _rerank(cand_pos, cand_line, line_list, line_b, line_c, line_alpha, lutq, tables, edges,
+            packed, lam_idx, lam_values, out_d, out_p):
+    """Exact ADC distances of the candidates; the k best per query, ascending."""
+    nq, r = cand_pos.shape
+    k = out_d.shape[1]
+    nedge = edges.shape[1]
+    half = packed.shape[1]
+    for qi in numba.prange(nq):
+        dist = np.full(r, np.inf, dtype=np.float32)
+        for i in range(r):
+            j = cand_pos[qi, i]
+            if j < 0:
+                continue
+            li = cand_line[qi, i]
+            lst = line_list[qi, li]
+            a = lst // nedge
+            s = edges[a, lst % nedge]
+            lam = lam_values[lam_idx[j]]
+            s_a = np.float32(0.0)
+            s_d = np.float32(0.0)
+            blk = packed[j // 32]
+            t = j % 32
+            for p in range(half):
+                byte = blk[p, t]
+                for half_i in range(2):
+                    m = 2 * p + half_i
+                    code = (byte >> (4 * half_i)) & 15
+                    ta = tables[a, m, code]
+                    s_a += lutq[qi, m, code] + ta
+                    s_d += tables[s, m, code] - ta
+            b = line_b[qi, li]
+            dist[i] = b + lam * (lam * line_c[qi, li] + line_alpha[qi, li]) + s_a + lam * s_d
+        order = np.argsort(dist, kind="mergesort")
+        for i in range(k):
+            if i < r and cand_pos[qi, order[i]] >= 0:
+                out_d[qi, i] = dist[order[i]]
+                out_p[qi, i] = cand_pos[qi, order[i]]
+            else:
+                out_d[qi, i] = np.inf
+                out_p[qi, i] = -1
+
+
+def search_fastscan(quantizer, lists, q: np.ndarray, dist_qc: np.ndarray, k: int, nprobe: int,
+                    nlines: int, rerank: int, stages: dict | None = None,
+                    scan_backend: str = "auto"):
+    """k nearest codes of encoded queries q (float32 (nq, d)), whose squared distances to
+    all centroids are dist_qc (finite), by the fast scan: returns (exact ADC distances,
+    code positions), ascending, padded with (inf, -1)."""
+    nq = q.shape[0]
+    with timed(stages, "lines"):
+        probes = np.empty((nq, nprobe), dtype=np.int64)
+        line_list = np.empty((nq, nlines), dtype=np.int64)
+        line_probe = np.empty((nq, nlines), dtype=np.int32)
+        line_b, line_c, line_alpha = (np.empty((nq, nlines), dtype=np.float32) for _ in range(3))
+        _select(dist_qc, quantizer.edges, quantizer.edge_len2, nprobe, nlines, probes,
+                line_list, line_probe, line_b, line_c, line_alpha)
+    with timed(stages, "tables"):
+        lutq = quantizer.query_tables(q)
+        tables = quantizer.centroid_tables()
+        lut8 = np.empty((nq, nprobe) + lutq.shape[1:], dtype=np.uint8)
+        bias = np.empty((nq, nprobe), dtype=np.float32)
+        scale = np.empty(nq, dtype=np.float32)
+        _quantize_tables(lutq, tables, probes, lut8, bias, scale)
+        line_const = line_b + np.take_along_axis(bias, line_probe.astype(np.int64), axis=1)
+    with timed(stages, "scan"):
+        _, cand_pos, cand_line = scan4(lut8, scale, line_list, line_probe, line_const, line_c,
+                                       line_alpha, lists.offsets, lists.packed, lists.lambda_idx,
+                                       quantizer.lambda_values, max(rerank, k),
+                                       backend=scan_backend)
+    with timed(stages, "rerank"):
+        out_d = np.empty((nq, k), dtype=np.float32)
+        out_p = np.empty((nq, k), dtype=np.int64)
+        _rerank(cand_pos, cand_line, line_list, line_b, line_c, line_alpha, lutq, tables,
+                quantizer.edges, lists.packed, lists.lambda_idx, quantizer.lambda_values,
+                out_d, out_p)
+    return out_d, out_p
