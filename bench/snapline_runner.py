@@ -18,7 +18,8 @@ class SnaplineRunner:
     def __init__(self, d: int, plan: SystemPlan, cfg: BenchConfig):
         self.encoder_cfg = encoder_config_from_spec(plan.encoder)
         self.shape = IndexShape(d, plan.nlist, plan.nedge, cfg.code_bytes, cfg.nlambda,
-                                encoder=self.encoder_cfg.kind, code_dim=self.encoder_cfg.dim_out)
+                                encoder=self.encoder_cfg.kind, code_dim=self.encoder_cfg.dim_out,
+                                pq_bits=getattr(plan, "pq_bits", 8))
         self.index = None
         self.encoder_metrics: dict = {}
 
@@ -46,10 +47,20 @@ class SnaplineRunner:
     def search(self, q, k, params):
         return self.index.search(q, k=k, **params)
 
+    def stage_seconds(self, q, k, params) -> dict[str, float]:
+        """Wall seconds of each search stage over the query set (one more search call)."""
+        stages: dict[str, float] = {}
+        self.index.search(q, k=k, stages=stages, **params)
+        return stages
+
     @property
     def ntotal(self) -> int:
         return int(self.index.ntotal)
 
     @property
     def bytes_per_vector(self) -> float:
+        """Measured from the resident arrays (VLQIndex.bytes_per_vector)."""
         return float(self.index.bytes_per_vector)
+
+    bytes_method = ("resident: codes (with block padding) + lambda bytes + ids + ADC terms "
+                    "(8-bit codes) + list offsets, from the arrays' nbytes, / ntotal")

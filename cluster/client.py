@@ -45,16 +45,18 @@ class Client:
         return cls(name, coordinator, info)
 
     def search(self, queries: np.ndarray, k: int = 10, nprobe: int = 32, nlines: int = 256, *,
-               on_partial: OnPartial = "raise", timeout_s: float | None = None) -> SearchResult:
+               rerank: int | None = None, on_partial: OnPartial = "raise",
+               timeout_s: float | None = None) -> SearchResult:
         """k nearest of every query; unpacks as `D, I`, and carries `.version` (the index
-        version that answered) and `.missing_shards`."""
+        version that answered) and `.missing_shards`. `rerank`: for an index of 4-bit
+        codes, how many codes per query are re-ranked with exact ADC (default 4 k)."""
         if on_partial not in ("raise", "partial"):
             raise ValueError(f"on_partial must be 'raise' or 'partial', got {on_partial!r}")
         if timeout_s is not None and (isinstance(timeout_s, bool) or
                                       not isinstance(timeout_s, (int, float)) or timeout_s <= 0):
             raise ValueError(f"timeout_s must be a number > 0, got {timeout_s!r}")
         q = check_queries(queries, self.dim)
-        params = SearchParams(k=k, nprobe=nprobe, nlines=nlines)
+        params = SearchParams(k=k, nprobe=nprobe, nlines=nlines, rerank=rerank)
         ref = self._coordinator.search.remote(q, params, timeout_s)
         result = self._call(self.name, ref, timeout=(timeout_s or 600.0) + REPLY_MARGIN_S)
         if result.partial and on_partial == "raise":

@@ -113,44 +113,52 @@ def _quantize_tables(lutq, tables, probes, lut8, bias, scale):
 @numba.njit(parallel=True, cache=True)
 def _rerank(cand_pos, cand_line, line_list, line_b, line_c, line_alpha, lutq, tables, edges,
             packed, lam_idx, lam_values, out_d, out_p):
-    """Exact ADC distances of the candidates; the k best per query, ascending."""
+    """Exact ADC distances of the candidates; the k best per query, ascending (ties in
+    candidate order, i.e. by the scan's (approx, pos) order)."""
     nq, r = cand_pos.shape
     k = out_d.shape[1]
     nedge = edges.shape[1]
     half = packed.shape[1]
     for qi in numba.prange(nq):
-        dist = np.full(r, np.inf, dtype=np.float32)
+        dist = np.empty(r, dtype=np.float32)
+        scratch = np.empty(r, dtype=np.float32)
+        best = np.empty(k, dtype=np.int64)
+        lut = lutq[qi]
+        n = 0
         for i in range(r):
             j = cand_pos[qi, i]
             if j < 0:
-                continue
+                break          # the scan pads at the end
             li = cand_line[qi, i]
             lst = line_list[qi, li]
-            a = lst // nedge
-            s = edges[a, lst % nedge]
+            t_a = tables[lst // nedge]
+            t_s = tables[edges[lst // nedge, lst % nedge]]
             lam = lam_values[lam_idx[j]]
             s_a = np.float32(0.0)
             s_d = np.float32(0.0)
-            blk = packed[j // 32]
-            t = j % 32
+            blk = packed[j >> 5]
+            t = j & 31
             for p in range(half):
                 byte = blk[p, t]
-                for half_i in range(2):
-                    m = 2 * p + half_i
-                    code = (byte >> (4 * half_i)) & 15
-                    ta = tables[a, m, code]
-                    s_a += lutq[qi, m, code] + ta
-                    s_d += tables[s, m, code] - ta
-            b = line_b[qi, li]
-            dist[i] = b + lam * (lam * line_c[qi, li] + line_alpha[qi, li]) + s_a + lam * s_d
-        order = np.argsort(dist, kind="mergesort")
-        for i in range(k):
-            if i < r and cand_pos[qi, order[i]] >= 0:
-                out_d[qi, i] = dist[order[i]]
-                out_p[qi, i] = cand_pos[qi, order[i]]
-            else:
-                out_d[qi, i] = np.inf
-                out_p[qi, i] = -1
+                lo = byte & 15
+                hi = byte >> 4
+                s_a += lut[2 * p, lo] + t_a[2 * p, lo] + lut[2 * p + 1, hi] + t_a[2 * p + 1, hi]
+                s_d += (t_s[2 * p, lo] - t_a[2 * p, lo]) + (t_s[2 * p + 1, hi] - t_a[2 * p + 1, hi])
+            dist[i] = (line_b[qi, li] + lam * (lam * line_c[qi, li] + line_alpha[qi, li])
+                       + s_a + lam * s_d)
+            n += 1
+        kk = min(k, n)
+        _select_smallest(dist[:n], kk, scratch, best)
+        chosen = best[:kk]
+        # ascending distance, ties by candidate order
+        order = np.argsort(dist[chosen] + np.float32(0.0), kind="mergesort")
+        tie_sorted = chosen[order]
+        for i in range(kk):
+            out_d[qi, i] = dist[tie_sorted[i]]
+            out_p[qi, i] = cand_pos[qi, tie_sorted[i]]
+        for i in range(kk, k):
+            out_d[qi, i] = np.inf
+            out_p[qi, i] = -1
 
 
 def search_fastscan(quantizer, lists, q: np.ndarray, dist_qc: np.ndarray, k: int, nprobe: int,

@@ -71,8 +71,12 @@ class VLQIndex:
         self.nedge = check_positive_int(nedge, "nedge", upper=self.nlist - 1)
         self.code_bytes = check_positive_int(code_bytes, "code_bytes")
         self.nlambda = check_positive_int(nlambda, "nlambda", upper=256)
+        if isinstance(pq_bits, bool) or pq_bits not in (4, 8):
+            raise ValueError(f"pq_bits must be 4 or 8, got pq_bits={pq_bits!r}")
         self.pq_bits = pq_bits
-        self.shape  # noqa: B018 - refuses pq_bits not in (4, 8), sub-quantizers not dividing dim
+        if self.code_dim % (self.code_bytes * 8 // pq_bits):
+            raise ValueError(f"code_bytes={code_bytes} must divide dim={self.code_dim} into "
+                             f"{self.code_bytes * 8 // pq_bits} PQ sub-spaces of {pq_bits} bits")
         if backend not in ("auto", "numba", "torch"):
             raise ValueError(f"backend must be 'auto', 'numba' or 'torch', got {backend!r}")
         self.seed = int(seed)

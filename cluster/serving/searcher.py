@@ -55,7 +55,8 @@ class ShardSearcher:
         k_local = min(params.k, self.index.ntotal)
         if k_local == 0:
             return np.full((nq, 0), np.inf, np.float32), np.full((nq, 0), -1, np.int64)
-        return self.index.search(queries, k_local, params.nprobe, params.nlines)
+        return self.index.search(queries, k_local, params.nprobe, params.nlines,
+                                 rerank=params.rerank)
 
 
 SearcherActor = ray.remote(max_restarts=-1, max_task_retries=0)(ShardSearcher)

@@ -84,10 +84,13 @@ class SearchParams:
     k: int = 10
     nprobe: int = 32
     nlines: int = 256
+    rerank: int | None = None   # 4-bit codes: codes re-ranked exactly (None: VLQIndex default)
 
     def __post_init__(self):
         for name in ("k", "nprobe", "nlines"):
             _positive(getattr(self, name), name)
+        if self.rerank is not None:
+            _positive(self.rerank, "rerank")
 
 
 @dataclass(frozen=True, eq=False)

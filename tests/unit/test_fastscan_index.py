@@ -143,5 +143,5 @@ def test_ids_spanning_2_to_the_32_are_kept_whole(small_data):
 def test_pq_bits_is_checked():
     with pytest.raises(ValueError, match="pq_bits must be 4 or 8"):
         VLQIndex(32, nlist=8, nedge=4, code_bytes=8, pq_bits=6)
-    with pytest.raises(ValueError, match="code_bytes=5 must divide the encoded dimension 32"):
+    with pytest.raises(ValueError, match="code_bytes=5 must divide dim=32"):
         VLQIndex(32, nlist=8, nedge=4, code_bytes=5, pq_bits=4)
