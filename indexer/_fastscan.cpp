@@ -72,68 +72,59 @@ struct Args {
     int level;
 };
 
-// ---- the top-r max-heap on the key (approx, pos, line) ----
+// ---- the r smallest keys (approx, pos, line): a buffer with a threshold ----
+// Rows whose approx is <= the threshold are appended (no branch per row beyond the SIMD
+// filter); when the buffer is full, nth_element keeps its r smallest keys and the threshold
+// drops to the r-th approx. A row above the threshold has a key above r kept keys, so the
+// result is the r smallest keys of all rows, as with the numba reference's heap. Cheaper
+// than a heap when many rows enter (k-select, issue 13 point 3).
 struct Entry {
     float d;
-    int64_t p;
     int32_t l;
+    int64_t p;
 };
 
-inline bool key_less(float d1, int64_t p1, int32_t l1, const Entry& e) {
-    if (d1 != e.d) return d1 < e.d;
-    if (p1 != e.p) return p1 < e.p;
-    return l1 < e.l;
-}
-
-inline bool entry_less(const Entry& a, const Entry& b) { return key_less(a.d, a.p, a.l, b); }
+struct EntryLess {  // a functor, so that nth_element and sort inline it
+    bool operator()(const Entry& a, const Entry& b) const {
+        if (a.d != b.d) return a.d < b.d;
+        if (a.p != b.p) return a.p < b.p;
+        return a.l < b.l;
+    }
+};
 
 struct TopR {
-    std::vector<Entry> heap;
+    std::vector<Entry> buf;
     Py_ssize_t r = 0, size = 0;
+    float thr = kInf;
 
     void reset(Py_ssize_t r_) {
         r = r_;
         size = 0;
-        heap.resize(static_cast<size_t>(r_));
+        thr = kInf;
+        buf.resize(static_cast<size_t>(2 * r_ + 64));
     }
-    // every row whose approx is above this cannot enter
-    float threshold() const { return size < r ? kInf : heap[0].d; }
+    float threshold() const { return thr; }
 
-    void offer(float d, int64_t p, int32_t l) {
-        if (d != d) d = kInf;
-        if (size < r) {  // sift up
-            Py_ssize_t i = size++;
-            while (i > 0) {
-                Py_ssize_t parent = (i - 1) >> 1;
-                if (!key_less(heap[parent].d, heap[parent].p, heap[parent].l, Entry{d, p, l})) break;
-                heap[i] = heap[parent];
-                i = parent;
-            }
-            heap[i] = Entry{d, p, l};
-            return;
-        }
-        if (!key_less(d, p, l, heap[0])) return;
-        Entry e{d, p, l};
-        Py_ssize_t i = 0;  // replace the root, sift down
-        while (true) {
-            Py_ssize_t left = 2 * i + 1;
-            if (left >= size) break;
-            Py_ssize_t j = left;
-            if (left + 1 < size && entry_less(heap[left], heap[left + 1])) j = left + 1;
-            if (!entry_less(e, heap[j])) break;
-            heap[i] = heap[j];
-            i = j;
-        }
-        heap[i] = e;
+    // room for the 32 rows of one block (call before appending them)
+    void make_room() {
+        if (size + 32 <= static_cast<Py_ssize_t>(buf.size())) return;
+        std::nth_element(buf.begin(), buf.begin() + (r - 1), buf.begin() + size, EntryLess());
+        size = r;
+        thr = buf[r - 1].d;  // every kept approx is <= it
     }
+
+    // d is not NaN and d <= threshold()
+    void push(float d, int64_t p, int32_t l) { buf[size++] = Entry{d, l, p}; }
 
     void drain(float* out_d, int64_t* out_p, int32_t* out_l) {
-        std::sort(heap.begin(), heap.begin() + size, entry_less);
+        Py_ssize_t keep = std::min(size, r);
+        if (size > r) std::nth_element(buf.begin(), buf.begin() + (r - 1), buf.begin() + size, EntryLess());
+        std::sort(buf.begin(), buf.begin() + keep, EntryLess());
         for (Py_ssize_t i = 0; i < r; ++i) {
-            if (i < size) {
-                out_d[i] = heap[i].d;
-                out_p[i] = heap[i].p;
-                out_l[i] = heap[i].l;
+            if (i < keep) {
+                out_d[i] = buf[i].d;
+                out_p[i] = buf[i].p;
+                out_l[i] = buf[i].l;
             } else {
                 out_d[i] = kInf;
                 out_p[i] = -1;
@@ -195,7 +186,7 @@ void finish_block_portable(const Args& a, const uint16_t* sums, const uint8_t* l
         mask &= mask - 1;
         float d = approx_scalar(a.lam_values[lam_buf[t]], sums[t], lp);
         if (d != d) d = kInf;
-        if (d <= top.threshold()) top.offer(d, first + t, lp.line);
+        if (d <= top.threshold()) top.push(d, first + t, lp.line);
     }
 }
 
@@ -256,10 +247,10 @@ __attribute__((target("avx2"))) void finish_block_avx2(const Args& a, const uint
         pass |= static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(d, thr, _CMP_LE_OQ))) << (8 * k);
     }
     pass &= mask;
-    while (pass) {  // the threshold only drops: re-check each row against the current one
+    while (pass) {
         int t = __builtin_ctz(pass);
         pass &= pass - 1;
-        if (approx[t] <= top.threshold()) top.offer(approx[t], first + t, lp.line);
+        top.push(approx[t], first + t, lp.line);
     }
 }
 
@@ -344,7 +335,7 @@ __attribute__((target("avx512f,avx512bw"))) void finish_block_avx512(const Args&
     while (pass) {
         int t = __builtin_ctz(pass);
         pass &= pass - 1;
-        if (approx[t] <= top.threshold()) top.offer(approx[t], first + t, lp.line);
+        top.push(approx[t], first + t, lp.line);
     }
 }
 #endif  // FS_X86
@@ -378,6 +369,7 @@ void scan_query(const Args& a, Py_ssize_t q, int64_t n, TopR& top, std::vector<u
         for (int64_t b = lo / 32; b <= (hi - 1) / 32; ++b) {
             const uint8_t* block = a.packed + static_cast<size_t>(b) * block_bytes;
             const uint32_t mask = row_mask(b, lo, hi);
+            top.make_room();
             const uint8_t* lam_rows = lam_buf;  // the block's lambda indices, 32 readable bytes
             if (b * 32 + 32 <= n)
                 lam_rows = a.lam_idx + b * 32;
