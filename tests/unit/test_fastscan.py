@@ -86,6 +86,8 @@ def make_problem(seed, nq, nprobe, m, nlines, r, ties=False):
     line_list[:, 0] = 2                       # the long mid-block list in every query
     if nlines > 1:
         line_list[:, 1] = 0                   # and the empty one
+    if nlines > 2:
+        line_list[:, -1] = nlists - 1         # the last list: it ends inside the padded block
     return dict(lut8=lut8, scale=rng.uniform(0.01, 0.1, nq).astype(np.float32),
                 line_list=line_list,
                 line_probe=rng.integers(0, nprobe, (nq, nlines)).astype(np.int32),
