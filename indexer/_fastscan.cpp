@@ -93,7 +93,8 @@ struct EntryLess {  // a functor, so that nth_element and sort inline it
 };
 
 struct TopR {
-    std::vector<Entry> buf;
+    std::vector<Entry> buf, ties;
+    std::vector<float> keys;
     Py_ssize_t r = 0, size = 0;
     float thr = kInf;
 
@@ -101,27 +102,46 @@ struct TopR {
         r = r_;
         size = 0;
         thr = kInf;
-        buf.resize(static_cast<size_t>(2 * r_ + 64));
+        const size_t cap = static_cast<size_t>(2 * r_ + 64);
+        buf.resize(cap);
+        ties.resize(cap);
+        keys.resize(cap);
     }
     float threshold() const { return thr; }
 
+    // Keep the r smallest keys of the buffer: select the r-th approx t on a float copy (cheap
+    // compares), keep every entry below t, and among the entries equal to t the smallest keys.
+    void compact() {
+        for (Py_ssize_t i = 0; i < size; ++i) keys[i] = buf[i].d;
+        std::nth_element(keys.begin(), keys.begin() + (r - 1), keys.begin() + size);
+        const float t = keys[r - 1];
+        Py_ssize_t below = 0, tied = 0;
+        for (Py_ssize_t i = 0; i < size; ++i) {
+            const Entry e = buf[i];
+            buf[below] = e;
+            below += e.d < t;
+            if (e.d == t) ties[tied++] = e;
+        }
+        const Py_ssize_t need = r - below;  // 1 <= need <= tied: t is the r-th smallest
+        if (need < tied) std::nth_element(ties.begin(), ties.begin() + need, ties.begin() + tied, EntryLess());
+        std::copy(ties.begin(), ties.begin() + need, buf.begin() + below);
+        size = r;
+        thr = t;  // every kept approx is <= t
+    }
+
     // room for the 32 rows of one block (call before appending them)
     void make_room() {
-        if (size + 32 <= static_cast<Py_ssize_t>(buf.size())) return;
-        std::nth_element(buf.begin(), buf.begin() + (r - 1), buf.begin() + size, EntryLess());
-        size = r;
-        thr = buf[r - 1].d;  // every kept approx is <= it
+        if (size + 32 > static_cast<Py_ssize_t>(buf.size())) compact();
     }
 
     // d is not NaN and d <= threshold()
     void push(float d, int64_t p, int32_t l) { buf[size++] = Entry{d, l, p}; }
 
     void drain(float* out_d, int64_t* out_p, int32_t* out_l) {
-        Py_ssize_t keep = std::min(size, r);
-        if (size > r) std::nth_element(buf.begin(), buf.begin() + (r - 1), buf.begin() + size, EntryLess());
-        std::sort(buf.begin(), buf.begin() + keep, EntryLess());
+        if (size > r) compact();
+        std::sort(buf.begin(), buf.begin() + size, EntryLess());
         for (Py_ssize_t i = 0; i < r; ++i) {
-            if (i < keep) {
+            if (i < size) {
                 out_d[i] = buf[i].d;
                 out_p[i] = buf[i].p;
                 out_l[i] = buf[i].l;
