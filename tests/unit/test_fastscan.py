@@ -258,3 +258,17 @@ def test_snapline_simd_portable_in_a_subprocess(tmp_path):
 def test_snapline_simd_unknown_value_is_refused(tmp_path):
     done = _child(tmp_path, "sse9", make_problem(0, 1, 1, 2, 1, 5))
     assert done.returncode != 0 and "SNAPLINE_SIMD='sse9'" in done.stderr
+
+
+def test_snapline_simd_above_the_cpu_falls_back_with_a_warning(monkeypatch):
+    # this CPU has every level: stand in for one that stops at AVX2
+    monkeypatch.setattr(fastscan, "_cpu_level", lambda: "avx2")
+    monkeypatch.setenv("SNAPLINE_SIMD", "avx512")
+    with pytest.warns(RuntimeWarning, match="supports only avx2"):
+        assert fastscan._initial_level() == "avx2"
+    monkeypatch.setenv("SNAPLINE_SIMD", "Portable")
+    assert fastscan._initial_level() == "portable"
+    monkeypatch.delenv("SNAPLINE_SIMD")
+    assert fastscan._initial_level() == "avx2"
+    with pytest.raises(ValueError, match="level='avx512'"):
+        fastscan._set_level("avx512")
