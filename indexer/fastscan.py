@@ -212,28 +212,40 @@ def _scan_query_numba(lut, scale, lists, probes, consts, cs, alphas, offsets, pa
     hd = np.empty(r, dtype=np.float32)
     hp = np.empty(r, dtype=np.int64)
     hl = np.empty(r, dtype=np.int32)
+    sums = np.empty(BLOCK, dtype=np.int32)
     size = 0
     for li in range(lists.shape[0]):
         table = lut[probes[li]]
         c = cs[li]
         alpha = alphas[li]
         cst = consts[li]
-        for j in range(offsets[lists[li]], offsets[lists[li] + 1]):
-            block = j >> 5
-            t = j & 31
-            s = 0
+        lo = offsets[lists[li]]
+        hi = offsets[lists[li] + 1]
+        if hi <= lo:
+            continue
+        for block in range(lo // BLOCK, (hi - 1) // BLOCK + 1):  # the rows of the list in it
+            first = block * BLOCK
+            t0 = max(lo - first, 0)
+            t1 = min(hi - first, BLOCK)
+            sums[t0:t1] = 0
             for p in range(pairs):
-                x = packed[block, p, t]
-                s += np.int64(table[2 * p, x & 15]) + np.int64(table[2 * p + 1, x >> 4])
-            lam = lam_values[lam_idx[j]]
-            tt = lam * c
-            tt = tt + alpha
-            tt = lam * tt
-            u = scale * np.float32(s)
-            d = (cst + tt) + u
-            if d != d:
-                d = _INF32
-            size = _offer(hd, hp, hl, size, d, np.int64(j), np.int32(li))
+                row = packed[block, p]
+                even = table[2 * p]
+                odd = table[2 * p + 1]
+                for t in range(t0, t1):
+                    x = row[t]
+                    sums[t] += np.int32(even[x & 15]) + np.int32(odd[x >> 4])
+            for t in range(t0, t1):
+                lam = lam_values[lam_idx[first + t]]
+                tt = lam * c
+                tt = tt + alpha
+                tt = lam * tt
+                u = scale * np.float32(sums[t])
+                d = (cst + tt) + u
+                if d != d:
+                    d = _INF32
+                if size < r or d <= hd[0]:  # most rows stop here, without a call
+                    size = _offer(hd, hp, hl, size, d, np.int64(first + t), np.int32(li))
     _drain(hd, hp, hl, size, out_d, out_p, out_l)
 
 
