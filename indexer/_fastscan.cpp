@@ -28,7 +28,8 @@
 #include <thread>
 #include <vector>
 
-#if defined(__x86_64__) || defined(_M_X64)
+// SNAPLINE_NO_X86 compiles the portable path alone, as on other architectures (a build check)
+#if (defined(__x86_64__) || defined(_M_X64)) && !defined(SNAPLINE_NO_X86)
 #define FS_X86 1
 // GCC 12's AVX-512 headers trip its own -Wmaybe-uninitialized (_mm512_undefined_*)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -185,7 +186,7 @@ inline void block_lam_idx(const Args& a, int64_t first, int64_t n, uint8_t* buf)
 }
 
 // ---------------------------------------------------------------- portable path
-void block_sums_portable(const uint8_t* block, const uint8_t* lut, Py_ssize_t m, uint16_t* sums) {
+void block_sums_portable(const uint8_t* block, const uint8_t* lut, const uint8_t*, Py_ssize_t m, uint16_t* sums) {
     uint32_t acc[32] = {0};
     for (Py_ssize_t p = 0; p < m / 2; ++p) {
         const uint8_t* row_bytes = block + p * 32;
@@ -210,6 +211,20 @@ void finish_block_portable(const Args& a, const uint16_t* sums, const uint8_t* l
     }
 }
 
+// The LUTs of one probe rearranged for 64-byte shuffles: for the pair group g (sub-code
+// pairs 2g, 2g+1) 64 bytes of low-nibble tables [m=4g, 4g, 4g+2, 4g+2] then 64 bytes of
+// high-nibble tables [4g+1, 4g+1, 4g+3, 4g+3] (each table repeated on two 128-bit lanes).
+void prepare_lut_avx512(const uint8_t* lut, Py_ssize_t m, uint8_t* out) {
+    for (Py_ssize_t g = 0; g < m / 4; ++g) {
+        uint8_t* dst = out + g * 128;
+        for (int lane = 0; lane < 4; ++lane) {
+            Py_ssize_t sub = 4 * g + (lane >= 2 ? 2 : 0);
+            std::memcpy(dst + lane * 16, lut + sub * 16, 16);
+            std::memcpy(dst + 64 + lane * 16, lut + (sub + 1) * 16, 16);
+        }
+    }
+}
+
 #if FS_X86
 // ---------------------------------------------------------------- AVX2 path
 __attribute__((target("avx2"))) inline void store_sums_avx2(__m256i acc_even, __m256i acc_odd,
@@ -221,8 +236,8 @@ __attribute__((target("avx2"))) inline void store_sums_avx2(__m256i acc_even, __
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(sums + 16), _mm256_permute2x128_si256(lo, hi, 0x31));
 }
 
-__attribute__((target("avx2"))) void block_sums_avx2(const uint8_t* block, const uint8_t* lut, Py_ssize_t m,
-                                                      uint16_t* sums) {
+__attribute__((target("avx2"))) inline void block_sums_avx2(const uint8_t* block, const uint8_t* lut,
+                                                             const uint8_t*, Py_ssize_t m, uint16_t* sums) {
     const __m256i low4 = _mm256_set1_epi8(0x0f);
     const __m256i low8 = _mm256_set1_epi16(0x00ff);
     __m256i acc_even = _mm256_setzero_si256();
@@ -243,7 +258,7 @@ __attribute__((target("avx2"))) void block_sums_avx2(const uint8_t* block, const
     store_sums_avx2(acc_even, acc_odd, sums);
 }
 
-__attribute__((target("avx2"))) void finish_block_avx2(const Args& a, const uint16_t* sums,
+__attribute__((target("avx2"))) inline void finish_block_avx2(const Args& a, const uint16_t* sums,
                                                         const uint8_t* lam_buf, uint32_t mask, int64_t first,
                                                         const LineParams& lp, TopR& top) {
     const __m256 c = _mm256_set1_ps(lp.c), alpha = _mm256_set1_ps(lp.alpha);
@@ -275,21 +290,7 @@ __attribute__((target("avx2"))) void finish_block_avx2(const Args& a, const uint
 }
 
 // ---------------------------------------------------------------- AVX-512 path
-// The LUTs of one probe rearranged for 64-byte shuffles: for the pair group g (sub-code
-// pairs 2g, 2g+1) 64 bytes of low-nibble tables [m=4g, 4g, 4g+2, 4g+2] then 64 bytes of
-// high-nibble tables [4g+1, 4g+1, 4g+3, 4g+3] (each table repeated on two 128-bit lanes).
-void prepare_lut_avx512(const uint8_t* lut, Py_ssize_t m, uint8_t* out) {
-    for (Py_ssize_t g = 0; g < m / 4; ++g) {
-        uint8_t* dst = out + g * 128;
-        for (int lane = 0; lane < 4; ++lane) {
-            Py_ssize_t sub = 4 * g + (lane >= 2 ? 2 : 0);
-            std::memcpy(dst + lane * 16, lut + sub * 16, 16);
-            std::memcpy(dst + 64 + lane * 16, lut + (sub + 1) * 16, 16);
-        }
-    }
-}
-
-__attribute__((target("avx512f,avx512bw"))) void block_sums_avx512(const uint8_t* block, const uint8_t* lut,
+__attribute__((target("avx512f,avx512bw"))) inline void block_sums_avx512(const uint8_t* block, const uint8_t* lut,
                                                                     const uint8_t* lut512, Py_ssize_t m,
                                                                     uint16_t* sums) {
     const __m512i low4 = _mm512_set1_epi8(0x0f);
@@ -326,7 +327,7 @@ __attribute__((target("avx512f,avx512bw"))) void block_sums_avx512(const uint8_t
     store_sums_avx2(even, odd, sums);
 }
 
-__attribute__((target("avx512f,avx512bw"))) void finish_block_avx512(const Args& a, const uint16_t* sums,
+__attribute__((target("avx512f,avx512bw"))) inline void finish_block_avx512(const Args& a, const uint16_t* sums,
                                                                       const uint8_t* lam_buf, uint32_t mask,
                                                                       int64_t first, const LineParams& lp,
                                                                       TopR& top) {
@@ -360,56 +361,81 @@ __attribute__((target("avx512f,avx512bw"))) void finish_block_avx512(const Args&
 }
 #endif  // FS_X86
 
-// ---------------------------------------------------------------- one query
+// ---------------------------------------------------------------- one line, one query
+struct LineJob {
+    int64_t lo, hi;            // the list's rows
+    const uint8_t* lut;        // (M, 16) tables of the line's probe
+    const uint8_t* lut_wide;   // the same rearranged for AVX-512 (else null)
+    LineParams lp;
+};
+
+using SumsFn = void (*)(const uint8_t*, const uint8_t*, const uint8_t*, Py_ssize_t, uint16_t*);
+using FinishFn = void (*)(const Args&, const uint16_t*, const uint8_t*, uint32_t, int64_t, const LineParams&,
+                          TopR&);
+
+// The blocks of one list; inlined into a function of each SIMD level, so that the level's
+// block functions inline into its loop.
+template <SumsFn Sums, FinishFn Finish>
+__attribute__((always_inline)) inline void scan_line(const Args& a, const LineJob& job, int64_t n, TopR& top) {
+    const size_t block_bytes = static_cast<size_t>(a.m / 2) * 32;
+    alignas(64) uint16_t sums[32];
+    alignas(64) uint8_t lam_buf[32];
+    for (int64_t b = job.lo / 32; b <= (job.hi - 1) / 32; ++b) {
+        const uint32_t mask = row_mask(b, job.lo, job.hi);
+        top.make_room();
+        const uint8_t* lam_rows = lam_buf;  // the block's lambda indices, 32 readable bytes
+        if (b * 32 + 32 <= n)
+            lam_rows = a.lam_idx + b * 32;
+        else
+            block_lam_idx(a, b * 32, n, lam_buf);
+        Sums(a.packed + static_cast<size_t>(b) * block_bytes, job.lut, job.lut_wide, a.m, sums);
+        Finish(a, sums, lam_rows, mask, b * 32, job.lp, top);
+    }
+}
+
+void scan_line_portable(const Args& a, const LineJob& job, int64_t n, TopR& top) {
+    scan_line<block_sums_portable, finish_block_portable>(a, job, n, top);
+}
+
+#if FS_X86
+__attribute__((target("avx2"))) void scan_line_avx2(const Args& a, const LineJob& job, int64_t n, TopR& top) {
+    scan_line<block_sums_avx2, finish_block_avx2>(a, job, n, top);
+}
+
+__attribute__((target("avx512f,avx512bw"))) void scan_line_avx512(const Args& a, const LineJob& job, int64_t n,
+                                                                   TopR& top) {
+    scan_line<block_sums_avx512, finish_block_avx512>(a, job, n, top);
+}
+#endif
+
 void scan_query(const Args& a, Py_ssize_t q, int64_t n, TopR& top, std::vector<uint8_t>& lut512,
                 std::vector<char>& prepared) {
     const Py_ssize_t m = a.m;
-    const size_t block_bytes = static_cast<size_t>(m / 2) * 32;
     const uint8_t* lut_q = a.lut8 + static_cast<size_t>(q) * a.nprobe * m * 16;
+    void (*line_fn)(const Args&, const LineJob&, int64_t, TopR&) = scan_line_portable;
+#if FS_X86
+    if (a.level == LEVEL_AVX512) line_fn = scan_line_avx512;
+    if (a.level == LEVEL_AVX2) line_fn = scan_line_avx2;
+#endif
     top.reset(a.r);
     std::fill(prepared.begin(), prepared.end(), 0);
-    alignas(64) uint16_t sums[32];
-    alignas(64) uint8_t lam_buf[32];
     for (Py_ssize_t l = 0; l < a.nlines; ++l) {
         const size_t ql = static_cast<size_t>(q) * a.nlines + l;
         const int64_t list = a.line_list[ql];
-        const int64_t lo = a.offsets[list], hi = a.offsets[list + 1];
-        if (hi <= lo) continue;
+        LineJob job{a.offsets[list], a.offsets[list + 1], nullptr, nullptr,
+                    LineParams{a.line_c[ql], a.line_alpha[ql], a.line_const[ql], a.scale[q], static_cast<int32_t>(l)}};
+        if (job.hi <= job.lo) continue;
         const int32_t probe = a.line_probe[ql];
-        const uint8_t* lut = lut_q + static_cast<size_t>(probe) * m * 16;
-        uint8_t* lut_wide = nullptr;
+        job.lut = lut_q + static_cast<size_t>(probe) * m * 16;
         if (a.level == LEVEL_AVX512) {
-            lut_wide = lut512.data() + static_cast<size_t>(probe) * (m / 4) * 128;
+            uint8_t* wide = lut512.data() + static_cast<size_t>(probe) * (m / 4) * 128;
             if (!prepared[probe]) {
-                prepare_lut_avx512(lut, m, lut_wide);
+                prepare_lut_avx512(job.lut, m, wide);
                 prepared[probe] = 1;
             }
+            job.lut_wide = wide;
         }
-        const LineParams lp{a.line_c[ql], a.line_alpha[ql], a.line_const[ql], a.scale[q], static_cast<int32_t>(l)};
-        for (int64_t b = lo / 32; b <= (hi - 1) / 32; ++b) {
-            const uint8_t* block = a.packed + static_cast<size_t>(b) * block_bytes;
-            const uint32_t mask = row_mask(b, lo, hi);
-            top.make_room();
-            const uint8_t* lam_rows = lam_buf;  // the block's lambda indices, 32 readable bytes
-            if (b * 32 + 32 <= n)
-                lam_rows = a.lam_idx + b * 32;
-            else
-                block_lam_idx(a, b * 32, n, lam_buf);
-#if FS_X86
-            if (a.level == LEVEL_AVX512) {
-                block_sums_avx512(block, lut, lut_wide, m, sums);
-                finish_block_avx512(a, sums, lam_rows, mask, b * 32, lp, top);
-                continue;
-            }
-            if (a.level == LEVEL_AVX2) {
-                block_sums_avx2(block, lut, m, sums);
-                finish_block_avx2(a, sums, lam_rows, mask, b * 32, lp, top);
-                continue;
-            }
-#endif
-            block_sums_portable(block, lut, m, sums);
-            finish_block_portable(a, sums, lam_rows, mask, b * 32, lp, top);
-        }
+        line_fn(a, job, n, top);
     }
     top.drain(a.out_d + static_cast<size_t>(q) * a.r, a.out_p + static_cast<size_t>(q) * a.r,
               a.out_l + static_cast<size_t>(q) * a.r);

@@ -2,10 +2,13 @@
 numba reference and to a numpy brute force over decoded codes, at every SIMD level."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -272,3 +275,24 @@ def test_snapline_simd_above_the_cpu_falls_back_with_a_warning(monkeypatch):
     assert fastscan._initial_level() == "avx2"
     with pytest.raises(ValueError, match="level='avx512'"):
         fastscan._set_level("avx512")
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ to compile the portable-only build")
+def test_portable_only_build_of_the_extension(tmp_path):
+    """The kernel compiled without any x86 code (as on another architecture) runs the
+    portable path and still equals the numba reference."""
+    include = sysconfig.get_paths()["include"]
+    target = tmp_path / ("_fastscan" + sysconfig.get_config_var("EXT_SUFFIX"))
+    subprocess.run(["g++", "-O3", "-ffp-contract=off", "-std=c++17", "-DSNAPLINE_NO_X86", "-fPIC", "-shared",
+                    "-pthread", f"-I{include}", str(REPO / "indexer" / "_fastscan.cpp"), "-o", str(target)],
+                   check=True, capture_output=True, timeout=300)
+    spec = importlib.util.spec_from_file_location("_fastscan", target)
+    native = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(native)
+    assert native.cpu_level() == 0
+    p = make_problem(3, 13, 4, 64, 9, 50)
+    args = fastscan._check_scan_args(**p)
+    nq, nprobe, m = args[0].shape[:3]
+    out = (np.empty((nq, 50), np.float32), np.empty((nq, 50), np.int64), np.empty((nq, 50), np.int32))
+    native.scan4(*args, *out, nq, nprobe, m, args[2].shape[1], args[7].size - 1, args[10].size, 50, 2, 0)
+    assert_same(out, scan4(**p, backend="numba"))
