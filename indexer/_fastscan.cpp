@@ -1,0 +1,523 @@
+// indexer._fastscan: the native 4-bit fast-scan kernel of indexer.fastscan (issue 13).
+//
+// A plain CPython extension: arrays come in through the buffer protocol ("y*" read-only,
+// "w*" for the outputs, which Python allocates), no numpy headers, no pybind11. Python
+// (indexer/fastscan.py) validates every shape, dtype and index range before calling.
+//
+// Per query q, selected line l, row j of list line_list[q, l]:
+//   S = sum_m lut8[q, line_probe[q, l], m, code[j, m]]            (exact, uint16)
+//   lam = lam_values[lam_idx[j]]; t = lam * c; t = t + alpha; t = lam * t
+//   u = scale[q] * float(S); approx = (const + t) + u            (no FMA: -ffp-contract=off)
+// and the r smallest (approx, pos, line) keys (lexicographic; a NaN approx counts as +inf)
+// ascending, padded with (inf, -1, -1). The key is a total order, so every SIMD level, the
+// portable path and the numba reference keep exactly the same rows.
+//
+// Packed layout: packed[b, p, t] = code[32b+t, 2p] | code[32b+t, 2p+1] << 4, blocks of 32
+// consecutive rows ignoring list boundaries. Three scanners of one block, chosen at run
+// time: AVX-512 (avx512f+avx512bw, two sub-code pairs per 64-byte shuffle), AVX2 (one pair
+// per 32-byte shuffle), portable scalar C++ (any architecture).
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <thread>
+#include <vector>
+
+// SNAPLINE_NO_X86 compiles the portable path alone, as on other architectures (a build check)
+#if (defined(__x86_64__) || defined(_M_X64)) && !defined(SNAPLINE_NO_X86)
+#define FS_X86 1
+// GCC 12's AVX-512 headers trip its own -Wmaybe-uninitialized (_mm512_undefined_*)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#include <immintrin.h>
+#else
+#define FS_X86 0
+#endif
+
+namespace {
+
+enum Level { LEVEL_PORTABLE = 0, LEVEL_AVX2 = 1, LEVEL_AVX512 = 2 };
+
+const float kInf = std::numeric_limits<float>::infinity();
+
+int cpu_level() {
+#if FS_X86 && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) return LEVEL_AVX512;
+    if (__builtin_cpu_supports("avx2")) return LEVEL_AVX2;
+#endif
+    return LEVEL_PORTABLE;
+}
+
+struct Args {
+    const uint8_t* lut8;      // (nq, nprobe, M, 16)
+    const float* scale;       // (nq,)
+    const int64_t* line_list; // (nq, nlines)
+    const int32_t* line_probe;
+    const float* line_const;
+    const float* line_c;
+    const float* line_alpha;
+    const int64_t* offsets;   // (nlists + 1,)
+    const uint8_t* packed;    // (nblocks, M/2, 32)
+    const uint8_t* lam_idx;   // (n,)
+    const float* lam_values;  // (nlambda,)
+    float* out_d;             // (nq, r)
+    int64_t* out_p;
+    int32_t* out_l;
+    Py_ssize_t nq, nprobe, m, nlines, r;
+    int level;
+};
+
+// ---- the r smallest keys (approx, pos, line): a buffer with a threshold ----
+// Rows whose approx is <= the threshold are appended (no branch per row beyond the SIMD
+// filter); when the buffer is full, nth_element keeps its r smallest keys and the threshold
+// drops to the r-th approx. A row above the threshold has a key above r kept keys, so the
+// result is the r smallest keys of all rows, as with the numba reference's heap. Cheaper
+// than a heap when many rows enter (k-select, issue 13 point 3).
+struct Entry {
+    float d;
+    int32_t l;
+    int64_t p;
+};
+
+struct EntryLess {  // a functor, so that nth_element and sort inline it
+    bool operator()(const Entry& a, const Entry& b) const {
+        if (a.d != b.d) return a.d < b.d;
+        if (a.p != b.p) return a.p < b.p;
+        return a.l < b.l;
+    }
+};
+
+struct TopR {
+    std::vector<Entry> buf, ties;
+    std::vector<float> keys;
+    Py_ssize_t r = 0, size = 0;
+    float thr = kInf;
+
+    void reset(Py_ssize_t r_) {
+        r = r_;
+        size = 0;
+        thr = kInf;
+        const size_t cap = static_cast<size_t>(2 * r_ + 64);
+        buf.resize(cap);
+        ties.resize(cap);
+        keys.resize(cap);
+    }
+    float threshold() const { return thr; }
+
+    // Keep the r smallest keys of the buffer: select the r-th approx t on a float copy (cheap
+    // compares), keep every entry below t, and among the entries equal to t the smallest keys.
+    void compact() {
+        for (Py_ssize_t i = 0; i < size; ++i) keys[i] = buf[i].d;
+        std::nth_element(keys.begin(), keys.begin() + (r - 1), keys.begin() + size);
+        const float t = keys[r - 1];
+        Py_ssize_t below = 0, tied = 0;
+        for (Py_ssize_t i = 0; i < size; ++i) {
+            const Entry e = buf[i];
+            buf[below] = e;
+            below += e.d < t;
+            if (e.d == t) ties[tied++] = e;
+        }
+        const Py_ssize_t need = r - below;  // 1 <= need <= tied: t is the r-th smallest
+        if (need < tied) std::nth_element(ties.begin(), ties.begin() + need, ties.begin() + tied, EntryLess());
+        std::copy(ties.begin(), ties.begin() + need, buf.begin() + below);
+        size = r;
+        thr = t;  // every kept approx is <= t
+    }
+
+    // room for the 32 rows of one block (call before appending them)
+    void make_room() {
+        if (size + 32 > static_cast<Py_ssize_t>(buf.size())) compact();
+    }
+
+    // d is not NaN and d <= threshold()
+    void push(float d, int64_t p, int32_t l) { buf[size++] = Entry{d, l, p}; }
+
+    void drain(float* out_d, int64_t* out_p, int32_t* out_l) {
+        if (size > r) compact();
+        std::sort(buf.begin(), buf.begin() + size, EntryLess());
+        for (Py_ssize_t i = 0; i < r; ++i) {
+            if (i < size) {
+                out_d[i] = buf[i].d;
+                out_p[i] = buf[i].p;
+                out_l[i] = buf[i].l;
+            } else {
+                out_d[i] = kInf;
+                out_p[i] = -1;
+                out_l[i] = -1;
+            }
+        }
+    }
+};
+
+// The rows of block `block` that lie in [lo, hi), as a 32-bit mask (bit t = row 32b+t).
+inline uint32_t row_mask(int64_t block, int64_t lo, int64_t hi) {
+    int64_t first = block * 32;
+    int64_t start = std::max<int64_t>(lo - first, 0);
+    int64_t end = std::min<int64_t>(hi - first, 32);
+    uint32_t upto = end >= 32 ? 0xffffffffu : ((1u << end) - 1u);
+    return upto & ~((1u << start) - 1u);
+}
+
+struct LineParams {
+    float c, alpha, cst, scale;
+    int32_t line;
+};
+
+// approx of one row, scalar: the order of operations of the contract
+inline float approx_scalar(float lam, uint32_t s, const LineParams& lp) {
+    float t = lam * lp.c;
+    t = t + lp.alpha;
+    t = lam * t;
+    float u = lp.scale * static_cast<float>(s);
+    return (lp.cst + t) + u;
+}
+
+// lam_idx of the 32 rows of a block, zero where the row is outside the array
+inline void block_lam_idx(const Args& a, int64_t first, int64_t n, uint8_t* buf) {
+    std::memset(buf, 0, 32);
+    int64_t count = std::min<int64_t>(32, n - first);
+    if (count > 0) std::memcpy(buf, a.lam_idx + first, static_cast<size_t>(count));
+}
+
+// ---------------------------------------------------------------- portable path
+void block_sums_portable(const uint8_t* block, const uint8_t* lut, const uint8_t*, Py_ssize_t m, uint16_t* sums) {
+    uint32_t acc[32] = {0};
+    for (Py_ssize_t p = 0; p < m / 2; ++p) {
+        const uint8_t* row_bytes = block + p * 32;
+        const uint8_t* lut_even = lut + (2 * p) * 16;
+        const uint8_t* lut_odd = lut_even + 16;
+        for (int t = 0; t < 32; ++t) {
+            uint8_t x = row_bytes[t];
+            acc[t] += static_cast<uint32_t>(lut_even[x & 15]) + lut_odd[x >> 4];
+        }
+    }
+    for (int t = 0; t < 32; ++t) sums[t] = static_cast<uint16_t>(acc[t]);
+}
+
+void finish_block_portable(const Args& a, const uint16_t* sums, const uint8_t* lam_buf, uint32_t mask,
+                           int64_t first, const LineParams& lp, TopR& top) {
+    while (mask) {
+        int t = __builtin_ctz(mask);
+        mask &= mask - 1;
+        float d = approx_scalar(a.lam_values[lam_buf[t]], sums[t], lp);
+        if (d != d) d = kInf;
+        if (d <= top.threshold()) top.push(d, first + t, lp.line);
+    }
+}
+
+// The LUTs of one probe rearranged for 64-byte shuffles: for the pair group g (sub-code
+// pairs 2g, 2g+1) 64 bytes of low-nibble tables [m=4g, 4g, 4g+2, 4g+2] then 64 bytes of
+// high-nibble tables [4g+1, 4g+1, 4g+3, 4g+3] (each table repeated on two 128-bit lanes).
+void prepare_lut_avx512(const uint8_t* lut, Py_ssize_t m, uint8_t* out) {
+    for (Py_ssize_t g = 0; g < m / 4; ++g) {
+        uint8_t* dst = out + g * 128;
+        for (int lane = 0; lane < 4; ++lane) {
+            Py_ssize_t sub = 4 * g + (lane >= 2 ? 2 : 0);
+            std::memcpy(dst + lane * 16, lut + sub * 16, 16);
+            std::memcpy(dst + 64 + lane * 16, lut + (sub + 1) * 16, 16);
+        }
+    }
+}
+
+#if FS_X86
+// ---------------------------------------------------------------- AVX2 path
+__attribute__((target("avx2"))) inline void store_sums_avx2(__m256i acc_even, __m256i acc_odd,
+                                                             uint16_t* sums) {
+    // 16-bit lane k of acc_even holds row 2k, of acc_odd row 2k+1: re-interleave
+    __m256i lo = _mm256_unpacklo_epi16(acc_even, acc_odd);  // rows 0-7 | 16-23
+    __m256i hi = _mm256_unpackhi_epi16(acc_even, acc_odd);  // rows 8-15 | 24-31
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(sums), _mm256_permute2x128_si256(lo, hi, 0x20));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(sums + 16), _mm256_permute2x128_si256(lo, hi, 0x31));
+}
+
+__attribute__((target("avx2"))) inline void block_sums_avx2(const uint8_t* block, const uint8_t* lut,
+                                                             const uint8_t*, Py_ssize_t m, uint16_t* sums) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    const __m256i low8 = _mm256_set1_epi16(0x00ff);
+    __m256i acc_even = _mm256_setzero_si256();
+    __m256i acc_odd = _mm256_setzero_si256();
+    for (Py_ssize_t p = 0; p < m / 2; ++p) {
+        __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + p * 32));
+        __m256i lut_even = _mm256_broadcastsi128_si256(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(lut + (2 * p) * 16)));
+        __m256i lut_odd = _mm256_broadcastsi128_si256(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(lut + (2 * p + 1) * 16)));
+        __m256i v0 = _mm256_shuffle_epi8(lut_even, _mm256_and_si256(x, low4));
+        __m256i v1 = _mm256_shuffle_epi8(lut_odd, _mm256_and_si256(_mm256_srli_epi16(x, 4), low4));
+        acc_even = _mm256_add_epi16(acc_even, _mm256_and_si256(v0, low8));
+        acc_odd = _mm256_add_epi16(acc_odd, _mm256_srli_epi16(v0, 8));
+        acc_even = _mm256_add_epi16(acc_even, _mm256_and_si256(v1, low8));
+        acc_odd = _mm256_add_epi16(acc_odd, _mm256_srli_epi16(v1, 8));
+    }
+    store_sums_avx2(acc_even, acc_odd, sums);
+}
+
+__attribute__((target("avx2"))) inline void finish_block_avx2(const Args& a, const uint16_t* sums,
+                                                        const uint8_t* lam_buf, uint32_t mask, int64_t first,
+                                                        const LineParams& lp, TopR& top) {
+    const __m256 c = _mm256_set1_ps(lp.c), alpha = _mm256_set1_ps(lp.alpha);
+    const __m256 cst = _mm256_set1_ps(lp.cst), scale = _mm256_set1_ps(lp.scale);
+    const __m256 inf = _mm256_set1_ps(kInf);
+    alignas(32) float approx[32];
+    uint32_t pass = 0;
+    const __m256 thr = _mm256_set1_ps(top.threshold());
+    for (int k = 0; k < 4; ++k) {
+        __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(lam_buf + 8 * k)));
+        __m256 lam = _mm256_i32gather_ps(a.lam_values, idx, 4);
+        __m256 s = _mm256_cvtepi32_ps(
+            _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sums + 8 * k))));
+        __m256 t = _mm256_mul_ps(lam, c);
+        t = _mm256_add_ps(t, alpha);
+        t = _mm256_mul_ps(lam, t);
+        __m256 u = _mm256_mul_ps(scale, s);
+        __m256 d = _mm256_add_ps(_mm256_add_ps(cst, t), u);
+        d = _mm256_blendv_ps(d, inf, _mm256_cmp_ps(d, d, _CMP_UNORD_Q));
+        _mm256_store_ps(approx + 8 * k, d);
+        pass |= static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(d, thr, _CMP_LE_OQ))) << (8 * k);
+    }
+    pass &= mask;
+    while (pass) {
+        int t = __builtin_ctz(pass);
+        pass &= pass - 1;
+        top.push(approx[t], first + t, lp.line);
+    }
+}
+
+// ---------------------------------------------------------------- AVX-512 path
+__attribute__((target("avx512f,avx512bw"))) inline void block_sums_avx512(const uint8_t* block, const uint8_t* lut,
+                                                                    const uint8_t* lut512, Py_ssize_t m,
+                                                                    uint16_t* sums) {
+    const __m512i low4 = _mm512_set1_epi8(0x0f);
+    const __m512i low8 = _mm512_set1_epi16(0x00ff);
+    __m512i acc_even = _mm512_setzero_si512();
+    __m512i acc_odd = _mm512_setzero_si512();
+    Py_ssize_t groups = m / 4;
+    for (Py_ssize_t g = 0; g < groups; ++g) {  // two sub-code pairs per 64 bytes
+        __m512i x = _mm512_loadu_si512(block + g * 64);
+        __m512i lut_lo = _mm512_loadu_si512(lut512 + g * 128);
+        __m512i lut_hi = _mm512_loadu_si512(lut512 + g * 128 + 64);
+        __m512i v0 = _mm512_shuffle_epi8(lut_lo, _mm512_and_si512(x, low4));
+        __m512i v1 = _mm512_shuffle_epi8(lut_hi, _mm512_and_si512(_mm512_srli_epi16(x, 4), low4));
+        acc_even = _mm512_add_epi16(acc_even, _mm512_and_si512(v0, low8));
+        acc_odd = _mm512_add_epi16(acc_odd, _mm512_srli_epi16(v0, 8));
+        acc_even = _mm512_add_epi16(acc_even, _mm512_and_si512(v1, low8));
+        acc_odd = _mm512_add_epi16(acc_odd, _mm512_srli_epi16(v1, 8));
+    }
+    __m256i even = _mm256_add_epi16(_mm512_castsi512_si256(acc_even), _mm512_extracti64x4_epi64(acc_even, 1));
+    __m256i odd = _mm256_add_epi16(_mm512_castsi512_si256(acc_odd), _mm512_extracti64x4_epi64(acc_odd, 1));
+    if (m % 4) {  // an odd number of pairs: the last one on 32 bytes
+        Py_ssize_t p = m / 2 - 1;
+        const __m256i low4y = _mm256_set1_epi8(0x0f);
+        const __m256i low8y = _mm256_set1_epi16(0x00ff);
+        __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + p * 32));
+        __m256i le = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lut + 2 * p * 16)));
+        __m256i lo = _mm256_broadcastsi128_si256(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(lut + (2 * p + 1) * 16)));
+        __m256i v0 = _mm256_shuffle_epi8(le, _mm256_and_si256(x, low4y));
+        __m256i v1 = _mm256_shuffle_epi8(lo, _mm256_and_si256(_mm256_srli_epi16(x, 4), low4y));
+        even = _mm256_add_epi16(even, _mm256_add_epi16(_mm256_and_si256(v0, low8y), _mm256_and_si256(v1, low8y)));
+        odd = _mm256_add_epi16(odd, _mm256_add_epi16(_mm256_srli_epi16(v0, 8), _mm256_srli_epi16(v1, 8)));
+    }
+    store_sums_avx2(even, odd, sums);
+}
+
+__attribute__((target("avx512f,avx512bw"))) inline void finish_block_avx512(const Args& a, const uint16_t* sums,
+                                                                      const uint8_t* lam_buf, uint32_t mask,
+                                                                      int64_t first, const LineParams& lp,
+                                                                      TopR& top) {
+    const __m512 c = _mm512_set1_ps(lp.c), alpha = _mm512_set1_ps(lp.alpha);
+    const __m512 cst = _mm512_set1_ps(lp.cst), scale = _mm512_set1_ps(lp.scale);
+    const __m512 inf = _mm512_set1_ps(kInf);
+    const __m512 thr = _mm512_set1_ps(top.threshold());
+    alignas(64) float approx[32];
+    uint32_t pass = 0;
+    for (int k = 0; k < 2; ++k) {
+        __mmask16 valid = static_cast<__mmask16>(mask >> (16 * k));
+        if (!valid) continue;
+        __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lam_buf + 16 * k)));
+        __m512 lam = _mm512_i32gather_ps(idx, a.lam_values, 4);
+        __m512 s = _mm512_cvtepi32_ps(
+            _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sums + 16 * k))));
+        __m512 t = _mm512_mul_ps(lam, c);
+        t = _mm512_add_ps(t, alpha);
+        t = _mm512_mul_ps(lam, t);
+        __m512 u = _mm512_mul_ps(scale, s);
+        __m512 d = _mm512_add_ps(_mm512_add_ps(cst, t), u);
+        d = _mm512_mask_mov_ps(d, _mm512_cmp_ps_mask(d, d, _CMP_UNORD_Q), inf);
+        _mm512_store_ps(approx + 16 * k, d);
+        pass |= static_cast<uint32_t>(_mm512_mask_cmp_ps_mask(valid, d, thr, _CMP_LE_OQ)) << (16 * k);
+    }
+    while (pass) {
+        int t = __builtin_ctz(pass);
+        pass &= pass - 1;
+        top.push(approx[t], first + t, lp.line);
+    }
+}
+#endif  // FS_X86
+
+// ---------------------------------------------------------------- one line, one query
+struct LineJob {
+    int64_t lo, hi;            // the list's rows
+    const uint8_t* lut;        // (M, 16) tables of the line's probe
+    const uint8_t* lut_wide;   // the same rearranged for AVX-512 (else null)
+    LineParams lp;
+};
+
+using SumsFn = void (*)(const uint8_t*, const uint8_t*, const uint8_t*, Py_ssize_t, uint16_t*);
+using FinishFn = void (*)(const Args&, const uint16_t*, const uint8_t*, uint32_t, int64_t, const LineParams&,
+                          TopR&);
+
+// The blocks of one list; inlined into a function of each SIMD level, so that the level's
+// block functions inline into its loop.
+template <SumsFn Sums, FinishFn Finish>
+__attribute__((always_inline)) inline void scan_line(const Args& a, const LineJob& job, int64_t n, TopR& top) {
+    const size_t block_bytes = static_cast<size_t>(a.m / 2) * 32;
+    alignas(64) uint16_t sums[32];
+    alignas(64) uint8_t lam_buf[32];
+    for (int64_t b = job.lo / 32; b <= (job.hi - 1) / 32; ++b) {
+        const uint32_t mask = row_mask(b, job.lo, job.hi);
+        top.make_room();
+        const uint8_t* lam_rows = lam_buf;  // the block's lambda indices, 32 readable bytes
+        if (b * 32 + 32 <= n)
+            lam_rows = a.lam_idx + b * 32;
+        else
+            block_lam_idx(a, b * 32, n, lam_buf);
+        Sums(a.packed + static_cast<size_t>(b) * block_bytes, job.lut, job.lut_wide, a.m, sums);
+        Finish(a, sums, lam_rows, mask, b * 32, job.lp, top);
+    }
+}
+
+void scan_line_portable(const Args& a, const LineJob& job, int64_t n, TopR& top) {
+    scan_line<block_sums_portable, finish_block_portable>(a, job, n, top);
+}
+
+#if FS_X86
+__attribute__((target("avx2"))) void scan_line_avx2(const Args& a, const LineJob& job, int64_t n, TopR& top) {
+    scan_line<block_sums_avx2, finish_block_avx2>(a, job, n, top);
+}
+
+__attribute__((target("avx512f,avx512bw"))) void scan_line_avx512(const Args& a, const LineJob& job, int64_t n,
+                                                                   TopR& top) {
+    scan_line<block_sums_avx512, finish_block_avx512>(a, job, n, top);
+}
+#endif
+
+void scan_query(const Args& a, Py_ssize_t q, int64_t n, TopR& top, std::vector<uint8_t>& lut512,
+                std::vector<char>& prepared) {
+    const Py_ssize_t m = a.m;
+    const uint8_t* lut_q = a.lut8 + static_cast<size_t>(q) * a.nprobe * m * 16;
+    void (*line_fn)(const Args&, const LineJob&, int64_t, TopR&) = scan_line_portable;
+#if FS_X86
+    if (a.level == LEVEL_AVX512) line_fn = scan_line_avx512;
+    if (a.level == LEVEL_AVX2) line_fn = scan_line_avx2;
+#endif
+    top.reset(a.r);
+    std::fill(prepared.begin(), prepared.end(), 0);
+    for (Py_ssize_t l = 0; l < a.nlines; ++l) {
+        const size_t ql = static_cast<size_t>(q) * a.nlines + l;
+        const int64_t list = a.line_list[ql];
+        LineJob job{a.offsets[list], a.offsets[list + 1], nullptr, nullptr,
+                    LineParams{a.line_c[ql], a.line_alpha[ql], a.line_const[ql], a.scale[q], static_cast<int32_t>(l)}};
+        if (job.hi <= job.lo) continue;
+        const int32_t probe = a.line_probe[ql];
+        job.lut = lut_q + static_cast<size_t>(probe) * m * 16;
+        if (a.level == LEVEL_AVX512) {
+            uint8_t* wide = lut512.data() + static_cast<size_t>(probe) * (m / 4) * 128;
+            if (!prepared[probe]) {
+                prepare_lut_avx512(job.lut, m, wide);
+                prepared[probe] = 1;
+            }
+            job.lut_wide = wide;
+        }
+        line_fn(a, job, n, top);
+    }
+    top.drain(a.out_d + static_cast<size_t>(q) * a.r, a.out_p + static_cast<size_t>(q) * a.r,
+              a.out_l + static_cast<size_t>(q) * a.r);
+}
+
+void run_scan(const Args& a, int64_t n, int threads) {
+    std::atomic<Py_ssize_t> next{0};
+    auto worker = [&]() {
+        TopR top;
+        std::vector<uint8_t> lut512(a.level == LEVEL_AVX512 ? static_cast<size_t>(a.nprobe) * (a.m / 4) * 128 : 0);
+        std::vector<char> prepared(static_cast<size_t>(a.nprobe));
+        for (Py_ssize_t q = next++; q < a.nq; q = next++) scan_query(a, q, n, top, lut512, prepared);
+    };
+    int nthreads = static_cast<int>(std::max<Py_ssize_t>(1, std::min<Py_ssize_t>(threads, a.nq)));
+    std::vector<std::thread> pool;
+    for (int i = 1; i < nthreads; ++i) pool.emplace_back(worker);
+    worker();
+    for (auto& t : pool) t.join();
+}
+
+// ---------------------------------------------------------------- Python glue
+struct Buffers {
+    Py_buffer b[14];
+    int count = 0;
+    ~Buffers() {
+        for (int i = 0; i < count; ++i) PyBuffer_Release(&b[i]);
+    }
+};
+
+PyObject* py_scan4(PyObject*, PyObject* args) {
+    Buffers bufs;
+    Py_buffer* v = bufs.b;
+    Py_ssize_t nq, nprobe, m, nlines, nlists, nlambda, r;
+    int threads, level;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*y*y*y*w*w*w*nnnnnnnii", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+                          &v[6], &v[7], &v[8], &v[9], &v[10], &v[11], &v[12], &v[13], &nq, &nprobe, &m, &nlines,
+                          &nlists, &nlambda, &r, &threads, &level))
+        return nullptr;
+    bufs.count = 14;  // ParseTuple releases what it filled on failure only
+    if (m < 2 || m > 64 || m % 2 || r < 1 || nlambda < 1 || level < 0 || level > cpu_level()) {
+        PyErr_SetString(PyExc_ValueError, "_fastscan.scan4: bad M, r, nlambda or level");
+        return nullptr;
+    }
+    const int64_t n = v[9].len;
+    // the sizes Python promised: a mismatch is a bug in indexer.fastscan, never a crash
+    const Py_ssize_t expect[14] = {nq * nprobe * m * 16, nq * 4, nq * nlines * 8, nq * nlines * 4,
+                                   nq * nlines * 4, nq * nlines * 4, nq * nlines * 4, (nlists + 1) * 8,
+                                   ((n + 31) / 32) * (m / 2) * 32, n, nlambda * 4, nq * r * 4, nq * r * 8,
+                                   nq * r * 4};
+    for (int i = 0; i < 14; ++i) {
+        bool ok = (i == 8) ? v[i].len >= expect[i] : v[i].len == expect[i];
+        if (!ok) {
+            PyErr_Format(PyExc_ValueError, "_fastscan.scan4: argument %d has %zd bytes, expected %zd", i, v[i].len,
+                         expect[i]);
+            return nullptr;
+        }
+    }
+    Args a{static_cast<const uint8_t*>(v[0].buf), static_cast<const float*>(v[1].buf),
+           static_cast<const int64_t*>(v[2].buf), static_cast<const int32_t*>(v[3].buf),
+           static_cast<const float*>(v[4].buf), static_cast<const float*>(v[5].buf),
+           static_cast<const float*>(v[6].buf), static_cast<const int64_t*>(v[7].buf),
+           static_cast<const uint8_t*>(v[8].buf), static_cast<const uint8_t*>(v[9].buf),
+           static_cast<const float*>(v[10].buf), static_cast<float*>(v[11].buf), static_cast<int64_t*>(v[12].buf),
+           static_cast<int32_t*>(v[13].buf), nq, nprobe, m, nlines, r, level};
+    Py_BEGIN_ALLOW_THREADS
+    run_scan(a, n, threads);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+PyObject* py_cpu_level(PyObject*, PyObject*) { return PyLong_FromLong(cpu_level()); }
+
+PyMethodDef methods[] = {
+    {"scan4", py_scan4, METH_VARARGS,
+     "scan4(lut8, scale, line_list, line_probe, line_const, line_c, line_alpha, offsets, packed, lam_idx, "
+     "lam_values, out_d, out_p, out_l, nq, nprobe, M, nlines, nlists, nlambda, r, threads, level): "
+     "the 4-bit fast scan; use indexer.fastscan.scan4, which checks the arguments"},
+    {"cpu_level", py_cpu_level, METH_NOARGS, "best SIMD level of this CPU: 0 portable, 1 avx2, 2 avx512"},
+    {nullptr, nullptr, 0, nullptr}};
+
+PyModuleDef module = {PyModuleDef_HEAD_INIT, "indexer._fastscan", "native 4-bit fast-scan kernel", -1, methods};
+
+}  // namespace
+
+PyMODINIT_FUNC PyInit__fastscan(void) { return PyModule_Create(&module); }

@@ -1,0 +1,18 @@
+"""Builds the native fast-scan kernel (indexer/_fastscan.cpp) with the setuptools backend of
+pyproject.toml: `pip install -e .` compiles it. Plain gcc flags, no -march: the AVX2 and
+AVX-512 paths are chosen at run time, so the build runs on any x86-64 (and the portable path
+on other architectures). -ffp-contract=off keeps multiplications and additions separate (no
+FMA), which the bitwise equality with the numba reference relies on."""
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "indexer._fastscan",
+            ["indexer/_fastscan.cpp"],
+            extra_compile_args=["-O3", "-ffp-contract=off", "-std=c++17", "-pthread"],
+            extra_link_args=["-pthread"],
+            language="c++",
+        )
+    ]
+)
