@@ -48,8 +48,8 @@ class Client:
                rerank: int | None = None, on_partial: OnPartial = "raise",
                timeout_s: float | None = None) -> SearchResult:
         """k nearest of every query; unpacks as `D, I`, and carries `.version` (the index
-        version that answered) and `.missing_shards`. `rerank`: for an index of 4-bit
-        codes, how many codes per query are re-ranked with exact ADC (default 4 k)."""
+        version that answered) and `.missing_shards`. `rerank`: how many codes per query
+        each shard re-ranks with exact ADC (default: 2 k with 4-bit codes, k with 8-bit)."""
         if on_partial not in ("raise", "partial"):
             raise ValueError(f"on_partial must be 'raise' or 'partial', got {on_partial!r}")
         if timeout_s is not None and (isinstance(timeout_s, bool) or

@@ -11,8 +11,10 @@ What is resident per vector, all of it counted by `nbytes` (SPEC 2):
 - the lambda byte;
 - the id: 32 bits above a per-list-set base (`id_base`) when the ids span less than 2**32,
   else 64 bits;
-- for 8-bit codes, the float32 ADC term of each code (the scalar scan adds it; the fast scan
-  recomputes it for the codes it re-ranks);
+- for 8-bit codes, the ADC term of each code as int16 steps above a float32 base per list
+  (`term_base[list] + term_scale * terms`, one scale for all lists: the largest list range
+  / 65535); the scalar scan adds it, then re-ranks its best codes with the exact term; the
+  fast scan keeps none (it recomputes the terms of the codes it re-ranks);
 - the offsets (int64 per list).
 """
 from __future__ import annotations
@@ -43,14 +45,16 @@ class InvertedLists:
         self.nlists = nlists
         self.code_bytes = code_bytes
         self.blocked = blocked          # codes held in the fast-scan block layout
-        self.with_terms = with_terms    # a float32 ADC term kept per code
+        self.with_terms = with_terms    # an ADC term kept per code (int16 + per-list scale)
         self.offsets = np.zeros(nlists + 1, dtype=np.int64)
         self._codes = (np.empty((0, code_bytes, BLOCK), dtype=np.uint8) if blocked
                        else np.empty((0, code_bytes), dtype=np.uint8))
         self.lambda_idx = np.empty(0, dtype=np.uint8)
         self.id_base = 0
         self.id_offsets = np.empty(0, dtype=np.uint32)   # ids - id_base (uint32 or int64)
-        self.terms = np.empty(0, dtype=np.float32)
+        self.terms = np.empty(0, dtype=np.int16)
+        self.term_base = np.zeros(nlists if with_terms else 0, dtype=np.float32)
+        self.term_scale = np.float32(1.0)
         self._pending: list[tuple[np.ndarray, ...]] = []
         self._npending = 0
 
@@ -89,7 +93,12 @@ class InvertedLists:
         """Everything resident for the compacted rows: codes (with block padding), lambda
         bytes, ids, ADC terms, offsets."""
         return int(self._codes.nbytes + self.lambda_idx.nbytes + self.id_offsets.nbytes
-                   + self.terms.nbytes + self.offsets.nbytes)
+                   + self.terms.nbytes + self.term_base.nbytes + self.offsets.nbytes)
+
+    def float_terms(self) -> np.ndarray:
+        """The stored ADC terms of the compacted rows, dequantized (float32)."""
+        per_row = np.repeat(np.arange(self.nlists), np.diff(self.offsets))
+        return self.term_base[per_row] + self.term_scale * self.terms.astype(np.float32)
 
     # -- updates -------------------------------------------------------------
     def append(self, list_ids, lambda_idx, codes, ids, terms=None) -> None:
@@ -111,7 +120,8 @@ class InvertedLists:
         """Merge pending appends into the sorted arrays; True if anything changed."""
         if not self._pending:
             return False
-        parts = [(self.list_ids(), self.lambda_idx, self.codes, self.ids, self.terms)]
+        old_terms = self.float_terms() if self.with_terms else self.terms
+        parts = [(self.list_ids(), self.lambda_idx, self.codes, self.ids, old_terms)]
         parts += self._pending
         list_ids, lam, codes, ids, terms = (np.concatenate(p) for p in zip(*parts))
         order = np.argsort(list_ids, kind="stable")
@@ -119,12 +129,31 @@ class InvertedLists:
         self._codes = pack_blocks(codes) if self.blocked else codes
         self.lambda_idx = lam[order]
         self._set_ids(ids[order])
-        self.terms = terms[order] if self.with_terms else terms
         self.offsets = np.zeros(self.nlists + 1, dtype=np.int64)
         np.cumsum(np.bincount(list_ids, minlength=self.nlists), out=self.offsets[1:])
+        if self.with_terms:
+            self._set_terms(terms[order].astype(np.float32))
         self._pending.clear()
         self._npending = 0
         return True
+
+    def _set_terms(self, terms: np.ndarray) -> None:
+        """int16 steps of one scale (the widest list's range / 65535) above each list's
+        minimum."""
+        counts = np.diff(self.offsets)
+        full = np.flatnonzero(counts)
+        low = np.zeros(self.nlists, dtype=np.float32)
+        high = np.zeros(self.nlists, dtype=np.float32)
+        if full.size:
+            low[full] = np.minimum.reduceat(terms, self.offsets[full])
+            high[full] = np.maximum.reduceat(terms, self.offsets[full])
+        span = float((high.astype(np.float64) - low).max()) if full.size else 0.0
+        scale = np.float32(span / 65535.0 if span > 0 else 1.0)
+        per_row = np.repeat(np.arange(self.nlists), counts)
+        steps = np.rint((terms - low[per_row]) / np.float64(scale)) - 32768.0
+        self.terms = np.clip(steps, -32768, 32767).astype(np.int16)
+        self.term_scale = scale
+        self.term_base = (low + 32768.0 * np.float64(scale)).astype(np.float32)
 
     def _set_ids(self, ids: np.ndarray) -> None:
         """Keep ids as uint32 offsets above their minimum when they span < 2**32."""

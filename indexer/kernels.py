@@ -151,9 +151,47 @@ if numba is not None:
             elif v < heap_d[0]:
                 _replace_root(heap_d, heap_p, nprobe, v, j)
 
+    @numba.njit(cache=True)
+    def _exact_term(j, offsets, nedge, edges, centroids, codebook, codes, lam):
+        """2 <anchor, r_hat> + |r_hat|^2 of the code at row j (its list found in offsets)."""
+        lst = np.searchsorted(offsets, j, side="right") - 1
+        c_a = centroids[lst // nedge]
+        c_s = centroids[edges[lst // nedge, lst % nedge]]
+        dsub = codebook.shape[2]
+        total = 0.0
+        for m in range(codebook.shape[0]):
+            y = codebook[m, codes[j, m]]
+            for t in range(dsub):
+                i = m * dsub + t
+                anchor = c_a[i] + lam * (c_s[i] - c_a[i])
+                total += (2.0 * anchor + y[t]) * y[t]
+        return total
+
+    @numba.njit(cache=True)
+    def _rerank_exact(heap_d, heap_p, filled, offsets, nedge, edges, centroids, codebook,
+                      codes, lam_idx, lam_values, terms, term_base, term_scale, out_d, out_p):
+        """Swap each kept code's stored (int16) term for its exact one; the k best, ascending."""
+        exact = np.empty(filled, dtype=np.float32)
+        for i in range(filled):
+            j = heap_p[i]
+            lst = np.searchsorted(offsets, j, side="right") - 1
+            stored = term_base[lst] + term_scale * np.float32(terms[j])
+            exact[i] = heap_d[i] - stored + _exact_term(j, offsets, nedge, edges, centroids,
+                                                         codebook, codes, lam_values[lam_idx[j]])
+        order = np.argsort(exact, kind="mergesort")
+        k = out_d.shape[0]
+        for i in range(k):
+            if i < filled:
+                out_d[i] = exact[order[i]]
+                out_p[i] = heap_p[order[i]]
+            else:
+                out_d[i] = _SENTINEL
+                out_p[i] = -1
+
     @numba.njit(parallel=True, cache=True, fastmath={"reassoc", "contract", "arcp"})
     def _search_numba(dist_qc, lut, edges, edge_len2, nprobe, nlines, lam_values, offsets,
-                      codes, codes64, lam_idx, terms, k, out_d, out_p):
+                      codes, codes64, lam_idx, terms, term_base, term_scale, centroids,
+                      codebook, r, out_d, out_p):
         nq = dist_qc.shape[0]
         nedge = edges.shape[1]
         m_sub = codes.shape[1]
@@ -165,8 +203,8 @@ if numba is not None:
             line_d = np.empty(nall, dtype=np.float32)
             scratch = np.empty(nall, dtype=np.float32)
             line_p = np.empty(nlines, dtype=np.int64)
-            heap_d = np.empty(k, dtype=np.float32)
-            heap_p = np.empty(k, dtype=np.int64)
+            heap_d = np.empty(r, dtype=np.float32)
+            heap_p = np.empty(r, dtype=np.int64)
             for qi in range(block * QUERY_BLOCK, min(nq, (block + 1) * QUERY_BLOCK)):
                 dist_row = dist_qc[qi]
                 # step 1: nprobe nearest centroids
@@ -195,9 +233,11 @@ if numba is not None:
                     c = max(edge_len2[cen, e], np.float32(1e-12))
                     alpha = dist_row[edges[cen, e]] - b - c
                     lst = cen * nedge + e
+                    base = term_base[lst]
+                    scale = term_scale
                     for j in range(offsets[lst], offsets[lst + 1]):
                         lam = lam_values[lam_idx[j]]
-                        d = b + lam * (lam * c + alpha) + terms[j]
+                        d = b + lam * (lam * c + alpha) + (base + scale * np.float32(terms[j]))
                         if words:
                             s0 = np.float32(0.0)
                             s1 = np.float32(0.0)
@@ -216,20 +256,25 @@ if numba is not None:
                         else:
                             for m in range(m_sub):
                                 d += table[m, codes[j, m]]
-                        if filled < k:
+                        if filled < r:
                             _push(heap_d, heap_p, filled, d, j)
                             filled += 1
                         elif d < heap_d[0]:
-                            _replace_root(heap_d, heap_p, k, d, j)
-                _drain_sorted(heap_d, heap_p, filled, out_d[qi], out_p[qi])
+                            _replace_root(heap_d, heap_p, r, d, j)
+                _rerank_exact(heap_d, heap_p, filled, offsets, nedge, edges, centroids, codebook,
+                              codes, lam_idx, lam_values, terms, term_base, term_scale,
+                              out_d[qi], out_p[qi])
 
 
 def search_numba(dist_qc, lut, edges, edge_len2, nprobe, nlines, lam_values, offsets, codes,
-                 lam_idx, terms, k):
+                 lam_idx, terms, term_base, term_scale, centroids, codebook, k, rerank):
     """Compiled CPU search steps 1-4 fused per query (parallel over queries).
 
-    dist_qc: (nq, K) float32 squared distances to the centroids; lut: (nq, M, 256).
-    Returns (distances, code positions), ascending, padded with (inf, -1).
+    dist_qc: (nq, K) float32 squared distances to the centroids; lut: (nq, M, 256); terms
+    int16 with a float32 base and scale per list (`InvertedLists`). The scan keeps the
+    max(k, rerank) best by that stored term, then swaps in each one's exact term (from the
+    centroids and the codebook) and returns the k best: (exact ADC distances, code
+    positions), ascending, padded with (inf, -1).
     """
     if numba is None:
         raise RuntimeError("the numba backend needs numba installed; use backend='torch'")
@@ -241,7 +286,8 @@ def search_numba(dist_qc, lut, edges, edge_len2, nprobe, nlines, lam_values, off
     else:
         codes64 = np.empty((codes.shape[0], 0), dtype=np.uint64)
     _search_numba(dist_qc, lut, edges, edge_len2, nprobe, nlines, lam_values, offsets, codes,
-                  codes64, lam_idx, terms, k, out_d, out_p)
+                  codes64, lam_idx, terms, term_base, term_scale, centroids, codebook,
+                  max(k, rerank), out_d, out_p)
     out_d[out_p < 0] = np.inf
     return out_d, out_p
 

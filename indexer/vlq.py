@@ -6,7 +6,6 @@
 """
 from __future__ import annotations
 
-import logging
 from typing import Sequence
 
 import numpy as np
@@ -30,26 +29,16 @@ from indexer.validation import (
     check_unique_ids,
     check_vectors,
 )
-from shards import (
-    IndexArrays,
-    IndexRoot,
-    IndexShape,
-    Store,
-    load_arrays,
-    load_model,
-    save_copy,
-    save_model,
-)
+from shards import (IndexArrays, IndexRoot, IndexShape, Store, load_arrays, load_model,
+                    save_copy, save_model)
 from shards.index_arrays import DEFAULT_ROWS_PER_SHARD
 from shards.models import check_model
 
-log = logging.getLogger(__name__)
-
 ID_BYTES = 4      # ids kept as uint32 above a base (int64 when they span >= 2**32)
 LAMBDA_BYTES = 1
-TERM_BYTES = 4    # 8-bit codes: resident float32 ADC term per code (recomputed on load)
-#: 4-bit codes: codes re-ranked with exact ADC per query, as a multiple of k
-DEFAULT_RERANK_FACTOR = 4
+TERM_BYTES = 2    # 8-bit codes: resident int16 ADC term per code (recomputed on load)
+#: codes re-ranked with exact ADC per query, as a multiple of k, by pq_bits
+DEFAULT_RERANK_FACTOR = {4: 2, 8: 1}
 
 
 class VLQIndex:
@@ -111,8 +100,7 @@ class VLQIndex:
         self.lists.compact()
         if self.ntotal:
             return self.lists.nbytes / self.ntotal
-        return float(self.code_bytes + LAMBDA_BYTES + ID_BYTES
-                     + (TERM_BYTES if self.pq_bits == 8 else 0))
+        return float(self.code_bytes + LAMBDA_BYTES + ID_BYTES + TERM_BYTES * (self.pq_bits == 8))
 
     def __repr__(self) -> str:
         return (f"VLQIndex(dim={self.dim}, encoder={self.encoder.kind!r}, nlist={self.nlist}, nedge={self.nedge}, "
@@ -220,8 +208,10 @@ class VLQIndex:
         distances in id order; where the scanned lists hold fewer than k codes, the tail
         is (inf, -1).
 
-        4-bit codes: the SIMD scan ranks codes approximately and the `rerank` best
-        (default DEFAULT_RERANK_FACTOR * k, at least k) are re-scored with exact ADC.
+        The scan ranks codes by an approximate distance (4-bit codes: uint8 tables summed
+        with SIMD; 8-bit codes: float tables and an int16 ADC term), and its `rerank` best
+        (default DEFAULT_RERANK_FACTOR[pq_bits] * k, at least k) are re-scored with exact
+        ADC.
         `stages`, a dict, receives the wall seconds of each stage (coarse, lines, tables,
         scan, rerank, merge; the scalar scan's line selection is fused into "scan")."""
         self._require_trained("search")
@@ -232,8 +222,8 @@ class VLQIndex:
         k = check_positive_int(k, "k", upper=self.ntotal)
         nprobe = check_positive_int(nprobe, "nprobe", upper=self.nlist)
         nlines = check_positive_int(nlines, "nlines", upper=nprobe * self.nedge)
-        rerank = k * DEFAULT_RERANK_FACTOR if rerank is None else check_positive_int(
-            rerank, "rerank")
+        rerank = k * DEFAULT_RERANK_FACTOR[self.pq_bits] if rerank is None else \
+            check_positive_int(rerank, "rerank")
         self.lists.compact()
         out_d = np.empty((qf.shape[0], k), dtype=np.float32)
         out_i = np.empty((qf.shape[0], k), dtype=np.int64)
@@ -276,7 +266,9 @@ class VLQIndex:
             with timed(stages, "scan"):
                 dist, pos = search_numba(dist_qc, lut, quantizer.edges, quantizer.edge_len2,
                                          nprobe, nlines, quantizer.lambda_values, lists.offsets,
-                                         lists.codes, lists.lambda_idx, lists.terms, k)
+                                         lists.codes, lists.lambda_idx, lists.terms,
+                                         lists.term_base, lists.term_scale, quantizer.centroids,
+                                         quantizer.pq_codebook, k, rerank)
             return dist, lists.ids_at(pos)
         import torch
         with timed(stages, "lines"):
@@ -293,14 +285,13 @@ class VLQIndex:
             return dist.cpu().numpy(), labels.cpu().numpy()
 
     def _lists_on_device(self) -> dict:
-        """The lists as the torch scan reads them: one sub-code per byte, and the ADC term
-        of every code (4-bit codes: unpacked and their terms computed, on the device)."""
+        """The lists as the torch scan reads them: one sub-code per byte (4-bit codes
+        unpacked) and the exact float32 ADC term of every code, on the device."""
         if self._device_lists is None:
             import torch
-            lists = self.lists
-            codes, terms = lists.codes, lists.terms
+            lists, codes = self.lists, self.lists.codes
+            terms = self.quantizer.code_terms(lists.list_ids(), lists.lambda_idx, codes)
             if self.pq_bits == 4:
-                terms = self.quantizer.code_terms(lists.list_ids(), lists.lambda_idx, codes)
                 codes = np.stack([codes & 15, codes >> 4], axis=2).reshape(codes.shape[0], -1)
             arrays = {"offsets": lists.offsets, "codes": codes, "lambda_idx": lists.lambda_idx,
                       "terms": terms, "ids": lists.ids,

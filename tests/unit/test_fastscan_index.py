@@ -145,3 +145,15 @@ def test_pq_bits_is_checked():
         VLQIndex(32, nlist=8, nedge=4, code_bytes=8, pq_bits=6)
     with pytest.raises(ValueError, match="code_bytes=5 must divide dim=32"):
         VLQIndex(32, nlist=8, nedge=4, code_bytes=5, pq_bits=4)
+
+
+def test_8bit_codes_keep_an_int16_term_within_one_step_of_the_exact_one(trained_index):
+    lists = trained_index.lists
+    lists.compact()
+    assert lists.terms.dtype == np.int16 and lists.id_offsets.dtype == np.uint32
+    exact = trained_index.quantizer.code_terms(lists.list_ids(), lists.lambda_idx, lists.codes)
+    assert np.abs(lists.float_terms() - exact).max() <= lists.term_scale * 0.51 + 1e-3
+    n = trained_index.ntotal
+    want = (lists.codes.nbytes + n + 4 * n + 2 * n + lists.term_base.nbytes
+            + lists.offsets.nbytes) / n
+    assert trained_index.bytes_per_vector == pytest.approx(want)
