@@ -30,6 +30,7 @@ import numpy as np
 
 from bench.config import BenchConfig
 from bench.dataset_files import DatasetFiles, find_dataset_files, read_float32
+from bench.fronts import uses_stored_copy
 from bench.json_records import write_json
 from bench.plans import SystemPlan, plan_systems
 from bench.system_runners import make_runner
@@ -70,11 +71,16 @@ def _add_base(runner, base, plan: SystemPlan, cfg: BenchConfig, run: dict) -> No
             batch = base.read(i0, min(base.n, i0 + cfg.add_batch_size))
             runner.add(np.ascontiguousarray(batch, dtype=np.float32))
             del batch
+    if hasattr(runner, "finish_add"):   # a build step after the last add (ScaNN, LanceDB)
+        runner.finish_add()
     run["add_s"] = time.perf_counter() - t0
     if runner.ntotal != base.n:
         raise RuntimeError(f"{plan.index}: ntotal={runner.ntotal} after adding {base.n} vectors")
     run["ntotal"] = runner.ntotal
     run["bytes_per_vector"] = runner.bytes_per_vector
+    run["bytes_method"] = getattr(runner, "bytes_method", "resident, measured by the index")
+    if getattr(runner, "bytes_detail", None):
+        run["bytes_detail"] = dict(runner.bytes_detail)
     run["index_mb"] = runner.ntotal * runner.bytes_per_vector / 2**20
     logger.info("%s: added %d vectors in %.1f s", plan.index, base.n, run["add_s"])
 
@@ -93,7 +99,12 @@ def _sweep(runner, files: DatasetFiles, plan: SystemPlan, cfg: BenchConfig) -> l
             seconds.append(time.perf_counter() - t0)
         median = statistics.median(seconds)
         point = {"params": dict(params), **evaluate(I, gt_ids),
-                 "qps": queries.shape[0] / median, "search_s": median}
+                 "qps": queries.shape[0] / median, "search_s": median,
+                 "stored_copy": uses_stored_copy(plan.system, params)}
+        if hasattr(runner, "stage_seconds"):   # once, after the timed calls
+            stages = runner.stage_seconds(queries, cfg.k, params)
+            point["stages_ms_per_query"] = {stage: s / queries.shape[0] * 1e3
+                                            for stage, s in stages.items()}
         points.append(point)
         logger.info("%s %s: R@1 %.3f R@10 %.3f R@100 %.3f 10-R@10 %.3f %.0f QPS",
                     plan.index, params, point["recall@1"], point["recall@10"],
@@ -105,16 +116,32 @@ def _run_system(cfg: BenchConfig, plan: SystemPlan, log_level: int) -> dict:
     """Build, fill and sweep one system; runs in its own spawned process."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=log_level, format="%(asctime)s %(processName)s %(message)s")
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(cfg.threads)  # read by torch if it loads later
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "LANCE_CPU_THREADS"):
+        os.environ[var] = str(cfg.threads)  # read by torch / lance when they load
+    t_start = time.perf_counter()
     files = find_dataset_files(cfg.data_dir)
     base = open_vectors(str(files.base))
     runner = make_runner(base.d, plan, cfg)
+    try:
+        run = _build_and_sweep(runner, base, files, cfg, plan)
+    finally:
+        if hasattr(runner, "close"):
+            runner.close()
+    run["wall_s"] = time.perf_counter() - t_start
+    return run
+
+
+def _build_and_sweep(runner, base, files: DatasetFiles, cfg: BenchConfig,
+                     plan: SystemPlan) -> dict:
     set_threads(cfg.threads)
     run = {"system": plan.system, "index": plan.index, "nlist": plan.nlist,
            "startup_rss_mb": _peak_rss_mb()}  # interpreter + imports, before any data
+    if plan.factory is not None:
+        run["factory"] = plan.factory
+    if plan.variant:
+        run["variant"] = plan.variant
     if plan.nedge is not None:
-        run.update(nedge=plan.nedge, nlambda=cfg.nlambda)
+        run.update(nedge=plan.nedge, nlambda=cfg.nlambda, pq_bits=plan.pq_bits)
 
     learn = read_float32(files.learn)
     t0 = time.perf_counter()
@@ -146,7 +173,9 @@ def _results_header(cfg: BenchConfig, base, query, learn, gt_k: int, skipped: li
         "faiss_version": faiss.__version__,
         "config": {key: str(value) if isinstance(value, Path) else value
                    for key, value in asdict(cfg).items()},
-        "runs": [], "skipped": skipped,
+        "bytes_method": "per run: bytes_method (resident, or on disk where the system "
+                        "only shows its files); bytes_detail by part where known",
+        "runs": [], "skipped": skipped, "failed": [],
     }
 
 
@@ -170,10 +199,19 @@ def run_benchmark(cfg: BenchConfig) -> dict:
     log_level = logging.getLogger().getEffectiveLevel()
     for plan in plans:
         logger.info("%s: building %s (%d threads)", plan.system, plan.index, cfg.threads)
-        with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-            run = pool.submit(_run_system, cfg, plan, log_level).result()
-        logger.info("%s: train %.1f s, add %.1f s, peak RSS %.0f MB, %.1f bytes/vector",
-                    plan.index, run["train_s"], run["add_s"], run["peak_rss_mb"],
+        try:
+            with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+                run = pool.submit(_run_system, cfg, plan, log_level).result()
+        except Exception as exc:   # one system failing must not lose the others' runs
+            logger.error("%s (%s): failed: %s: %s", plan.system, plan.index,
+                         type(exc).__name__, exc)
+            results["failed"].append({"system": plan.system, "index": plan.index,
+                                      "nlist": plan.nlist, "error": f"{type(exc).__name__}: {exc}"})
+            write_json(results, cfg.out_dir / RESULTS_FILE)
+            continue
+        logger.info("%s: train %.1f s, add %.1f s, %d points in %.0f s wall, peak RSS %.0f MB, "
+                    "%.1f bytes/vector", plan.index, run["train_s"], run["add_s"],
+                    len(run["search"]), run["wall_s"], run["peak_rss_mb"],
                     run["bytes_per_vector"])
         results["runs"].append(run)
         write_json(results, cfg.out_dir / RESULTS_FILE)  # partial results survive a crash
