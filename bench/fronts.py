@@ -65,7 +65,7 @@ def pareto(items: Iterable[T], recall: Callable[[T], float] = lambda p: p.recall
         if recall(item) > best:
             best = recall(item)
             front.append(item)
-    return front[::-1]
+    return front
 
 
 def qps_at_recall(points: Iterable[FrontPoint], x: float,

@@ -16,7 +16,8 @@ import faiss
 from bench.config import PEER_PACKAGES, BenchConfig
 from bench.plans import SystemPlan
 
-__all__ = ["FAISS_SYSTEMS", "REFINE_K_FACTORS", "RABITQ_QBS", "rabitq_bits", "peer_plan"]
+__all__ = ["FAISS_SYSTEMS", "REFINE_K_FACTORS", "RABITQ_QBS", "lancedb_nlists", "peer_plan",
+           "rabitq_bits"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ RABITQ_QBS = (4, 8)
 SCANN_REORDER_FACTORS = (1, 2, 4)
 #: LanceDB refine_factor (None: no refinement from the stored vectors)
 LANCEDB_REFINE_FACTORS = (None, 2, 4)
+#: LanceDB's default IVF sample_rate: it trains at most n / 256 partitions
+LANCEDB_SAMPLE_RATE = 256
 
 
 def _probes(nlist: int) -> list[int]:
@@ -59,8 +62,9 @@ def _faiss_plan(system: str, nlist: int, d: int, m: int) -> tuple[SystemPlan | N
         bits, size = rabitq_bits(d, m, fastscan)
         name = ("RaBitQfs" if fastscan else "RaBitQ") + ("" if bits == 1 else str(bits))
         factory = f"IVF{nlist},{name}"
-        fit = "within" if size <= m else "over (no bit count fits)"
-        index = f"{factory} ({bits} bit, {size} B code {fit} the {m} B budget)"
+        fit = (f"within the {m} B budget" if size <= m
+               else f"over the {m} B budget: no bit count fits")
+        index = f"{factory} ({bits} bit: {size} B code, {fit})"
         sweep = tuple({"nprobe": p, "qb": qb} for p in probes for qb in RABITQ_QBS)
         return SystemPlan(system, index, nlist, sweep, factory=factory,
                           variant=f"bits={bits}"), ""
@@ -96,6 +100,18 @@ def _scann_plan(system: str, nlist: int, d: int, cfg: BenchConfig
         tail = ""
     index = f"ScaNN tree{nlist} AH{blocks}x4 (dims_per_block={dims}, aniso 0.2){tail}"
     return SystemPlan(system, index, nlist, sweep, variant=f"dims_per_block={dims}"), ""
+
+
+def lancedb_nlists(nlists: list[int], n_base: int) -> tuple[list[int], list[int]]:
+    """(kept, dropped): LanceDB trains at most n_base / 256 partitions (its default
+    sample_rate), so larger nlists are dropped; if none is left, the largest power of two
+    it trains is kept."""
+    top = max(1, n_base // LANCEDB_SAMPLE_RATE)
+    kept = [nlist for nlist in nlists if nlist <= top]
+    dropped = [nlist for nlist in nlists if nlist > top]
+    if not kept:
+        kept = [2 ** (top.bit_length() - 1)]
+    return kept, dropped
 
 
 def _lancedb_plan(nlist: int, d: int, cfg: BenchConfig) -> tuple[SystemPlan | None, str]:

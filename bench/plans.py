@@ -118,7 +118,7 @@ def plan_systems(cfg: BenchConfig, n_base: int, n_learn: int, d: int
     not installed (the `bench` extra).
     """
     # imported here: bench.peer_plans reads faiss' code sizes, bench.config stays light
-    from bench.peer_plans import peer_plan
+    from bench.peer_plans import lancedb_nlists, peer_plan
 
     plans, skipped = [], []
     for system in cfg.systems:
@@ -126,6 +126,13 @@ def plan_systems(cfg: BenchConfig, n_base: int, n_learn: int, d: int
         if system == "snapline":
             plans.extend(_snapline_plans(cfg, nlists))
             continue
+        if system == "lancedb_ivfpq":
+            nlists, dropped = lancedb_nlists(nlists, n_base)
+            for nlist in dropped:
+                reason = (f"LanceDB trains at most n/256 = {n_base // 256} partitions "
+                          f"(its default sample_rate), not {nlist}")
+                logger.warning("skipping %s nlist=%d: %s", system, nlist, reason)
+                skipped.append({"system": system, "nlist": nlist, "reason": reason})
         for nlist in nlists:
             plan, reason = peer_plan(system, nlist, d, cfg)
             if plan is None:
