@@ -38,7 +38,7 @@ from indexer.evaluation import evaluate
 from indexer.sizing import set_threads
 from shards import open_vectors, read_ground_truth
 
-__all__ = ["QPS_METHOD", "RESULTS_FILE", "run_benchmark"]
+__all__ = ["QPS_METHOD", "RESULTS_FILE", "run_benchmark", "run_sweep"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +85,9 @@ def _add_base(runner, base, plan: SystemPlan, cfg: BenchConfig, run: dict) -> No
     logger.info("%s: added %d vectors in %.1f s", plan.index, base.n, run["add_s"])
 
 
-def _sweep(runner, files: DatasetFiles, plan: SystemPlan, cfg: BenchConfig) -> list[dict]:
-    """Recall (of the warm-up call) and QPS (median of cfg.repeats calls) per sweep point."""
+def run_sweep(runner, files: DatasetFiles, plan: SystemPlan, cfg: BenchConfig) -> list[dict]:
+    """Recall (of the warm-up call) and QPS (median of cfg.repeats calls) per sweep point;
+    with the runner's stage_seconds (if it has one) per stage, in ms per query."""
     queries = read_float32(files.query)
     gt_ids, _ = read_ground_truth(str(files.gt))
     points = []
@@ -152,7 +153,7 @@ def _build_and_sweep(runner, base, files: DatasetFiles, cfg: BenchConfig,
 
     _add_base(runner, base, plan, cfg, run)
     run["thread_settings"] = set_threads(cfg.threads)  # again: torch/numba may load lazily
-    run["search"] = _sweep(runner, files, plan, cfg)
+    run["search"] = run_sweep(runner, files, plan, cfg)
     run["peak_rss_mb"] = _peak_rss_mb()
     return run
 
