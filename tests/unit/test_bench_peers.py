@@ -113,6 +113,7 @@ def peer_runs(tmp_path_factory):
     return cfg, run_benchmark(cfg)
 
 
+@pytest.mark.slow
 def test_peer_runs(peer_runs):
     cfg, results = peer_runs
     assert not results["failed"], results["failed"]

@@ -192,9 +192,9 @@ def test_plan_sweeps_and_nedge_cap(caplog):
     ({"systems": ("ivfpq", "hnsw")}, "hnsw"),
     ({"systems": ()}, "systems"),
     ({"k": 1.5}, "k=1.5"),
-    ({"nlists": (512, 1)}, "nlists=(512, 1)"),
-    ({"nlists": ()}, "nlists=()"),
-    ({"pq_bits": (4, 6)}, "pq_bits=(4, 6)"),
+    ({"nlists": (512, 1)}, r"nlists=\(512, 1\)"),
+    ({"nlists": ()}, r"nlists=\(\)"),
+    ({"pq_bits": (4, 6)}, r"pq_bits=\(4, 6\)"),
 ])
 def test_config_validation_names_field_and_value(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -233,11 +233,13 @@ def _results_doc(runs: list[dict]) -> dict:
 
 
 def test_plot_from_results_json_alone(tmp_path):
-    runs = [{"index": name, "bytes_per_vector": bpv,
+    runs = [{"system": system, "index": name, "nlist": nlist, "bytes_per_vector": bpv,
              "search": [{"recall@10": r, "qps": q} for r, q in points]}
-            for name, bpv, points in [
-                ("IVF16,PQ8np", 16.0, [(0.4, 9000.0), (0.6, 5000.0), (0.8, 2000.0)]),
-                ("VLQ nlist=8 nedge=4 PQ8", 17.0, [(0.5, 8000.0), (0.9, 1500.0), (0.7, 900.0)])]]
+            for system, name, nlist, bpv, points in [
+                ("ivfpq", "IVF16,PQ8np", 16, 16.0, [(0.4, 9000.0), (0.6, 5000.0), (0.8, 2000.0)]),
+                ("ivfpq", "IVF32,PQ8np", 32, 16.0, [(0.5, 9500.0), (0.7, 3000.0)]),
+                ("snapline", "VLQ nlist=8 nedge=4 PQ8", 8, 17.0,
+                 [(0.5, 8000.0), (0.9, 1500.0), (0.7, 900.0)])]]
     results_json = tmp_path / "run" / "results.json"
     results_json.parent.mkdir()
     results_json.write_text(json.dumps(_results_doc(runs)))
