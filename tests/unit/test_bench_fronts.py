@@ -111,12 +111,16 @@ def test_system_points_group_every_configuration():
 def test_fronts_md(tmp_path):
     text = fronts_markdown(RESULTS)
     rows = {line.split("|")[1].strip() + "|" + line.split("|")[3].strip(): line
-            for line in text.splitlines() if line.startswith("| ivfpq") or
-            line.startswith("| lancedb")}
+            for line in text.splitlines()
+            if line.startswith(("| ivfpq", "| lancedb", "| best peer"))}
     assert "| yes | 1.12x at 0.600 | 1.25x at 0.80 | 5.00x at 0.81 |" in rows["ivfpq|yes"]
     # lancedb without refinement: 19 B/vec, snapline has no point that small
     assert "no (1 of 1 short)" in rows["lancedb_ivfpq|yes"]
     assert "lancedb_ivfpq|not yet: refinement copy" in rows
+    # ivfpq and lancedb without refinement together: lancedb's (0.7, 300) is off that
+    # front (ivfpq's (0.8, 400) beats it), so the best peer is ivfpq's front
+    assert rows["best peer (all held peers)|yes"].endswith(
+        "| 19-24 B/vec | yes | yes | 1.12x at 0.600 | 1.25x at 0.80 | 5.00x at 0.81 |")
     assert "- skipped scann: package 'scann' is not installed" in text
     assert "0.950 / 150 (128, nprobe=32)" in text
     (tmp_path / "results.json").write_text(json.dumps(RESULTS))
