@@ -1,18 +1,22 @@
-"""snapline against faiss IVFPQ baselines at the same code size (SPEC 6).
+"""snapline against its CPU peers at the same code budget (SPEC 6, issue 13).
 
 ``run_benchmark(BenchConfig(...))`` reads a big-ann-benchmarks folder (base.*,
 query.*, learn.* with extension .fbin/.u8bin/.i8bin, and gt.ibin), builds every
-system in its own spawned child process (so each run's peak RSS is its own),
-sweeps its search parameters, and writes ``out_dir/results.json``. The plot is a
-separate step from that file: :func:`bench.plotting.plot_results`.
+(system, nlist) of :func:`bench.plans.plan_systems` in its own spawned child process
+(so each run's peak RSS is its own), sweeps its search parameters, and writes
+``out_dir/results.json`` (every point with its parameters; skipped systems and failed
+runs with their reasons). The plot and fronts.md are separate steps from that file:
+:func:`bench.plotting.plot_results`, :func:`bench.fronts.write_fronts`.
 
-Every system: trained on the learn file (as float32), base added in batches of
+Every system: trained on the learn file (as float32; ScaNN and LanceDB train on the
+base, as they only build from the whole database), base added in batches of
 ``add_batch_size`` rows read from the file, the whole query set searched as one
 batch with k = ``cfg.k``. QPS = nq / median wall time of ``repeats`` timed
 search calls after one warm-up call (recall is measured on the warm-up result).
 """
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
 import resource
@@ -28,7 +32,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from bench.config import BenchConfig
+from bench.config import PEER_PACKAGES, BenchConfig
 from bench.dataset_files import DatasetFiles, find_dataset_files, read_float32
 from bench.fronts import uses_stored_copy
 from bench.json_records import write_json
@@ -158,6 +162,17 @@ def _build_and_sweep(runner, base, files: DatasetFiles, cfg: BenchConfig,
     return run
 
 
+def _peer_versions() -> dict[str, str | None]:
+    """Installed versions of the optional peers (None: not installed)."""
+    out = {}
+    for package in sorted(set(PEER_PACKAGES.values())):
+        try:
+            out[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            out[package] = None
+    return out
+
+
 def _results_header(cfg: BenchConfig, base, query, learn, gt_k: int, skipped: list) -> dict:
     """Every parameter of the run and how each figure is measured; runs are added later."""
     return {
@@ -172,6 +187,7 @@ def _results_header(cfg: BenchConfig, base, query, learn, gt_k: int, skipped: li
                             "(input array read before tracing; numpy allocations only; "
                             "add_s includes tracemalloc overhead)",
         "faiss_version": faiss.__version__,
+        "peer_versions": _peer_versions(),
         "config": {key: str(value) if isinstance(value, Path) else value
                    for key, value in asdict(cfg).items()},
         "bytes_method": "per run: bytes_method (resident, or on disk where the system "
