@@ -12,6 +12,7 @@ from bench.dataset_files import find_dataset_files
 from bench.faiss_runners import faiss_resident_bytes
 from bench.peer_plans import rabitq_bits
 from bench.plans import SNAPLINE_RERANK_FACTORS, SystemPlan, nlist_range, plan_systems
+import bench.runner as runner_module
 from bench.runner import run_benchmark, run_sweep
 from indexer.evaluation import exact_ground_truth
 from test_benchmark import _write_dataset
@@ -161,14 +162,16 @@ class ExactRunner:
         return {"coarse": 0.5 * params["nprobe"], "scan": 2.0}
 
 
-def test_stage_breakdown_per_sweep_point(tmp_path):
+def test_stage_breakdown_per_sweep_point(tmp_path, monkeypatch):
     data_dir = _write_dataset(tmp_path / "d", nb=500, nt=100, nq=20, d=8)
     files = find_dataset_files(data_dir)
     xb = np.fromfile(files.base, dtype=np.float32, offset=8).reshape(500, 8)
-    cfg = BenchConfig(data_dir=data_dir, out_dir=tmp_path / "o", repeats=1, k=10)
+    cfg = BenchConfig(data_dir=data_dir, out_dir=tmp_path / "o", repeats=3, k=10)
     plan = SystemPlan("ivfpq", "exact", 1, ({"nprobe": 1}, {"nprobe": 4}))
     points = run_sweep(ExactRunner(xb), files, plan, cfg)
     assert [p["stages_ms_per_query"] for p in points] == [
         {"coarse": 0.5 / 20 * 1e3, "scan": 2.0 / 20 * 1e3},
         {"coarse": 2.0 / 20 * 1e3, "scan": 2.0 / 20 * 1e3}]
-    assert all(p["recall@10"] == 1.0 for p in points)
+    assert all(p["recall@10"] == 1.0 and p["timed_calls"] == 3 for p in points)
+    monkeypatch.setattr(runner_module, "SLOW_CALL_S", 0.0)   # every call counts as slow
+    assert [p["timed_calls"] for p in run_sweep(ExactRunner(xb), files, plan, cfg)] == [1, 1]
