@@ -62,6 +62,13 @@ def test_rule_counts_only_snapline_points_within_the_peers_bytes():
     assert rule["above"] and rule["worst_ratio"] == pytest.approx(1e6 / 800)
 
 
+def test_rule_without_bytes_shows_the_speed_gap_alone():
+    fat = _pts([(0.99, 1e6)], 32.0)
+    assert acceptance(fat, PEER)["worst_ratio"] == 0.0        # 32 B > the peer's 24 B
+    free = acceptance(fat, PEER, match_bytes=False)
+    assert free["above"] and free["band_min"] == (0.8, pytest.approx(1e6 / 400))
+
+
 def test_rule_reports_shortfalls():
     slow = _pts([(0.65, 700.0), (0.85, 500.0)], 20.0)   # below at 0.6, never reaches 0.9
     rule = acceptance(slow, PEER)
@@ -113,14 +120,16 @@ def test_fronts_md(tmp_path):
     rows = {line.split("|")[1].strip() + "|" + line.split("|")[3].strip(): line
             for line in text.splitlines()
             if line.startswith(("| ivfpq", "| lancedb", "| best peer"))}
-    assert "| yes | 1.12x at 0.600 | 1.25x at 0.80 | 5.00x at 0.81 |" in rows["ivfpq|yes"]
+    assert ("| yes | 1.12x at 0.600 | 1.25x at 0.80 | 5.00x at 0.81 | 1.25x at 0.80 / 5.00x at 0.81 |"
+            in rows["ivfpq|yes"])
     # lancedb without refinement: 19 B/vec, snapline has no point that small
     assert "no (1 of 1 short)" in rows["lancedb_ivfpq|yes"]
     assert "lancedb_ivfpq|not yet: refinement copy" in rows
     # ivfpq and lancedb without refinement together: lancedb's (0.7, 300) is off that
     # front (ivfpq's (0.8, 400) beats it), so the best peer is ivfpq's front
     assert rows["best peer (all held peers)|yes"].endswith(
-        "| 19-24 B/vec | yes | yes | 1.12x at 0.600 | 1.25x at 0.80 | 5.00x at 0.81 |")
+        "| 19-24 B/vec | yes | yes | 1.12x at 0.600 | 1.25x at 0.80 | 5.00x at 0.81 | "
+        "1.25x at 0.80 / 5.00x at 0.81 |")
     assert "- skipped scann: package 'scann' is not installed" in text
     assert "0.950 / 150 (128, nprobe=32)" in text
     (tmp_path / "results.json").write_text(json.dumps(RESULTS))
