@@ -6,10 +6,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["SYSTEMS", "System", "BenchConfig"]
+__all__ = ["PEER_PACKAGES", "SNAPLINE_PQ_BITS", "SYSTEMS", "System", "BenchConfig"]
 
-System = Literal["snapline", "ivfpq", "opq_ivfpq", "ivfpq_fastscan"]
-SYSTEMS: tuple[System, ...] = ("snapline", "ivfpq", "opq_ivfpq", "ivfpq_fastscan")
+System = Literal["snapline", "ivfpq", "opq_ivfpq", "ivfpq_fastscan", "ivfpq_fastscan_refine",
+                 "ivf_rabitq", "ivf_rabitq_fastscan", "scann", "scann_reorder", "lancedb_ivfpq"]
+SYSTEMS: tuple[System, ...] = ("snapline", "ivfpq", "opq_ivfpq", "ivfpq_fastscan",
+                               "ivfpq_fastscan_refine", "ivf_rabitq", "ivf_rabitq_fastscan",
+                               "scann", "scann_reorder", "lancedb_ivfpq")
+#: the package a system needs beyond the base install (the `bench` extra); a system whose
+#: package does not import is skipped with that reason
+PEER_PACKAGES: dict[str, str] = {"scann": "scann", "scann_reorder": "scann",
+                                 "lancedb_ivfpq": "lancedb"}
+SNAPLINE_PQ_BITS = (4, 8)
 
 
 def _default_threads() -> int:
@@ -18,7 +26,12 @@ def _default_threads() -> int:
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """One benchmark run. ``None`` sizes are chosen by :func:`bench.plans.plan_systems`."""
+    """One benchmark run. ``None`` sizes are chosen by :func:`bench.plans.plan_systems`.
+
+    nlist: every IVF-based system is built at each value of ``nlists`` (default: the
+    powers of two of :func:`bench.plans.nlist_range`); ``nlist_vlq`` fixes snapline's
+    single VLQ nlist and ``ivf_nlist`` the peers' single nlist, over ``nlists``.
+    """
 
     data_dir: Path
     out_dir: Path
@@ -28,6 +41,8 @@ class BenchConfig:
     nedge: int = 32
     nlambda: int = 256
     ivf_nlist: int | None = None
+    nlists: tuple[int, ...] | None = None
+    pq_bits: tuple[int, ...] = SNAPLINE_PQ_BITS   # one snapline run per value
     k: int = 100
     systems: tuple[System, ...] = SYSTEMS
     encoders: tuple[str, ...] = ("none",)   # one snapline run per encoder spec
@@ -39,6 +54,9 @@ class BenchConfig:
         object.__setattr__(self, "out_dir", Path(self.out_dir))
         object.__setattr__(self, "systems", tuple(self.systems))
         object.__setattr__(self, "encoders", tuple(self.encoders))
+        object.__setattr__(self, "pq_bits", tuple(self.pq_bits))
+        if self.nlists is not None:
+            object.__setattr__(self, "nlists", tuple(self.nlists))
         self._check_sizes()
         # imported here, not at the top: a spawned faiss child unpickles a BenchConfig
         # (no __post_init__) and must not load torch, whose pages would count in its RSS
@@ -64,6 +82,16 @@ class BenchConfig:
                                       or value < low):
                 raise ValueError(f"{name} must be None (auto) or an int >= {low}, "
                                  f"got {name}={value!r}")
+        if self.nlists is not None and (
+                not self.nlists or len(set(self.nlists)) != len(self.nlists)
+                or any(isinstance(v, bool) or not isinstance(v, int) or v < 2
+                       for v in self.nlists)):
+            raise ValueError(f"nlists must be None (auto) or distinct ints >= 2, "
+                             f"got nlists={self.nlists!r}")
+        if (not self.pq_bits or len(set(self.pq_bits)) != len(self.pq_bits)
+                or any(b not in SNAPLINE_PQ_BITS for b in self.pq_bits)):
+            raise ValueError(f"pq_bits must be distinct values among {SNAPLINE_PQ_BITS}, "
+                             f"got pq_bits={self.pq_bits!r}")
 
     def _check_systems(self) -> None:
         if not self.systems:

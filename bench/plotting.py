@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.fronts import bytes_label, pareto, system_points
 from bench.json_records import read_json
 
 __all__ = ["PLOT_FILE", "pareto_front", "plot_recall_qps", "plot_results"]
@@ -15,42 +16,35 @@ PLOT_FILE = "recall_qps.png"
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The (recall, qps) points no other point beats on both, by increasing recall.
-
-    The big-ann-benchmarks way (``plotting/utils.py`` ``create_pointset``): sort by
-    QPS, fastest first, and keep a point only if its recall is higher than that of
-    every faster point. Points with zero recall or zero QPS are left out.
-    """
-    ordered = sorted(points, key=lambda p: (-p[1], -p[0]))
-    front, best_recall = [], float("-inf")
-    for recall, qps in ordered:
-        if not recall or not qps:
-            continue
-        if recall > best_recall:
-            best_recall = recall
-            front.append((recall, qps))
-    return front
+    """The (recall, qps) points no other point beats on both, by increasing recall
+    (:func:`bench.fronts.pareto`, the big-ann-benchmarks way)."""
+    return pareto(points, recall=lambda p: p[0], qps=lambda p: p[1])
 
 
 def plot_recall_qps(results: dict, path: str | Path, recall_key: str = "recall@10") -> Path:
-    """R@10 (x) against QPS (y, log scale), one Pareto-front curve per run."""
+    """R@10 (x) against QPS (y, log scale): per system, its Pareto front over all its
+    configurations (every nlist, every search parameter), labelled with its bytes per
+    vector; every point faintly behind it."""
     # matplotlib loads here, not at import: `snapline bench` imports this module before it
     # spawns the benchmark children, whose peak RSS would then count matplotlib's pages
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(8, 6))
+    fig = Figure(figsize=(9, 6.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     markers = "os^Dv<>pX*"
-    for i, run in enumerate(results["runs"]):
-        points = [(p[recall_key], p["qps"]) for p in run["search"]]
-        front = pareto_front(points)
+    by_system = system_points(results, recall_key)
+    for i, (system, points) in enumerate(by_system.items()):
+        front = pareto(points)
         color = f"C{i % 10}"
-        ax.scatter([p[0] for p in points], [p[1] for p in points], s=8, color=color, alpha=0.3)
-        label = f"{run['index']} ({run['bytes_per_vector']:g} B/vec)"
-        ax.plot([p[0] for p in front], [p[1] for p in front], "-", marker=markers[i % len(markers)],
-                color=color, label=label)
+        ax.scatter([p.recall for p in points], [p.qps for p in points], s=6, color=color,
+                   alpha=0.25)
+        nlists = sorted({p.nlist for p in points if p.nlist is not None})
+        label = (f"{system} ({bytes_label(points)}"
+                 + (f", nlist {nlists[0]}-{nlists[-1]}" if len(nlists) > 1 else "") + ")")
+        ax.plot([p.recall for p in front], [p.qps for p in front], "-",
+                marker=markers[i % len(markers)], markersize=4, color=color, label=label)
     ax.set_yscale("log")
     ax.set_xlabel(f"{recall_key.replace('recall', 'R')} (true nearest neighbour in the top 10)"
                   if recall_key == "recall@10" else recall_key)
@@ -58,7 +52,7 @@ def plot_recall_qps(results: dict, path: str | Path, recall_key: str = "recall@1
     ax.set_title(f"{results['dataset']}: {results['code_bytes']} code bytes, "
                  f"threads={results['threads']}, batch of {results.get('n_query', '?')} queries")
     ax.grid(True, which="both", alpha=0.3)
-    if results["runs"]:
+    if by_system:
         ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
     path = Path(path)

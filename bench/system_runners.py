@@ -1,43 +1,36 @@
-"""One system under test behind one interface: train, add, search, ntotal, bytes_per_vector."""
+"""One system under test behind one interface.
+
+Every runner has ``train(x)``, ``add(x)``, ``search(q, k, params) -> (D, I)``, ``ntotal``
+and ``bytes_per_vector`` (measured from what the system holds, after the base is added),
+and optionally ``bytes_method`` (what the bytes measure), ``bytes_detail`` (bytes by part),
+``finish_add()`` (a build step after the last add, timed with the adds),
+``stage_seconds(q, k, params) -> {stage: seconds}`` (per-stage time of the whole query set)
+and ``close()`` (temporary files). Peers' packages are imported only in their child.
+"""
 from __future__ import annotations
 
-import faiss
-
 from bench.config import BenchConfig
+from bench.faiss_runners import FAISS_ID_BYTES, FaissRunner
 from bench.plans import SystemPlan
 
 __all__ = ["FAISS_ID_BYTES", "FaissRunner", "make_runner"]
 
-#: bytes of the 64-bit id faiss stores next to every code in its inverted lists.
-FAISS_ID_BYTES = 8
-
-
-class FaissRunner:
-    def __init__(self, d: int, factory: str):
-        self.index = faiss.index_factory(d, factory, faiss.METRIC_L2)
-        self.ivf = faiss.extract_index_ivf(self.index)
-        self.bytes_per_vector = float(self.ivf.code_size + FAISS_ID_BYTES)
-
-    def train(self, x):
-        self.index.train(x)
-
-    def add(self, x):
-        self.index.add(x)
-
-    def search(self, q, k, params):
-        self.ivf.nprobe = params["nprobe"]
-        return self.index.search(q, k)
-
-    @property
-    def ntotal(self) -> int:
-        return int(self.index.ntotal)
-
 
 def make_runner(d: int, plan: SystemPlan, cfg: BenchConfig):
-    """The runner of plan's system: a FaissRunner, or a bench.snapline_runner.SnaplineRunner."""
+    """The runner of plan's system."""
     if plan.system == "snapline":
         # imported only for snapline: torch stays out of a faiss child's peak RSS
         from bench.snapline_runner import SnaplineRunner
 
         return SnaplineRunner(d, plan, cfg)
+    if plan.system in ("scann", "scann_reorder"):
+        from bench.scann_runner import ScannRunner
+
+        return ScannRunner(d, plan, cfg)
+    if plan.system == "lancedb_ivfpq":
+        from bench.lancedb_runner import LanceDBRunner
+
+        return LanceDBRunner(d, plan, cfg)
+    if plan.factory is None:
+        raise ValueError(f"{plan.system}: a faiss plan needs a factory string, got None")
     return FaissRunner(d, plan.factory)

@@ -20,8 +20,10 @@ from indexer.sizing import (
 )
 
 FAISS_SYSTEMS = ("ivfpq", "opq_ivfpq", "ivfpq_fastscan")
-RUN_KEYS = {"system", "index", "bytes_per_vector", "train_s", "add_s", "peak_rss_mb", "search"}
-POINT_KEYS = {"params", "recall@1", "recall@10", "recall@100", "10recall@10", "qps"}
+RUN_KEYS = {"system", "index", "nlist", "bytes_per_vector", "bytes_method", "train_s", "add_s",
+            "wall_s", "peak_rss_mb", "search"}
+POINT_KEYS = {"params", "recall@1", "recall@10", "recall@100", "10recall@10", "qps",
+              "stored_copy"}
 
 
 def _write_bin(path: Path, x: np.ndarray) -> None:
@@ -48,7 +50,7 @@ def bench(tmp_path_factory):
     systems = ("snapline",) + FAISS_SYSTEMS
     cfg = BenchConfig(data_dir=data_dir, out_dir=root / "out", code_bytes=8, threads=1,
                       nedge=4, nlambda=16, systems=systems, repeats=1,
-                      encoders=("none", "opq"))
+                      encoders=("none", "opq"), nlist_vlq=8, ivf_nlist=16, pq_bits=(8,))
     results = run_benchmark(cfg)
     plot_results(cfg.out_dir / "results.json")   # the plot step, from the file on disk
     return cfg, results
@@ -62,6 +64,7 @@ def test_results_json_schema(bench):
     assert (on_disk["n_base"], on_disk["n_query"], on_disk["dim"]) == (3000, 50, 32)
     assert (on_disk["threads"], on_disk["code_bytes"]) == (1, 8)
     assert [run["system"] for run in on_disk["runs"]] == ["snapline"] * 2 + list(cfg.systems[1:])
+    assert on_disk["skipped"] == [] and on_disk["failed"] == []
     for run in on_disk["runs"]:
         assert RUN_KEYS <= set(run), run.keys()
         assert run["peak_rss_mb"] > 0 and run["train_s"] >= 0 and run["add_s"] >= 0
@@ -81,8 +84,15 @@ def test_faiss_sizes_and_bytes(bench):
     assert runs["opq_ivfpq"]["index"] == "OPQ8,IVF16,PQ8np"
     assert runs["ivfpq_fastscan"]["index"] == "IVF16,PQ16x4fs"
     for system in FAISS_SYSTEMS:
-        assert runs[system]["bytes_per_vector"] == 16.0
-        assert [p["params"]["nprobe"] for p in runs[system]["search"]] == [1, 2, 4, 8, 16]
+        run = runs[system]
+        assert run["bytes_method"].startswith("resident, measured")
+        assert run["bytes_per_vector"] == sum(run["bytes_detail"].values()) / 3000
+        assert run["bytes_detail"]["codes"] == 3000 * 8 and run["bytes_detail"]["ids"] == 3000 * 8
+        assert [p["params"]["nprobe"] for p in run["search"]] == [1, 2, 4, 8, 16]
+    assert runs["ivfpq"]["bytes_per_vector"] == runs["opq_ivfpq"]["bytes_per_vector"] == 16.0
+    # fast-scan pads every list to whole blocks of 32 codes: 16 lists hold at least one
+    # partial block unless all sizes are multiples of 32
+    assert 16.0 < runs["ivfpq_fastscan"]["bytes_per_vector"] <= 16.0 + 16 * 31 * 8 / 3000
 
 
 def test_ivfpq_recall_rises_with_nprobe(bench):
@@ -106,6 +116,7 @@ def test_snapline_run(bench):
     # nprobe up to nlist=8; nlines capped by nprobe * nedge (4)
     assert params == [{"nprobe": p, "nlines": n} for p in (2, 4, 8)
                       for n in sorted({min(f * p, 4 * p) for f in VLQ_NLINES_FACTORS})]
+    assert run["nlist"] == 8 and run["pq_bits"] == 8
 
 
 def test_encoder_runs_are_recorded(bench):
@@ -143,7 +154,8 @@ def test_sizing_rules():
 
 
 def test_plan_skips_what_does_not_apply():
-    cfg = BenchConfig(data_dir="x", out_dir="y", code_bytes=12, systems=FAISS_SYSTEMS)
+    cfg = BenchConfig(data_dir="x", out_dir="y", code_bytes=12, systems=FAISS_SYSTEMS,
+                      ivf_nlist=256)
     plans, skipped = plan_systems(cfg, n_base=100_000, n_learn=100_000, d=96)
     assert [p.system for p in plans] == list(FAISS_SYSTEMS) and not skipped  # 96 % 24 == 0
     plans, skipped = plan_systems(cfg, n_base=100_000, n_learn=100_000, d=36)
@@ -152,15 +164,20 @@ def test_plan_skips_what_does_not_apply():
 
 
 def test_plan_sweeps_and_nedge_cap(caplog):
-    cfg = BenchConfig(data_dir="x", out_dir="y", code_bytes=16, nedge=32)
+    cfg = BenchConfig(data_dir="x", out_dir="y", code_bytes=16, nedge=32, pq_bits=(8,),
+                      systems=("snapline", "ivfpq"))
     with caplog.at_level(logging.WARNING):
         plans, _ = plan_systems(cfg, n_base=3000, n_learn=1000, d=128)
-    vlq = plans[0]
-    assert (vlq.nlist, vlq.nedge) == (8, 7) and "nedge=7" in vlq.index
+    vlq = plans[0]   # nlist range 2..8 for snapline: the smallest first
+    assert (vlq.nlist, vlq.nedge) == (2, 1) and "nedge=1" in vlq.index
     assert "nedge=32" in caplog.text
     plans, _ = plan_systems(cfg, n_base=500_000, n_learn=100_000, d=128)
-    vlq, ivf = plans[0], plans[1]
-    assert [p["nprobe"] for p in ivf.sweep] == [1, 2, 4, 8, 16, 32, 64, 128, 256]
+    vlqs = [p for p in plans if p.system == "snapline"]
+    ivfs = [p for p in plans if p.system == "ivfpq"]
+    assert [p.nlist for p in vlqs] == [256, 512, 1024, 2048]
+    assert [p.nlist for p in ivfs] == [512, 1024, 2048]   # 4096 leaves < 39 learn points
+    assert [p["nprobe"] for p in ivfs[0].sweep] == [1, 2, 4, 8, 16, 32, 64, 128, 256]
+    vlq = vlqs[1]
     assert {"nprobe": 128, "nlines": 2048} in vlq.sweep
     assert all(p["nlines"] <= p["nprobe"] * 32 for p in vlq.sweep)
     assert len(vlq.sweep) == len(VLQ_NPROBES) * len(VLQ_NLINES_FACTORS)
@@ -175,6 +192,9 @@ def test_plan_sweeps_and_nedge_cap(caplog):
     ({"systems": ("ivfpq", "hnsw")}, "hnsw"),
     ({"systems": ()}, "systems"),
     ({"k": 1.5}, "k=1.5"),
+    ({"nlists": (512, 1)}, r"nlists=\(512, 1\)"),
+    ({"nlists": ()}, r"nlists=\(\)"),
+    ({"pq_bits": (4, 6)}, r"pq_bits=\(4, 6\)"),
 ])
 def test_config_validation_names_field_and_value(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -185,6 +205,7 @@ def test_config_defaults():
     cfg = BenchConfig(data_dir="x", out_dir="y")
     assert cfg.systems == SYSTEMS and cfg.threads >= 1 and isinstance(cfg.data_dir, Path)
     assert (cfg.nedge, cfg.nlambda, cfg.k, cfg.nlist_vlq, cfg.ivf_nlist) == (32, 256, 100, None, None)
+    assert cfg.nlists is None and cfg.pq_bits == (4, 8)
 
 
 def test_find_dataset_files_errors(tmp_path):
@@ -212,11 +233,13 @@ def _results_doc(runs: list[dict]) -> dict:
 
 
 def test_plot_from_results_json_alone(tmp_path):
-    runs = [{"index": name, "bytes_per_vector": bpv,
+    runs = [{"system": system, "index": name, "nlist": nlist, "bytes_per_vector": bpv,
              "search": [{"recall@10": r, "qps": q} for r, q in points]}
-            for name, bpv, points in [
-                ("IVF16,PQ8np", 16.0, [(0.4, 9000.0), (0.6, 5000.0), (0.8, 2000.0)]),
-                ("VLQ nlist=8 nedge=4 PQ8", 17.0, [(0.5, 8000.0), (0.9, 1500.0), (0.7, 900.0)])]]
+            for system, name, nlist, bpv, points in [
+                ("ivfpq", "IVF16,PQ8np", 16, 16.0, [(0.4, 9000.0), (0.6, 5000.0), (0.8, 2000.0)]),
+                ("ivfpq", "IVF32,PQ8np", 32, 16.0, [(0.5, 9500.0), (0.7, 3000.0)]),
+                ("snapline", "VLQ nlist=8 nedge=4 PQ8", 8, 17.0,
+                 [(0.5, 8000.0), (0.9, 1500.0), (0.7, 900.0)])]]
     results_json = tmp_path / "run" / "results.json"
     results_json.parent.mkdir()
     results_json.write_text(json.dumps(_results_doc(runs)))

@@ -88,6 +88,10 @@ BAD = [  # (argv, what the one line must name)
     (["bench", "{root}", "--out", "{root}/bo", "--threads", "0"], "threads"),
     (["bench", "{root}", "--out", "{root}/bo", "--nlist", "0"], "nlist_vlq"),
     (["bench", "{root}", "--out", "{root}/bo", "--systems", ""], "unknown"),
+    (["bench", "{root}", "--out", "{root}/bo", "--nlists", "512,1"], "nlists=(512, 1)"),
+    (["bench", "{root}", "--out", "{root}/bo", "--nlists", "512,x"], "--nlists must be"),
+    (["bench", "{root}", "--out", "{root}/bo", "--pq-bits", "4,6"], "pq_bits=(4, 6)"),
+    (["bench", "{root}", "--out", "{root}/bo", "--repeats", "0"], "repeats=0"),
     (["serve", "--store", STORE, "--name", "a", "--replicas", "0"], "replicas"),
     (["nosuchcommand"], "invalid choice"),
 ]
