@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 VLQ_NPROBES = (2, 4, 8, 16, 32, 64, 128)
 VLQ_NLINES_FACTORS = (2, 4, 8, 16)
 #: 4-bit snapline: exact re-ranking of f * k candidates
-SNAPLINE_RERANK_FACTORS = (1, 2, 4)
+SNAPLINE_RERANK_FACTORS = (1, 2)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,9 @@ probed centroid to uint8 (one scale per query), so that `indexer.fastscan.scan4`
 scored with the exact formula above, and the k best returned: the distances returned are
 exact ADC distances, as the scalar scan's.
 
-Stages, timed into `stages` when given: lines (probes and line selection), tables (query
-tables and their quantization), scan, rerank (the caller times coarse and merge).
+Stages, timed into `stages` when given: tables (the float query tables, one GEMM per
+sub-space), lines+tables (probes, line selection and the quantized tables of the probes,
+fused per query), scan, rerank (the caller times coarse and merge).
 """
 from __future__ import annotations
 
@@ -41,73 +42,94 @@ def timed(stages: dict | None, name: str):
     return nullcontext() if stages is None else _timed_stage(stages, name)
 
 
-@numba.njit(parallel=True, cache=True)
-def _select(dist_qc, edges, edge_len2, nprobe, nlines, probes, line_list, line_probe,
-            line_b, line_c, line_alpha):
+QUERY_BLOCK = 16  # queries per parallel task: scratch buffers allocated once per block
+
+
+@numba.njit(cache=True, inline="always")
+def _select_lines(row, edges, edge_len2, nprobe, nlines, probe_d, probe_c, line_d, scratch,
+                  pick, line_list, line_probe, line_b, line_c, line_alpha):
     """nprobe nearest centroids, then the nlines nearest of their lines (SPEC 2 steps 1-2)."""
-    nq = dist_qc.shape[0]
     nedge = edges.shape[1]
-    nall = nprobe * nedge
-    for qi in numba.prange(nq):
+    _top_probes(row, nprobe, probe_d, probe_c)
+    for pi in range(nprobe):
+        cen = probe_c[pi]
+        b = probe_d[pi]
+        for e in range(nedge):
+            c = max(edge_len2[cen, e], _EPS)
+            alpha = row[edges[cen, e]] - b - c
+            dl = b - alpha * alpha / (np.float32(4.0) * c)
+            line_d[pi * nedge + e] = dl if dl == dl else np.float32(np.inf)
+    _select_smallest(line_d, nlines, scratch, pick)
+    for li in range(nlines):
+        pi = pick[li] // nedge
+        e = pick[li] % nedge
+        cen = probe_c[pi]
+        c = max(edge_len2[cen, e], _EPS)
+        line_list[li] = cen * nedge + e
+        line_probe[li] = pi
+        line_b[li] = probe_d[pi]
+        line_c[li] = c
+        line_alpha[li] = row[edges[cen, e]] - probe_d[pi] - c
+
+
+@numba.njit(cache=True, inline="always")
+def _quantize(lut, tables, t_min, t_span, probe_c, lut8, bias):
+    """lut8[p, m, :] = round((L + T_A - low[p, m]) / scale), A = probe_c[p], with
+    low = min_k L[m] + min_k T_A[m] (a lower bound of the sum, so one pass suffices) and
+    scale the widest (L + T_A) range / 255; bias[p] = sum_m low[p, m]. Returns scale."""
+    m_sub, ksub = lut.shape
+    nprobe = probe_c.shape[0]
+    l_min = np.empty(m_sub, dtype=np.float32)
+    span = np.float32(0.0)
+    l_span = np.empty(m_sub, dtype=np.float32)
+    for m in range(m_sub):
+        lo = lut[m, 0]
+        hi = lut[m, 0]
+        for j in range(1, ksub):
+            lo = min(lo, lut[m, j])
+            hi = max(hi, lut[m, j])
+        l_min[m] = lo
+        l_span[m] = hi - lo
+    for pi in range(nprobe):
+        a = probe_c[pi]
+        total = np.float32(0.0)
+        for m in range(m_sub):
+            total += l_min[m] + t_min[a, m]
+            span = max(span, l_span[m] + t_span[a, m])
+        bias[pi] = total
+    scale = span / np.float32(255.0) if span > 0 else np.float32(1.0)
+    inv = np.float32(1.0) / scale
+    for pi in range(nprobe):
+        t = tables[probe_c[pi]]
+        for m in range(m_sub):
+            low = l_min[m] + t_min[probe_c[pi], m]
+            for j in range(ksub):
+                v = (lut[m, j] + t[m, j] - low) * inv + np.float32(0.5)
+                lut8[pi, m, j] = np.uint8(min(np.float32(255.0), max(np.float32(0.0), v)))
+    return scale
+
+
+@numba.njit(parallel=True, cache=True)
+def _prepare(dist_qc, edges, edge_len2, nprobe, nlines, lutq, tables, t_min, t_span,
+             line_list, line_probe, line_b, line_c, line_alpha, line_const, lut8, scale):
+    """Per query: probes and lines (lines stage) and its quantized tables (tables stage),
+    fused so that each query's data is touched while it is in cache."""
+    nq = dist_qc.shape[0]
+    nall = nprobe * edges.shape[1]
+    for block in numba.prange((nq + QUERY_BLOCK - 1) // QUERY_BLOCK):
         probe_d = np.empty(nprobe, dtype=np.float32)
         probe_c = np.empty(nprobe, dtype=np.int64)
         line_d = np.empty(nall, dtype=np.float32)
         scratch = np.empty(nall, dtype=np.float32)
         pick = np.empty(nlines, dtype=np.int64)
-        row = dist_qc[qi]
-        _top_probes(row, nprobe, probe_d, probe_c)
-        for pi in range(nprobe):
-            probes[qi, pi] = probe_c[pi]
-            for e in range(nedge):
-                c = max(edge_len2[probe_c[pi], e], _EPS)
-                alpha = row[edges[probe_c[pi], e]] - probe_d[pi] - c
-                dl = probe_d[pi] - alpha * alpha / (np.float32(4.0) * c)
-                line_d[pi * nedge + e] = dl if dl == dl else np.float32(np.inf)
-        _select_smallest(line_d, nlines, scratch, pick)
-        for li in range(nlines):
-            pi = pick[li] // nedge
-            e = pick[li] % nedge
-            cen = probe_c[pi]
-            c = max(edge_len2[cen, e], _EPS)
-            line_list[qi, li] = cen * nedge + e
-            line_probe[qi, li] = pi
-            line_b[qi, li] = probe_d[pi]
-            line_c[qi, li] = c
-            line_alpha[qi, li] = row[edges[cen, e]] - probe_d[pi] - c
-
-
-@numba.njit(parallel=True, cache=True)
-def _quantize_tables(lutq, tables, probes, lut8, bias, scale):
-    """lut8[q, p, m, :] = round((L_q + T_A - min) / scale_q), A = probes[q, p]; bias[q, p]
-    the sum of the minimums (so that approx = bias + scale * sum of lut8 entries)."""
-    nq, nprobe = probes.shape
-    m_sub, ksub = lutq.shape[1], lutq.shape[2]
-    for qi in numba.prange(nq):
-        span = np.float32(0.0)
-        mins = np.empty((nprobe, m_sub), dtype=np.float32)
-        for pi in range(nprobe):
-            t = tables[probes[qi, pi]]
-            total = np.float32(0.0)
-            for m in range(m_sub):
-                lo = np.float32(np.inf)
-                hi = np.float32(-np.inf)
-                for j in range(ksub):
-                    v = lutq[qi, m, j] + t[m, j]
-                    lo = min(lo, v)
-                    hi = max(hi, v)
-                mins[pi, m] = lo
-                total += lo
-                span = max(span, hi - lo)
-            bias[qi, pi] = total
-        s = span / np.float32(255.0) if span > 0 else np.float32(1.0)
-        scale[qi] = s
-        inv = np.float32(1.0) / s
-        for pi in range(nprobe):
-            t = tables[probes[qi, pi]]
-            for m in range(m_sub):
-                for j in range(ksub):
-                    v = (lutq[qi, m, j] + t[m, j] - mins[pi, m]) * inv
-                    lut8[qi, pi, m, j] = np.uint8(min(np.float32(255.0), v + np.float32(0.5)))
+        bias = np.empty(nprobe, dtype=np.float32)
+        for qi in range(block * QUERY_BLOCK, min(nq, (block + 1) * QUERY_BLOCK)):
+            _select_lines(dist_qc[qi], edges, edge_len2, nprobe, nlines, probe_d, probe_c,
+                          line_d, scratch, pick, line_list[qi], line_probe[qi], line_b[qi],
+                          line_c[qi], line_alpha[qi])
+            scale[qi] = _quantize(lutq[qi], tables, t_min, t_span, probe_c, lut8[qi], bias)
+            for li in range(nlines):
+                line_const[qi, li] = line_b[qi, li] + bias[line_probe[qi, li]]
 
 
 @numba.njit(parallel=True, cache=True)
@@ -168,21 +190,19 @@ def search_fastscan(quantizer, lists, q: np.ndarray, dist_qc: np.ndarray, k: int
     all centroids are dist_qc (finite), by the fast scan: returns (exact ADC distances,
     code positions), ascending, padded with (inf, -1)."""
     nq = q.shape[0]
-    with timed(stages, "lines"):
-        probes = np.empty((nq, nprobe), dtype=np.int64)
-        line_list = np.empty((nq, nlines), dtype=np.int64)
-        line_probe = np.empty((nq, nlines), dtype=np.int32)
-        line_b, line_c, line_alpha = (np.empty((nq, nlines), dtype=np.float32) for _ in range(3))
-        _select(dist_qc, quantizer.edges, quantizer.edge_len2, nprobe, nlines, probes,
-                line_list, line_probe, line_b, line_c, line_alpha)
     with timed(stages, "tables"):
         lutq = quantizer.query_tables(q)
-        tables = quantizer.centroid_tables()
+    with timed(stages, "lines+tables"):
+        tables, t_min, t_span = quantizer.centroid_tables_with_bounds()
+        line_list = np.empty((nq, nlines), dtype=np.int64)
+        line_probe = np.empty((nq, nlines), dtype=np.int32)
+        line_b, line_c, line_alpha, line_const = (np.empty((nq, nlines), dtype=np.float32)
+                                                  for _ in range(4))
         lut8 = np.empty((nq, nprobe) + lutq.shape[1:], dtype=np.uint8)
-        bias = np.empty((nq, nprobe), dtype=np.float32)
         scale = np.empty(nq, dtype=np.float32)
-        _quantize_tables(lutq, tables, probes, lut8, bias, scale)
-        line_const = line_b + np.take_along_axis(bias, line_probe.astype(np.int64), axis=1)
+        _prepare(dist_qc, quantizer.edges, quantizer.edge_len2, nprobe, nlines, lutq, tables,
+                 t_min, t_span, line_list, line_probe, line_b, line_c, line_alpha, line_const,
+                 lut8, scale)
     with timed(stages, "scan"):
         _, cand_pos, cand_line = scan4(lut8, scale, line_list, line_probe, line_const, line_c,
                                        line_alpha, lists.offsets, lists.packed, lists.lambda_idx,

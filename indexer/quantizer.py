@@ -186,6 +186,17 @@ class VLQQuantizer:
             object.__setattr__(self, "_centroid_tables", cached)
         return cached
 
+    def centroid_tables_with_bounds(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """centroid_tables() with, per (centroid, sub-quantizer), its minimum and its
+        range over the codewords: float32 (K, M) each."""
+        cached = getattr(self, "_table_bounds", None)
+        if cached is None:
+            tables = self.centroid_tables()
+            low = tables.min(axis=2)
+            cached = (tables, low, (tables.max(axis=2) - low).astype(np.float32))
+            object.__setattr__(self, "_table_bounds", cached)
+        return cached
+
     def centroid_distances(self, q: np.ndarray) -> np.ndarray:
         return centroid_distances(q, self.centroids, self._centroid_norms)
 
