@@ -8,7 +8,9 @@ acceptance rule of issue 13 (snapline against each peer at no more bytes per vec
 
 A point is on a front if no other point of the same system has both higher-or-equal
 recall and higher-or-equal QPS, one of them strictly. A front's QPS at recall x is
-step-wise conservative: the highest QPS among its points with recall >= x.
+step-wise conservative: the highest QPS among its points with recall >= x. fronts.md
+ends with the per-stage breakdown of snapline's front (`stage_rows`: the
+`stages_ms_per_query` each snapline sweep point records).
 """
 from __future__ import annotations
 
@@ -19,9 +21,9 @@ from typing import Callable, Iterable, TypeVar
 
 from bench.json_records import read_json
 
-__all__ = ["FRONTS_FILE", "REFINE_SYSTEMS", "FrontPoint", "acceptance", "bytes_label",
-           "fronts_markdown", "pareto", "qps_at_recall", "system_points", "uses_stored_copy",
-           "write_fronts"]
+__all__ = ["FRONTS_FILE", "REFINE_SYSTEMS", "STAGE_ORDER", "FrontPoint", "acceptance",
+           "bytes_label", "fronts_markdown", "pareto", "qps_at_recall", "stage_rows",
+           "system_points", "uses_stored_copy", "write_fronts"]
 
 FRONTS_FILE = "fronts.md"
 #: peers whose extra bytes are a refinement copy: measured and plotted, held against
@@ -198,6 +200,38 @@ def _acceptance_rows(snap: list[FrontPoint], peers: dict[str, list[FrontPoint]])
     return out
 
 
+#: the stages in search order (VLQIndex.search(stages=...)); others follow by name
+STAGE_ORDER = ("coarse", "tables", "lines", "lines+tables", "scan", "rerank", "merge")
+
+
+def _front_points(results: dict, recall_key: str) -> list[tuple[dict, dict]]:
+    points = [(run, point) for run in results["runs"] if run["system"] == "snapline"
+              and run.get("encoder", "none") in (None, "none") for point in run["search"]]
+    return pareto(points, recall=lambda rp: rp[1][recall_key], qps=lambda rp: rp[1]["qps"])
+
+
+def stage_rows(results: dict, recall_key: str = "recall@10") -> list[str]:
+    """Markdown lines: snapline's front points with the ms per query of each stage; []
+    when no snapline point recorded stages."""
+    front = [(run, p) for run, p in _front_points(results, recall_key)
+             if p.get("stages_ms_per_query")]
+    if not front:
+        return []
+    seen = {name for _, p in front for name in p["stages_ms_per_query"]}
+    names = [s for s in STAGE_ORDER if s in seen] + sorted(seen - set(STAGE_ORDER))
+    out = [f"Per-stage wall time on snapline's front (ms per query, {results['threads']} "
+           f"thread(s), whole query set in one batch; one extra search call per point):", "",
+           "| config | params | " + recall_key + " | QPS | " + " | ".join(names)
+           + " | sum |", "|---" * (5 + len(names)) + "|"]
+    for run, p in front:
+        stages = p["stages_ms_per_query"]
+        params = " ".join(f"{k}={v}" for k, v in p["params"].items())
+        cells = [f"{stages[n]:.4f}" if n in stages else "" for n in names]
+        out.append(f"| {run['index']} | {params} | {p[recall_key]:.3f} | {p['qps']:,.0f} | "
+                   + " | ".join(cells) + f" | {sum(stages.values()):.4f} |")
+    return out
+
+
 def fronts_markdown(results: dict, recall_key: str = "recall@10") -> str:
     """fronts.md: each system's front over all its configurations, then the rule."""
     points = system_points(results, recall_key)
@@ -212,6 +246,8 @@ def fronts_markdown(results: dict, recall_key: str = "recall@10") -> str:
                     f"{recall_key} >= {RECALL_FLOOR}; (b) snapline/peer QPS over "
                     f"{recall_key} {RATIO_BAND[0]}-{RATIO_BAND[1]} (min, max; target 1.5x).", ""]
         out += _acceptance_rows(snap, peers)
+    stages = stage_rows(results, recall_key)
+    out += ["", *stages] if stages else []
     skipped = results.get("skipped") or []
     failed = results.get("failed") or []
     out += [""] + [f"- skipped {s['system']}: {s['reason']}" for s in skipped]

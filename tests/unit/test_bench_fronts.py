@@ -135,3 +135,23 @@ def test_fronts_md(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps(RESULTS))
     path = write_fronts(tmp_path / "results.json")
     assert path == tmp_path / "fronts.md" and path.read_text() == text
+
+
+def test_stage_rows_lay_out_snaplines_front_with_its_stages():
+    from bench.fronts import stage_rows
+
+    def point(recall, qps, stages):
+        return {"params": {"nprobe": 4}, "recall@10": recall, "qps": qps,
+                "stages_ms_per_query": stages}
+
+    results = {"threads": 1, "runs": [{"system": "snapline", "index": "VLQ a", "search": [
+        point(0.6, 900.0, {"coarse": 0.01, "scan": 0.1}),
+        point(0.5, 800.0, {"coarse": 0.01, "scan": 0.2}),          # beaten: not on the front
+        point(0.9, 300.0, {"coarse": 0.01, "rerank": 0.05, "scan": 0.3})]},
+        {"system": "ivfpq", "index": "IVF", "search": [point(0.99, 5000.0, {"scan": 1.0})]}]}
+    rows = stage_rows(results)
+    table = [r for r in rows if r.startswith("| VLQ")]
+    assert len(table) == 2                                   # the front only, snapline only
+    assert rows[2].split(" | ")[4:7] == ["coarse", "scan", "rerank"]   # search order
+    assert table[1].endswith("| 0.3600 |")                   # the sum of its stages
+    assert stage_rows({"threads": 1, "runs": []}) == []
