@@ -268,6 +268,7 @@ __attribute__((target("avx2"))) inline void finish_block_avx2(const Args& a, con
     uint32_t pass = 0;
     const __m256 thr = _mm256_set1_ps(top.threshold());
     for (int k = 0; k < 4; ++k) {
+        if (!((mask >> (8 * k)) & 0xffu)) continue;  // no row of the line in these 8
         __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(lam_buf + 8 * k)));
         __m256 lam = _mm256_i32gather_ps(a.lam_values, idx, 4);
         __m256 s = _mm256_cvtepi32_ps(
@@ -361,81 +362,111 @@ __attribute__((target("avx512f,avx512bw"))) inline void finish_block_avx512(cons
 }
 #endif  // FS_X86
 
-// ---------------------------------------------------------------- one line, one query
-struct LineJob {
+// ---------------------------------------------------------------- runs of lines, one query
+// A selected line with a non-empty list. Lines are scanned in runs: maximal sequences of
+// lines with the same probe whose row ranges follow each other (hi of one == lo of the
+// next), so that a block of 32 rows shared by two short lists is summed once for the run
+// and only the epilogue (approx, threshold) runs per line. The result is a set of the r
+// smallest keys, so the order in which lines are scanned does not change it.
+struct Seg {
     int64_t lo, hi;            // the list's rows
-    const uint8_t* lut;        // (M, 16) tables of the line's probe
-    const uint8_t* lut_wide;   // the same rearranged for AVX-512 (else null)
+    int32_t probe;
     LineParams lp;
 };
 
 using SumsFn = void (*)(const uint8_t*, const uint8_t*, const uint8_t*, Py_ssize_t, uint16_t*);
 using FinishFn = void (*)(const Args&, const uint16_t*, const uint8_t*, uint32_t, int64_t, const LineParams&,
                           TopR&);
+using RunFn = void (*)(const Args&, const Seg*, size_t, const uint8_t*, const uint8_t*, int64_t, TopR&);
 
-// The blocks of one list; inlined into a function of each SIMD level, so that the level's
-// block functions inline into its loop.
+// The blocks of one run segs[0..count) (same probe, segs[i].hi == segs[i+1].lo): each block
+// summed once, then finished for every line with rows in it. Inlined into a function of
+// each SIMD level, so that the level's block functions inline into its loop.
 template <SumsFn Sums, FinishFn Finish>
-__attribute__((always_inline)) inline void scan_line(const Args& a, const LineJob& job, int64_t n, TopR& top) {
+__attribute__((always_inline)) inline void scan_run(const Args& a, const Seg* segs, size_t count, const uint8_t* lut,
+                                                    const uint8_t* lut_wide, int64_t n, TopR& top) {
     const size_t block_bytes = static_cast<size_t>(a.m / 2) * 32;
     alignas(64) uint16_t sums[32];
     alignas(64) uint8_t lam_buf[32];
-    for (int64_t b = job.lo / 32; b <= (job.hi - 1) / 32; ++b) {
-        const uint32_t mask = row_mask(b, job.lo, job.hi);
-        top.make_room();
+    const int64_t lo = segs[0].lo, hi = segs[count - 1].hi;
+    size_t s = 0;
+    for (int64_t b = lo / 32; b <= (hi - 1) / 32; ++b) {
+        const int64_t first = b * 32, end = first + 32;
         const uint8_t* lam_rows = lam_buf;  // the block's lambda indices, 32 readable bytes
-        if (b * 32 + 32 <= n)
-            lam_rows = a.lam_idx + b * 32;
+        if (end <= n)
+            lam_rows = a.lam_idx + first;
         else
-            block_lam_idx(a, b * 32, n, lam_buf);
-        Sums(a.packed + static_cast<size_t>(b) * block_bytes, job.lut, job.lut_wide, a.m, sums);
-        Finish(a, sums, lam_rows, mask, b * 32, job.lp, top);
+            block_lam_idx(a, first, n, lam_buf);
+        Sums(a.packed + static_cast<size_t>(b) * block_bytes, lut, lut_wide, a.m, sums);
+        for (;;) {  // the lines of the run with rows in this block, in row order
+            const Seg& g = segs[s];
+            top.make_room();
+            Finish(a, sums, lam_rows, row_mask(b, g.lo, g.hi), first, g.lp, top);
+            if (g.hi > end) break;                    // it goes on in the next block
+            if (++s == count || g.hi == end) break;   // the next line starts in the next block
+        }
     }
 }
 
-void scan_line_portable(const Args& a, const LineJob& job, int64_t n, TopR& top) {
-    scan_line<block_sums_portable, finish_block_portable>(a, job, n, top);
+void scan_run_portable(const Args& a, const Seg* segs, size_t count, const uint8_t* lut, const uint8_t* lut_wide,
+                       int64_t n, TopR& top) {
+    scan_run<block_sums_portable, finish_block_portable>(a, segs, count, lut, lut_wide, n, top);
 }
 
 #if FS_X86
-__attribute__((target("avx2"))) void scan_line_avx2(const Args& a, const LineJob& job, int64_t n, TopR& top) {
-    scan_line<block_sums_avx2, finish_block_avx2>(a, job, n, top);
+__attribute__((target("avx2"))) void scan_run_avx2(const Args& a, const Seg* segs, size_t count, const uint8_t* lut,
+                                                   const uint8_t* lut_wide, int64_t n, TopR& top) {
+    scan_run<block_sums_avx2, finish_block_avx2>(a, segs, count, lut, lut_wide, n, top);
 }
 
-__attribute__((target("avx512f,avx512bw"))) void scan_line_avx512(const Args& a, const LineJob& job, int64_t n,
-                                                                   TopR& top) {
-    scan_line<block_sums_avx512, finish_block_avx512>(a, job, n, top);
+__attribute__((target("avx512f,avx512bw"))) void scan_run_avx512(const Args& a, const Seg* segs, size_t count,
+                                                                 const uint8_t* lut, const uint8_t* lut_wide,
+                                                                 int64_t n, TopR& top) {
+    scan_run<block_sums_avx512, finish_block_avx512>(a, segs, count, lut, lut_wide, n, top);
 }
 #endif
 
-void scan_query(const Args& a, Py_ssize_t q, int64_t n, TopR& top, std::vector<uint8_t>& lut512,
-                std::vector<char>& prepared) {
-    const Py_ssize_t m = a.m;
-    const uint8_t* lut_q = a.lut8 + static_cast<size_t>(q) * a.nprobe * m * 16;
-    void (*line_fn)(const Args&, const LineJob&, int64_t, TopR&) = scan_line_portable;
-#if FS_X86
-    if (a.level == LEVEL_AVX512) line_fn = scan_line_avx512;
-    if (a.level == LEVEL_AVX2) line_fn = scan_line_avx2;
-#endif
-    top.reset(a.r);
-    std::fill(prepared.begin(), prepared.end(), 0);
+// The query's non-empty lines, in the order of line_list.
+void collect_segs(const Args& a, Py_ssize_t q, std::vector<Seg>& segs) {
+    segs.clear();
     for (Py_ssize_t l = 0; l < a.nlines; ++l) {
         const size_t ql = static_cast<size_t>(q) * a.nlines + l;
         const int64_t list = a.line_list[ql];
-        LineJob job{a.offsets[list], a.offsets[list + 1], nullptr, nullptr,
-                    LineParams{a.line_c[ql], a.line_alpha[ql], a.line_const[ql], a.scale[q], static_cast<int32_t>(l)}};
-        if (job.hi <= job.lo) continue;
-        const int32_t probe = a.line_probe[ql];
-        job.lut = lut_q + static_cast<size_t>(probe) * m * 16;
+        const int64_t lo = a.offsets[list], hi = a.offsets[list + 1];
+        if (hi <= lo) continue;
+        segs.push_back(Seg{lo, hi, a.line_probe[ql],
+                           LineParams{a.line_c[ql], a.line_alpha[ql], a.line_const[ql], a.scale[q],
+                                      static_cast<int32_t>(l)}});
+    }
+}
+
+void scan_query(const Args& a, Py_ssize_t q, int64_t n, TopR& top, std::vector<uint8_t>& lut512,
+                std::vector<char>& prepared, std::vector<Seg>& segs) {
+    const Py_ssize_t m = a.m;
+    const uint8_t* lut_q = a.lut8 + static_cast<size_t>(q) * a.nprobe * m * 16;
+    RunFn run_fn = scan_run_portable;
+#if FS_X86
+    if (a.level == LEVEL_AVX512) run_fn = scan_run_avx512;
+    if (a.level == LEVEL_AVX2) run_fn = scan_run_avx2;
+#endif
+    top.reset(a.r);
+    std::fill(prepared.begin(), prepared.end(), 0);
+    collect_segs(a, q, segs);
+    for (size_t i = 0, j; i < segs.size(); i = j) {
+        const int32_t probe = segs[i].probe;
+        for (j = i + 1; j < segs.size() && segs[j].probe == probe && segs[j].lo == segs[j - 1].hi; ++j) {
+        }
+        const uint8_t* lut = lut_q + static_cast<size_t>(probe) * m * 16;
+        const uint8_t* wide = nullptr;
         if (a.level == LEVEL_AVX512) {
-            uint8_t* wide = lut512.data() + static_cast<size_t>(probe) * (m / 4) * 128;
+            uint8_t* dst = lut512.data() + static_cast<size_t>(probe) * (m / 4) * 128;
             if (!prepared[probe]) {
-                prepare_lut_avx512(job.lut, m, wide);
+                prepare_lut_avx512(lut, m, dst);
                 prepared[probe] = 1;
             }
-            job.lut_wide = wide;
+            wide = dst;
         }
-        line_fn(a, job, n, top);
+        run_fn(a, segs.data() + i, j - i, lut, wide, n, top);
     }
     top.drain(a.out_d + static_cast<size_t>(q) * a.r, a.out_p + static_cast<size_t>(q) * a.r,
               a.out_l + static_cast<size_t>(q) * a.r);
@@ -447,7 +478,9 @@ void run_scan(const Args& a, int64_t n, int threads) {
         TopR top;
         std::vector<uint8_t> lut512(a.level == LEVEL_AVX512 ? static_cast<size_t>(a.nprobe) * (a.m / 4) * 128 : 0);
         std::vector<char> prepared(static_cast<size_t>(a.nprobe));
-        for (Py_ssize_t q = next++; q < a.nq; q = next++) scan_query(a, q, n, top, lut512, prepared);
+        std::vector<Seg> segs;
+        segs.reserve(static_cast<size_t>(a.nlines));
+        for (Py_ssize_t q = next++; q < a.nq; q = next++) scan_query(a, q, n, top, lut512, prepared, segs);
     };
     int nthreads = static_cast<int>(std::max<Py_ssize_t>(1, std::min<Py_ssize_t>(threads, a.nq)));
     std::vector<std::thread> pool;
