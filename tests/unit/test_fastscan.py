@@ -196,6 +196,68 @@ def test_nan_approx_counts_as_inf_in_both_backends():
     assert hit.any() and np.isinf(native[0][hit]).all()
 
 
+def make_short_lists(seed, m, r, nq=6, nedge=8, ncent=12):
+    """The VLQ shape: lists of 0-40 rows (mostly shorter than a block, many sharing blocks),
+    list id = centroid * nedge + edge, and per query runs of adjacent list ids of one probe,
+    in row order, reversed, with duplicates next to each other and with the probe changing
+    inside a run of adjacent lists (these must not share block sums)."""
+    rng = np.random.default_rng(seed)
+    nlists = ncent * nedge
+    lengths = rng.choice([0, 1, 3, 6, 12, 16, 20, 25, 33, 40], size=nlists)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    n = int(offsets[-1])
+    nprobe = 4
+    queries = []
+    for _ in range(nq):
+        lines, probes = [], []
+        for pi, cen in enumerate(rng.choice(ncent, nprobe, replace=False)):
+            e0 = int(rng.integers(0, nedge - 5))
+            run = list(cen * nedge + np.arange(e0, e0 + int(rng.integers(2, 6))))
+            kind = int(rng.integers(0, 4))
+            if kind == 1:
+                run = run[::-1]
+            elif kind == 2:
+                run.insert(1, run[1])                   # a duplicate list id next to itself
+            lines += run
+            probe = [pi] * len(run)
+            if kind == 3:
+                probe[len(run) // 2] = (pi + 1) % nprobe  # another probe inside the run
+            probes += probe
+        queries.append((lines, probes))
+    nlines = max(len(x) for x, _ in queries)
+    line_list = np.zeros((nq, nlines), np.int64)
+    line_probe = np.zeros((nq, nlines), np.int32)
+    for q, (lines, probes) in enumerate(queries):
+        line_list[q, : len(lines)], line_probe[q, : len(lines)] = lines, probes
+        line_list[q, len(lines):] = line_list[q, 0]       # padding: repeats of a scanned list
+    lam_values = rng.uniform(-0.2, 1.2, 16).astype(np.float32)
+    return dict(lut8=rng.integers(0, 256, (nq, nprobe, m, 16), dtype=np.uint8),
+                scale=rng.uniform(0.01, 0.1, nq).astype(np.float32), line_list=line_list,
+                line_probe=line_probe,
+                line_const=rng.uniform(0, 5, (nq, nlines)).astype(np.float32),
+                line_c=rng.uniform(0.1, 3, (nq, nlines)).astype(np.float32),
+                line_alpha=rng.standard_normal((nq, nlines)).astype(np.float32), offsets=offsets,
+                packed=pack_codes4(rng.integers(0, 16, (n, m), dtype=np.uint8)),
+                lam_idx=rng.integers(0, 16, n).astype(np.uint8), lam_values=lam_values, r=r)
+
+
+@needs_native
+@pytest.mark.parametrize("seed, m, r", [(20, 32, 100), (21, 16, 30), (22, 6, 500), (23, 64, 7)])
+def test_native_on_runs_of_short_adjacent_lists(seed, m, r):
+    p = make_short_lists(seed, m, r)
+    expected = scan4(**p, backend="numba")
+    assert_same(expected, brute_force(p))
+    assert (expected[1] >= 0).all() or r == 500           # rows kept from many lines
+    previous = fastscan.simd_level()
+    try:
+        for level in fastscan.LEVELS[: fastscan.LEVELS.index(fastscan._cpu_level()) + 1]:
+            fastscan._set_level(level)
+            for threads in (1, 2):
+                assert_same(scan4(**p, backend="native", threads=threads), expected)
+    finally:
+        fastscan._set_level(previous)
+
+
 def test_scan4_rejects_bad_arguments():
     p = make_problem(8, 3, 2, 8, 4, 10)
     bad = [
