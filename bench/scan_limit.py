@@ -86,17 +86,25 @@ def four_bit_problem(rows: int, queries: int, seed: int) -> dict:
                 lam_values=rng.random(256, dtype=np.float32), r=10)
 
 
-def short_list_problem(rows: int, list_len: int, queries: int, seed: int) -> dict:
+def short_list_problem(rows: int, list_len: int, queries: int, seed: int, per_probe: int = 16,
+                       adjacent: bool = False) -> dict:
     """scan4 arguments shaped like VLQ's: lists of about `list_len` rows (lengths uniform in
     [0, 2 list_len]), NEDGE consecutive lists per centroid; a query probes 16 random
-    centroids (one table each) and scans 16 of the 32 lists of each (256 lines)."""
+    centroids (one table each) and scans `per_probe` of the 32 lists of each (16 -> 256
+    lines), random ones or, with `adjacent`, a run of adjacent list ids; a probe's lines in
+    row order, the probes in random order (as indexer.fastscan_search selects them)."""
     rng = np.random.default_rng(seed)
-    nedge, nprobe, per_probe = 32, 16, 16
+    nedge, nprobe = 32, 16
+    if not 1 <= per_probe <= nedge:
+        raise ValueError(f"per_probe={per_probe} must be in [1, {nedge}]")
     nlists = max(nedge * nprobe, (rows // max(list_len, 1)) // nedge * nedge)
     lengths = rng.integers(0, 2 * list_len + 1, nlists)
     offsets = np.minimum(np.concatenate([[0], np.cumsum(lengths)]), rows).astype(np.int64)
     centroids = np.stack([rng.choice(nlists // nedge, nprobe, replace=False) for _ in range(queries)])
-    edges = np.stack([np.sort(rng.choice(nedge, per_probe, replace=False)) for _ in range(queries * nprobe)])
+    if adjacent:
+        edges = rng.integers(0, nedge - per_probe + 1, (queries * nprobe, 1)) + np.arange(per_probe)
+    else:
+        edges = np.stack([np.sort(rng.choice(nedge, per_probe, replace=False)) for _ in range(queries * nprobe)])
     line_list = (centroids[:, :, None] * nedge + edges.reshape(queries, nprobe, per_probe)).reshape(queries, -1)
     line_probe = np.broadcast_to(np.repeat(np.arange(nprobe, dtype=np.int32), per_probe), line_list.shape)
     nlines = line_list.shape[1]
@@ -201,6 +209,8 @@ def main(argv: list[str] | None = None) -> dict:
     for list_len in args.list_len:
         problem = short_list_problem(args.rows, list_len, args.short_queries, args.seed)
         records += measure_four_bit(problem, f"4bit-L{list_len}", args.repeats)
+        problem = short_list_problem(args.rows, list_len, args.short_queries, args.seed, 8, adjacent=True)
+        records += measure_four_bit(problem, f"4bit-L{list_len}-adj8", args.repeats)
     records += measure_eight_bit(args.rows, args.repeats, args.seed)
     result = {"benchmark": "scan_limit", "machine": platform.machine(), "processor": platform.processor(),
               "cpu_count": os.cpu_count(), "numba_threads": numba.config.NUMBA_NUM_THREADS,
