@@ -16,6 +16,8 @@
 // consecutive rows ignoring list boundaries. Three scanners of one block, chosen at run
 // time: AVX-512 (avx512f+avx512bw, two sub-code pairs per 64-byte shuffle), AVX2 (one pair
 // per 32-byte shuffle), portable scalar C++ (any architecture).
+// Consecutive selected lines of one probe with adjacent row ranges are scanned as one run:
+// each block summed once, the epilogue (approx, threshold) per line (scan_run).
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 

@@ -17,6 +17,9 @@ padded with (inf, -1, -1). A NaN approx (only from overflowing inputs) counts as
 Two backends give bitwise-identical arrays: "native" (indexer/_fastscan.cpp, built by `pip
 install -e .`: AVX-512, AVX2 or portable C++ chosen at run time, std::thread over queries,
 GIL released) and "numba" (the reference: the same float32 operations, prange over queries).
+The native kernel sums each block of 32 rows once for a run of consecutive selected lines (in
+line_list order) with the same probe whose row ranges follow each other, so short lists
+sharing blocks are cheapest when a probe's lines come in row order (as indexer.fastscan_search gives them).
 The environment variable SNAPLINE_SIMD=portable|avx2|avx512 caps the native level (read at
 import).
 """
