@@ -19,7 +19,8 @@ install -e .`: AVX-512, AVX2 or portable C++ chosen at run time, std::thread ove
 GIL released) and "numba" (the reference: the same float32 operations, prange over queries).
 The native kernel sums each block of 32 rows once for a run of consecutive selected lines (in
 line_list order) with the same probe whose row ranges follow each other, so short lists
-sharing blocks are cheapest when a probe's lines come in row order (as indexer.fastscan_search gives them).
+sharing blocks are cheapest when a probe's lines come in row order (as indexer.fastscan_search
+gives them); the result does not depend on the order.
 The environment variable SNAPLINE_SIMD=portable|avx2|avx512 caps the native level (read at
 import).
 """
