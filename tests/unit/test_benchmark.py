@@ -109,7 +109,8 @@ def test_snapline_run(bench):
     _, results = bench
     run = results["runs"][0]
     assert run["index"] == "VLQ nlist=8 nedge=4 PQ8"
-    assert run["bytes_per_vector"] >= 8 + 1 + 8
+    # measured: 8 code bytes + lambda byte + 32-bit id + int16 ADC term, plus per-list arrays
+    assert run["bytes_per_vector"] >= 8 + 1 + 4 + 2
     assert run["add_alloc_peak_mb"] > 0
     assert run["index_mb"] == pytest.approx(3000 * run["bytes_per_vector"] / 2**20)
     params = [p["params"] for p in run["search"]]
