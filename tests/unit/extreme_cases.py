@@ -223,7 +223,10 @@ def kernel_cases():
     codes = rng.integers(0, 256, (n, m_sub), dtype=np.uint8)
     lam_idx = rng.integers(0, 16, n).astype(np.uint8)
     lam_values = np.linspace(-0.2, 1.2, 16, dtype=np.float32)
-    terms = rng.random(n).astype(np.float32)
+    terms = rng.integers(-32768, 32767, n).astype(np.int16)   # int16 steps above a list base
+    term_base = rng.random(k_cent * nedge).astype(np.float32)
+    centroids = rng.random((k_cent, 2 * m_sub)).astype(np.float32)   # 2 dims per sub-space
+    codebook = rng.random((m_sub, 256, 2)).astype(np.float32)
 
     def fused(dist_qc, lut=None):
         nq = dist_qc.shape[0]
@@ -231,7 +234,8 @@ def kernel_cases():
         problems = []
         for nprobe, nlines in ((4, 10), (40, 240), (1, 1)):
             D, P = search_numba(dist_qc, lut, edges, edge_len2, nprobe, nlines, lam_values,
-                                offsets, codes, lam_idx, terms, 20)
+                                offsets, codes, lam_idx, terms, term_base, np.float32(1e-5),
+                                centroids, codebook, 20, 40)
             if ((P < -1) | (P >= n)).any():
                 problems.append(f"positions out of range with nprobe={nprobe}")
             ids, b, alpha, c = select_lines(dist_qc, edges, edge_len2, nprobe, nlines)

@@ -45,7 +45,8 @@ def test_a_build_with_a_model_has_no_trainer():
 
 def test_searchers_hold_their_groups_lists_per_replica():
     need = serving_memory(SHAPE, [1000, 3000], replicas=2)
-    per_row = (16 + 1 + 8 + 4) + (16 + 1 + 8 + 4)
+    # resident (code, lambda, id at its widest, int16 term) + stored (code, lambda, id, list id)
+    per_row = (16 + 1 + 8 + 2) + (16 + 1 + 8 + 4)
     assert need.bytes == 2 * (2 * (PROCESS_BYTES + model_bytes(SHAPE)) + 4000 * per_row)
 
 
@@ -71,7 +72,7 @@ def test_plan_reports_the_estimate_the_build_checks():
                      sample_size=200_000, rows_per_shard=1_000_000, calibrate_rows=2000)
     result = plan(cfg)
     shape = IndexShape(128, 1024, 32, 16)
-    assert result["resident_bytes_per_vector"] == resident_row_bytes(shape) == 29
+    assert result["resident_bytes_per_vector"] == resident_row_bytes(shape) == 27
     assert result["model_bytes"] == model_bytes(shape)
     assert result["trainer_memory_bytes"] == trainer_memory(shape, 200_000).bytes
     assert result["encode_worker_memory_bytes"] == encode_memory(
