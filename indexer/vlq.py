@@ -212,8 +212,9 @@ class VLQIndex:
         with SIMD; 8-bit codes: float tables and an int16 ADC term), and its `rerank` best
         (default DEFAULT_RERANK_FACTOR[pq_bits] * k, at least k) are re-scored with exact
         ADC.
-        `stages`, a dict, receives the wall seconds of each stage (coarse, lines, tables,
-        scan, rerank, merge; the scalar scan's line selection is fused into "scan")."""
+        `stages`, a dict, receives the wall seconds of each stage (coarse, tables,
+        lines+tables, scan, rerank, merge; the scalar scan's line selection and re-rank
+        are fused into "scan")."""
         self._require_trained("search")
         qf = check_queries(q, self.dim)
         batch_size = check_positive_int(batch_size, "batch_size")
