@@ -27,6 +27,7 @@ import numpy as np
 
 from bench.json_records import write_json
 from indexer import fastscan
+from indexer.kernels import row_sum8
 
 logger = logging.getLogger(__name__)
 
@@ -44,20 +45,7 @@ def _scan8(flat, codes64, chunks):
     for c in numba.prange(chunks):
         acc = np.float32(0)
         for j in range(c * step, min(n, (c + 1) * step)):
-            s0 = np.float32(0)
-            s1 = np.float32(0)
-            for w in range(words):
-                word = codes64[j, w]
-                row = w * 2048
-                s0 += flat[row + (word & 0xFF)]
-                s1 += flat[row + 256 + ((word >> 8) & 0xFF)]
-                s0 += flat[row + 512 + ((word >> 16) & 0xFF)]
-                s1 += flat[row + 768 + ((word >> 24) & 0xFF)]
-                s0 += flat[row + 1024 + ((word >> 32) & 0xFF)]
-                s1 += flat[row + 1280 + ((word >> 40) & 0xFF)]
-                s0 += flat[row + 1536 + ((word >> 48) & 0xFF)]
-                s1 += flat[row + 1792 + ((word >> 56) & 0xFF)]
-            acc += s0 + s1
+            acc += row_sum8(flat, codes64, j)
         partial[c] = acc
     return partial.sum()
 

@@ -23,11 +23,10 @@ from contextlib import contextmanager, nullcontext
 import numpy as np
 
 from indexer.fastscan import scan4
-from indexer.kernels import _select_smallest, _top_probes, numba
+from indexer.kernels import _select_lines, _select_smallest, numba
 
 __all__ = ["search_fastscan", "timed"]
 
-_EPS = np.float32(1e-12)
 
 
 @contextmanager
@@ -43,33 +42,6 @@ def timed(stages: dict | None, name: str):
 
 
 QUERY_BLOCK = 16  # queries per parallel task: scratch buffers allocated once per block
-
-
-@numba.njit(cache=True, inline="always")
-def _select_lines(row, edges, edge_len2, nprobe, nlines, probe_d, probe_c, line_d, scratch,
-                  pick, line_list, line_probe, line_b, line_c, line_alpha):
-    """nprobe nearest centroids, then the nlines nearest of their lines (SPEC 2 steps 1-2)."""
-    nedge = edges.shape[1]
-    _top_probes(row, nprobe, probe_d, probe_c)
-    for pi in range(nprobe):
-        cen = probe_c[pi]
-        b = probe_d[pi]
-        for e in range(nedge):
-            c = max(edge_len2[cen, e], _EPS)
-            alpha = row[edges[cen, e]] - b - c
-            dl = b - alpha * alpha / (np.float32(4.0) * c)
-            line_d[pi * nedge + e] = dl if dl == dl else np.float32(np.inf)
-    _select_smallest(line_d, nlines, scratch, pick)
-    for li in range(nlines):
-        pi = pick[li] // nedge
-        e = pick[li] % nedge
-        cen = probe_c[pi]
-        c = max(edge_len2[cen, e], _EPS)
-        line_list[li] = cen * nedge + e
-        line_probe[li] = pi
-        line_b[li] = probe_d[pi]
-        line_c[li] = c
-        line_alpha[li] = row[edges[cen, e]] - probe_d[pi] - c
 
 
 @numba.njit(cache=True, inline="always")

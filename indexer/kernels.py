@@ -151,10 +151,57 @@ if numba is not None:
             elif v < heap_d[0]:
                 _replace_root(heap_d, heap_p, nprobe, v, j)
 
+    @numba.njit(cache=True, inline="always")
+    def _select_lines(row, edges, edge_len2, nprobe, nlines, probe_d, probe_c, line_d, scratch,
+                      pick, line_list, line_probe, line_b, line_c, line_alpha):
+        """nprobe nearest centroids, then the nlines nearest of their lines (SPEC 2 steps
+        1-2), with each selected line's list id, probe index, b, c and alpha. A NaN line
+        distance (inf - inf from an overflowing query or model) sorts last, so that the
+        selection stays a total order."""
+        nedge = edges.shape[1]
+        _top_probes(row, nprobe, probe_d, probe_c)
+        for pi in range(nprobe):
+            cen = probe_c[pi]
+            b = probe_d[pi]
+            for e in range(nedge):
+                c = max(edge_len2[cen, e], np.float32(1e-12))
+                alpha = row[edges[cen, e]] - b - c
+                dl = b - alpha * alpha / (np.float32(4.0) * c)
+                line_d[pi * nedge + e] = dl if dl == dl else np.float32(np.inf)
+        _select_smallest(line_d, nlines, scratch, pick)
+        for li in range(nlines):
+            pi = pick[li] // nedge
+            e = pick[li] % nedge
+            cen = probe_c[pi]
+            c = max(edge_len2[cen, e], np.float32(1e-12))
+            line_list[li] = cen * nedge + e
+            line_probe[li] = pi
+            line_b[li] = probe_d[pi]
+            line_c[li] = c
+            line_alpha[li] = row[edges[cen, e]] - probe_d[pi] - c
+
+    @numba.njit(cache=True, inline="always")
+    def row_sum8(flat, codes64, j):
+        """sum_m table[m, code[j, m]] for 8-bit codes read 8 at a time from codes64 (one
+        uint64 word per 8 sub-codes) against the tables flattened (M * 256,)."""
+        s0 = np.float32(0.0)
+        s1 = np.float32(0.0)
+        for w in range(codes64.shape[1]):
+            word = codes64[j, w]
+            row = w * 2048
+            s0 += flat[row + (word & 0xFF)]
+            s1 += flat[row + 256 + ((word >> 8) & 0xFF)]
+            s0 += flat[row + 512 + ((word >> 16) & 0xFF)]
+            s1 += flat[row + 768 + ((word >> 24) & 0xFF)]
+            s0 += flat[row + 1024 + ((word >> 32) & 0xFF)]
+            s1 += flat[row + 1280 + ((word >> 40) & 0xFF)]
+            s0 += flat[row + 1536 + ((word >> 48) & 0xFF)]
+            s1 += flat[row + 1792 + ((word >> 56) & 0xFF)]
+        return s0 + s1
+
     @numba.njit(cache=True)
-    def _exact_term(j, offsets, nedge, edges, centroids, codebook, codes, lam):
-        """2 <anchor, r_hat> + |r_hat|^2 of the code at row j (its list found in offsets)."""
-        lst = np.searchsorted(offsets, j, side="right") - 1
+    def _exact_term(j, lst, nedge, edges, centroids, codebook, codes, lam):
+        """2 <anchor, r_hat> + |r_hat|^2 of the code at row j of list lst."""
         c_a = centroids[lst // nedge]
         c_s = centroids[edges[lst // nedge, lst % nedge]]
         dsub = codebook.shape[2]
@@ -176,7 +223,7 @@ if numba is not None:
             j = heap_p[i]
             lst = np.searchsorted(offsets, j, side="right") - 1
             stored = term_base[lst] + term_scale * np.float32(terms[j])
-            exact[i] = heap_d[i] - stored + _exact_term(j, offsets, nedge, edges, centroids,
+            exact[i] = heap_d[i] - stored + _exact_term(j, lst, nedge, edges, centroids,
                                                          codebook, codes, lam_values[lam_idx[j]])
         order = np.argsort(exact, kind="mergesort")
         k = out_d.shape[0]
@@ -203,56 +250,34 @@ if numba is not None:
             line_d = np.empty(nall, dtype=np.float32)
             scratch = np.empty(nall, dtype=np.float32)
             line_p = np.empty(nlines, dtype=np.int64)
+            line_list = np.empty(nlines, dtype=np.int64)
+            line_probe = np.empty(nlines, dtype=np.int32)
+            line_b = np.empty(nlines, dtype=np.float32)
+            line_c = np.empty(nlines, dtype=np.float32)
+            line_alpha = np.empty(nlines, dtype=np.float32)
             heap_d = np.empty(r, dtype=np.float32)
             heap_p = np.empty(r, dtype=np.int64)
             for qi in range(block * QUERY_BLOCK, min(nq, (block + 1) * QUERY_BLOCK)):
-                dist_row = dist_qc[qi]
-                # step 1: nprobe nearest centroids
-                _top_probes(dist_row, nprobe, probe_d, probe_c)
-                # step 2: nlines nearest lines among the probed centroids' edges
-                for pi in range(nprobe):
-                    cen = probe_c[pi]
-                    b = probe_d[pi]
-                    for e in range(nedge):
-                        c = max(edge_len2[cen, e], np.float32(1e-12))
-                        alpha = dist_row[edges[cen, e]] - b - c
-                        dl = b - alpha * alpha / (np.float32(4.0) * c)
-                        # NaN (inf - inf from an overflowing query or model) sorts last:
-                        # the selection below then stays a total order
-                        line_d[pi * nedge + e] = dl if dl == dl else np.float32(np.inf)
-                _select_smallest(line_d, nlines, scratch, line_p)
-                # steps 3-4: exact ADC over the selected lists, top-k max-heap
+                # steps 1-2: nprobe nearest centroids, nlines nearest of their lines
+                _select_lines(dist_qc[qi], edges, edge_len2, nprobe, nlines, probe_d, probe_c,
+                              line_d, scratch, line_p, line_list, line_probe, line_b, line_c,
+                              line_alpha)
+                # steps 3-4: ADC over the selected lists, top-r max-heap, exact re-rank
                 filled = 0
                 table = lut[qi]
                 flat = table.ravel()
                 for li in range(nlines):
-                    sel = line_p[li]
-                    cen = probe_c[sel // nedge]
-                    e = sel % nedge
-                    b = probe_d[sel // nedge]
-                    c = max(edge_len2[cen, e], np.float32(1e-12))
-                    alpha = dist_row[edges[cen, e]] - b - c
-                    lst = cen * nedge + e
+                    lst = line_list[li]
+                    b = line_b[li]
+                    c = line_c[li]
+                    alpha = line_alpha[li]
                     base = term_base[lst]
                     scale = term_scale
                     for j in range(offsets[lst], offsets[lst + 1]):
                         lam = lam_values[lam_idx[j]]
                         d = b + lam * (lam * c + alpha) + (base + scale * np.float32(terms[j]))
                         if words:
-                            s0 = np.float32(0.0)
-                            s1 = np.float32(0.0)
-                            for w in range(words):
-                                word = codes64[j, w]
-                                row = w * 2048
-                                s0 += flat[row + (word & 0xFF)]
-                                s1 += flat[row + 256 + ((word >> 8) & 0xFF)]
-                                s0 += flat[row + 512 + ((word >> 16) & 0xFF)]
-                                s1 += flat[row + 768 + ((word >> 24) & 0xFF)]
-                                s0 += flat[row + 1024 + ((word >> 32) & 0xFF)]
-                                s1 += flat[row + 1280 + ((word >> 40) & 0xFF)]
-                                s0 += flat[row + 1536 + ((word >> 48) & 0xFF)]
-                                s1 += flat[row + 1792 + ((word >> 56) & 0xFF)]
-                            d += s0 + s1
+                            d += row_sum8(flat, codes64, j)
                         else:
                             for m in range(m_sub):
                                 d += table[m, codes[j, m]]
