@@ -68,6 +68,7 @@ struct Args {
     const uint8_t* packed;    // (nblocks, M/2, 32)
     const uint8_t* lam_idx;   // (n,)
     const float* lam_values;  // (nlambda,)
+    const uint32_t* allowed;  // (ceil(n/32),) bitset of the rows that may be returned, or null: all
     float* out_d;             // (nq, r)
     int64_t* out_p;
     int32_t* out_l;
@@ -403,7 +404,9 @@ __attribute__((always_inline)) inline void scan_run(const Args& a, const Seg* se
         for (;;) {  // the lines of the run with rows in this block, in row order
             const Seg& g = segs[s];
             top.make_room();
-            Finish(a, sums, lam_rows, row_mask(b, g.lo, g.hi), first, g.lp, top);
+            uint32_t rows = row_mask(b, g.lo, g.hi);
+            if (a.allowed) rows &= a.allowed[b];
+            if (rows) Finish(a, sums, lam_rows, rows, first, g.lp, top);
             if (g.hi > end) break;                    // it goes on in the next block
             if (++s == count || g.hi == end) break;   // the next line starts in the next block
         }
@@ -493,7 +496,7 @@ void run_scan(const Args& a, int64_t n, int threads) {
 
 // ---------------------------------------------------------------- Python glue
 struct Buffers {
-    Py_buffer b[14];
+    Py_buffer b[15];
     int count = 0;
     ~Buffers() {
         for (int i = 0; i < count; ++i) PyBuffer_Release(&b[i]);
@@ -505,11 +508,11 @@ PyObject* py_scan4(PyObject*, PyObject* args) {
     Py_buffer* v = bufs.b;
     Py_ssize_t nq, nprobe, m, nlines, nlists, nlambda, r;
     int threads, level;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*y*y*y*w*w*w*nnnnnnnii", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
-                          &v[6], &v[7], &v[8], &v[9], &v[10], &v[11], &v[12], &v[13], &nq, &nprobe, &m, &nlines,
-                          &nlists, &nlambda, &r, &threads, &level))
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*y*y*y*y*w*w*w*nnnnnnnii", &v[0], &v[1], &v[2], &v[3], &v[4],
+                          &v[5], &v[6], &v[7], &v[8], &v[9], &v[10], &v[14], &v[11], &v[12], &v[13], &nq, &nprobe,
+                          &m, &nlines, &nlists, &nlambda, &r, &threads, &level))
         return nullptr;
-    bufs.count = 14;  // ParseTuple releases what it filled on failure only
+    bufs.count = 15;  // ParseTuple releases what it filled on failure only
     if (m < 2 || m > 64 || m % 2 || r < 1 || nlambda < 1 || level < 0 || level > cpu_level()) {
         PyErr_SetString(PyExc_ValueError, "_fastscan.scan4: bad M, r, nlambda or level");
         return nullptr;
@@ -520,6 +523,11 @@ PyObject* py_scan4(PyObject*, PyObject* args) {
                                    nq * nlines * 4, nq * nlines * 4, nq * nlines * 4, (nlists + 1) * 8,
                                    ((n + 31) / 32) * (m / 2) * 32, n, nlambda * 4, nq * r * 4, nq * r * 8,
                                    nq * r * 4};
+    if (v[14].len != 0 && v[14].len != ((n + 31) / 32) * 4) {
+        PyErr_Format(PyExc_ValueError, "_fastscan.scan4: allowed has %zd bytes, expected 0 or %zd", v[14].len,
+                     static_cast<Py_ssize_t>(((n + 31) / 32) * 4));
+        return nullptr;
+    }
     for (int i = 0; i < 14; ++i) {
         bool ok = (i == 8) ? v[i].len >= expect[i] : v[i].len == expect[i];
         if (!ok) {
@@ -533,7 +541,8 @@ PyObject* py_scan4(PyObject*, PyObject* args) {
            static_cast<const float*>(v[4].buf), static_cast<const float*>(v[5].buf),
            static_cast<const float*>(v[6].buf), static_cast<const int64_t*>(v[7].buf),
            static_cast<const uint8_t*>(v[8].buf), static_cast<const uint8_t*>(v[9].buf),
-           static_cast<const float*>(v[10].buf), static_cast<float*>(v[11].buf), static_cast<int64_t*>(v[12].buf),
+           static_cast<const float*>(v[10].buf),
+           v[14].len ? static_cast<const uint32_t*>(v[14].buf) : nullptr, static_cast<float*>(v[11].buf), static_cast<int64_t*>(v[12].buf),
            static_cast<int32_t*>(v[13].buf), nq, nprobe, m, nlines, r, level};
     Py_BEGIN_ALLOW_THREADS
     run_scan(a, n, threads);
@@ -546,7 +555,7 @@ PyObject* py_cpu_level(PyObject*, PyObject*) { return PyLong_FromLong(cpu_level(
 PyMethodDef methods[] = {
     {"scan4", py_scan4, METH_VARARGS,
      "scan4(lut8, scale, line_list, line_probe, line_const, line_c, line_alpha, offsets, packed, lam_idx, "
-     "lam_values, out_d, out_p, out_l, nq, nprobe, M, nlines, nlists, nlambda, r, threads, level): "
+     "lam_values, allowed, out_d, out_p, out_l, nq, nprobe, M, nlines, nlists, nlambda, r, threads, level): "
      "the 4-bit fast scan; use indexer.fastscan.scan4, which checks the arguments"},
     {"cpu_level", py_cpu_level, METH_NOARGS, "best SIMD level of this CPU: 0 portable, 1 avx2, 2 avx512"},
     {nullptr, nullptr, 0, nullptr}};

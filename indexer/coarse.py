@@ -74,14 +74,19 @@ def assign_lines(x: np.ndarray, centroids: np.ndarray, edges: np.ndarray,
 
 
 def select_lines(dist_qc: np.ndarray, edges: np.ndarray, edge_len2: np.ndarray,
-                 nprobe: int, nlines: int) -> tuple[np.ndarray, ...]:
+                 nprobe: int, nlines: int, rule: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """Search steps 1-2 of SPEC 2 for a batch of queries.
 
     dist_qc: (nq, K) squared distances to all centroids. Keeps the `nprobe` nearest
     centroids, then the `nlines` lines (of their nprobe*nedge) nearest to the query.
     Returns (list_ids int64, b, alpha, c) each (nq, nlines) with b = |q - c_A|^2,
     alpha = a - b - c, c = |c_A - c_s|^2, a = |q - c_s|^2.
+    With an inner-product `rule` (`VLQQuantizer.line_rule`, rule[0] == 1) dist_qc holds
+    -<q, c>, c = 0, alpha = a - b and a line ranks by its best b + lambda alpha over
+    lambda in [rule[1], rule[2]] (as indexer.kernels._line_params).
     """
+    if rule is not None and rule[0] == 1:
+        return _select_lines_ip(dist_qc, edges, nprobe, nlines, rule)
     nq, k = dist_qc.shape
     nedge = edges.shape[1]
     rows = np.arange(nq)[:, None]
@@ -103,3 +108,22 @@ def select_lines(dist_qc: np.ndarray, edges: np.ndarray, edge_len2: np.ndarray,
         else np.broadcast_to(np.arange(nall), (nq, nall))
     list_ids = (probe.astype(np.int64)[rows, pick // nedge] * nedge + pick % nedge)
     return (list_ids, b[rows, pick], alpha[rows, pick], c[rows, pick])
+
+
+def _select_lines_ip(dist_qc, edges, nprobe, nlines, rule):
+    """select_lines for the inner product (see there)."""
+    nq, k = dist_qc.shape
+    nedge = edges.shape[1]
+    rows = np.arange(nq)[:, None]
+    probe = np.argpartition(dist_qc, nprobe - 1, axis=1)[:, :nprobe] if nprobe < k \
+        else np.broadcast_to(np.arange(k), (nq, k))
+    b = np.repeat(dist_qc[rows, probe], nedge, axis=1)
+    alpha = dist_qc[rows, edges[probe].reshape(nq, -1)] - b
+    with np.errstate(over="ignore", invalid="ignore"):
+        line_dist = b + np.minimum(rule[1] * alpha, rule[2] * alpha)
+    line_dist[np.isnan(line_dist)] = np.inf
+    nall = line_dist.shape[1]
+    pick = np.argpartition(line_dist, nlines - 1, axis=1)[:, :nlines] if nlines < nall \
+        else np.broadcast_to(np.arange(nall), (nq, nall))
+    list_ids = (probe.astype(np.int64)[rows, pick // nedge] * nedge + pick % nedge)
+    return list_ids, b[rows, pick], alpha[rows, pick], np.zeros(pick.shape, dtype=np.float32)

@@ -210,8 +210,9 @@ def _drain(hd, hp, hl, size, out_d, out_p, out_l):
 
 @numba.njit(cache=True)
 def _scan_query_numba(lut, scale, lists, probes, consts, cs, alphas, offsets, packed, lam_idx,
-                      lam_values, out_d, out_p, out_l):
+                      lam_values, allowed, out_d, out_p, out_l):
     r = out_d.shape[0]
+    masked = allowed.shape[0] > 0
     pairs = packed.shape[1]
     hd = np.empty(r, dtype=np.float32)
     hp = np.empty(r, dtype=np.int64)
@@ -240,6 +241,8 @@ def _scan_query_numba(lut, scale, lists, probes, consts, cs, alphas, offsets, pa
                     x = row[t]
                     sums[t] += np.int32(even[x & 15]) + np.int32(odd[x >> 4])
             for t in range(t0, t1):
+                if masked and not (allowed[block] >> np.uint32(t)) & 1:
+                    continue
                 lam = lam_values[lam_idx[first + t]]
                 tt = lam * c
                 tt = tt + alpha
@@ -255,11 +258,11 @@ def _scan_query_numba(lut, scale, lists, probes, consts, cs, alphas, offsets, pa
 
 @numba.njit(parallel=True, cache=True)
 def _scan4_numba(lut8, scale, line_list, line_probe, line_const, line_c, line_alpha, offsets,
-                 packed, lam_idx, lam_values, out_d, out_p, out_l):
+                 packed, lam_idx, lam_values, allowed, out_d, out_p, out_l):
     for q in numba.prange(lut8.shape[0]):
         _scan_query_numba(lut8[q], scale[q], line_list[q], line_probe[q], line_const[q], line_c[q],
-                          line_alpha[q], offsets, packed, lam_idx, lam_values, out_d[q], out_p[q],
-                          out_l[q])
+                          line_alpha[q], offsets, packed, lam_idx, lam_values, allowed, out_d[q],
+                          out_p[q], out_l[q])
 
 
 # ---------------------------------------------------------------- entry point
@@ -334,9 +337,12 @@ def _resolve_threads(threads) -> int:
 
 
 def scan4(lut8, scale, line_list, line_probe, line_const, line_c, line_alpha, offsets, packed,
-          lam_idx, lam_values, r, *, backend="auto", threads=None):
+          lam_idx, lam_values, r, *, allowed=None, backend="auto", threads=None):
     """The r best rows per query of the 4-bit fast scan (module doc); returns (approx float32
     (nq, r), pos int64 (nq, r), line int32 (nq, r)), padded with (inf, -1, -1).
+
+    allowed: None (every row) or the rows that may be returned, a bitset of uint32 words
+    (bit t of word b: row 32b + t; `indexer.rowsets`), ceil(n/32) words.
 
     backend: "native", "numba" or "auto" (native when built); threads: None = numba's
     thread count."""
@@ -344,6 +350,13 @@ def scan4(lut8, scale, line_list, line_probe, line_const, line_c, line_alpha, of
                             offsets, packed, lam_idx, lam_values, r)
     chosen = _resolve_backend(backend)
     threads = _resolve_threads(threads)
+    n = args[9].shape[0]
+    if allowed is None:
+        allowed = np.empty(0, dtype=np.uint32)
+    allowed = _array("allowed", allowed, np.uint32, 1)
+    if allowed.shape[0] not in (0, -(-n // BLOCK)):
+        raise ValueError(f"allowed must hold ceil(n/32) = {-(-n // BLOCK)} uint32 words for "
+                         f"n={n} rows, got {allowed.shape[0]}")
     nq, nprobe, m = args[0].shape[:3]
     r = int(r)
     out_d = np.empty((nq, r), dtype=np.float32)
@@ -353,13 +366,13 @@ def scan4(lut8, scale, line_list, line_probe, line_const, line_c, line_alpha, of
         return out_d, out_p, out_l
     if chosen == "native":
         nlines, nlists, nlambda = args[2].shape[1], args[7].shape[0] - 1, args[10].shape[0]
-        _native.scan4(*args, out_d, out_p, out_l, nq, nprobe, m, nlines, nlists, nlambda, r,
+        _native.scan4(*args, allowed, out_d, out_p, out_l, nq, nprobe, m, nlines, nlists, nlambda, r,
                       threads, LEVELS.index(_level))
         return out_d, out_p, out_l
     previous = numba.get_num_threads()
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     try:
-        _scan4_numba(*args, out_d, out_p, out_l)
+        _scan4_numba(*args, allowed, out_d, out_p, out_l)
     finally:
         numba.set_num_threads(previous)
     return out_d, out_p, out_l

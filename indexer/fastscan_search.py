@@ -82,7 +82,7 @@ def _quantize(lut, tables, t_min, t_span, probe_c, lut8, bias):
 
 
 @numba.njit(parallel=True, cache=True)
-def _prepare(dist_qc, edges, edge_len2, nprobe, nlines, lutq, tables, t_min, t_span,
+def _prepare(dist_qc, edges, edge_len2, rule, nprobe, nlines, lutq, tables, t_min, t_span,
              line_list, line_probe, line_b, line_c, line_alpha, line_const, lut8, scale):
     """Per query: probes and lines (lines stage) and its quantized tables (tables stage),
     fused so that each query's data is touched while it is in cache."""
@@ -96,9 +96,9 @@ def _prepare(dist_qc, edges, edge_len2, nprobe, nlines, lutq, tables, t_min, t_s
         pick = np.empty(nlines, dtype=np.int64)
         bias = np.empty(nprobe, dtype=np.float32)
         for qi in range(block * QUERY_BLOCK, min(nq, (block + 1) * QUERY_BLOCK)):
-            _select_lines(dist_qc[qi], edges, edge_len2, nprobe, nlines, probe_d, probe_c,
-                          line_d, scratch, pick, line_list[qi], line_probe[qi], line_b[qi],
-                          line_c[qi], line_alpha[qi])
+            _select_lines(dist_qc[qi], edges, edge_len2, rule, nprobe, nlines, probe_d,
+                          probe_c, line_d, scratch, pick, line_list[qi], line_probe[qi],
+                          line_b[qi], line_c[qi], line_alpha[qi])
             scale[qi] = _quantize(lutq[qi], tables, t_min, t_span, probe_c, lut8[qi], bias)
             for li in range(nlines):
                 line_const[qi, li] = line_b[qi, li] + bias[line_probe[qi, li]]
@@ -157,10 +157,11 @@ def _rerank(cand_pos, cand_line, line_list, line_b, line_c, line_alpha, lutq, ta
 
 def search_fastscan(quantizer, lists, q: np.ndarray, dist_qc: np.ndarray, k: int, nprobe: int,
                     nlines: int, rerank: int, stages: dict | None = None,
-                    scan_backend: str = "auto"):
-    """k nearest codes of encoded queries q (float32 (nq, d)), whose squared distances to
-    all centroids are dist_qc (finite), by the fast scan: returns (exact ADC distances,
-    code positions), ascending, padded with (inf, -1)."""
+                    scan_backend: str = "auto", allowed: np.ndarray | None = None):
+    """k nearest codes of encoded queries q (float32 (nq, d)), whose distances to all
+    centroids are dist_qc (finite, `quantizer.centroid_distances`), by the fast scan: returns
+    (exact ADC distances, code positions), ascending, padded with (inf, -1). `allowed`: None
+    or the bitset of the rows that may be returned (indexer.rowsets)."""
     nq = q.shape[0]
     with timed(stages, "tables"):
         lutq = quantizer.query_tables(q)
@@ -172,14 +173,15 @@ def search_fastscan(quantizer, lists, q: np.ndarray, dist_qc: np.ndarray, k: int
                                                   for _ in range(4))
         lut8 = np.empty((nq, nprobe) + lutq.shape[1:], dtype=np.uint8)
         scale = np.empty(nq, dtype=np.float32)
-        _prepare(dist_qc, quantizer.edges, quantizer.edge_len2, nprobe, nlines, lutq, tables,
+        _prepare(dist_qc, quantizer.edges, quantizer.edge_len2, quantizer.line_rule, nprobe,
+                 nlines, lutq, tables,
                  t_min, t_span, line_list, line_probe, line_b, line_c, line_alpha, line_const,
                  lut8, scale)
     with timed(stages, "scan"):
         _, cand_pos, cand_line = scan4(lut8, scale, line_list, line_probe, line_const, line_c,
                                        line_alpha, lists.offsets, lists.packed, lists.lambda_idx,
                                        quantizer.lambda_values, max(rerank, k),
-                                       backend=scan_backend)
+                                       allowed=allowed, backend=scan_backend)
     with timed(stages, "rerank"):
         out_d = np.empty((nq, k), dtype=np.float32)
         out_p = np.empty((nq, k), dtype=np.int64)

@@ -16,10 +16,18 @@ What is resident per vector, all of it counted by `nbytes` (SPEC 2):
   / 65535); the scalar scan adds it, then re-ranks its best codes with the exact term; the
   fast scan keeps none (it recomputes the terms of the codes it re-ranks);
 - the offsets (int64 per list).
+
+Rows may carry attributes (a pyarrow Table, one row per row, kept in the same order) for
+filters. Removed rows are cleared in the `live` bitset (None: every row is live), so that
+the scans skip them; they are dropped from the arrays at the next merge of appends, or as
+soon as they are a quarter of the rows.
 """
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
+
+from indexer.rowsets import bitset_of, rows_of
 
 BLOCK = 32  # rows per block of the fast-scan layout
 
@@ -55,11 +63,20 @@ class InvertedLists:
         self.terms = np.empty(0, dtype=np.int16)
         self.term_base = np.zeros(nlists if with_terms else 0, dtype=np.float32)
         self.term_scale = np.float32(1.0)
-        self._pending: list[tuple[np.ndarray, ...]] = []
+        self.attributes: pa.Table | None = None
+        self.live: np.ndarray | None = None   # bitset of the live rows; None: all
+        self._ndead = 0
+        self._pending: list[tuple] = []
         self._npending = 0
 
     def __len__(self) -> int:
-        return self.lambda_idx.shape[0] + self._npending
+        """Live rows, compacted and pending."""
+        return self.lambda_idx.shape[0] - self._ndead + self._npending
+
+    @property
+    def nrows(self) -> int:
+        """Rows of the compacted arrays, removed ones included (what the scans index)."""
+        return self.lambda_idx.shape[0]
 
     # -- views ---------------------------------------------------------------
     @property
@@ -93,7 +110,18 @@ class InvertedLists:
         """Everything resident for the compacted rows: codes (with block padding), lambda
         bytes, ids, ADC terms, offsets."""
         return int(self._codes.nbytes + self.lambda_idx.nbytes + self.id_offsets.nbytes
-                   + self.terms.nbytes + self.term_base.nbytes + self.offsets.nbytes)
+                   + self.terms.nbytes + self.term_base.nbytes + self.offsets.nbytes
+                   + (0 if self.live is None else self.live.nbytes))
+
+    def codes_at(self, rows: np.ndarray) -> np.ndarray:
+        """Row codes (len(rows), code_bytes) of compacted rows."""
+        if self.blocked:
+            return np.ascontiguousarray(self._codes[rows >> 5, :, rows & 31])
+        return self._codes[rows]
+
+    def list_ids_at(self, rows: np.ndarray) -> np.ndarray:
+        """List id of compacted rows, int64."""
+        return np.searchsorted(self.offsets, rows, side="right").astype(np.int64) - 1
 
     def float_terms(self) -> np.ndarray:
         """The stored ADC terms of the compacted rows, dequantized (float32)."""
@@ -101,30 +129,67 @@ class InvertedLists:
         return self.term_base[per_row] + self.term_scale * self.terms.astype(np.float32)
 
     # -- updates -------------------------------------------------------------
-    def append(self, list_ids, lambda_idx, codes, ids, terms=None) -> None:
+    def append(self, list_ids, lambda_idx, codes, ids, terms=None, attributes=None) -> None:
         if self.with_terms and terms is None:
             raise ValueError("these lists keep an ADC term per code: pass terms")
         self._pending.append((list_ids, lambda_idx, codes, ids,
-                              terms if self.with_terms else np.empty(0, np.float32)))
+                              terms if self.with_terms else np.empty(0, np.float32), attributes))
         self._npending += ids.shape[0]
 
     def all_ids(self) -> np.ndarray:
-        """Every stored id, compacted and pending (any order), int64."""
-        return np.concatenate([self.ids, *(part[3] for part in self._pending)])
+        """Every live id, compacted and pending (any order), int64."""
+        ids = self.ids if self.live is None else self.ids[rows_of(self.live, self.nrows)]
+        return np.concatenate([ids, *(part[3] for part in self._pending)])
+
+    def remove_rows(self, rows: np.ndarray) -> int:
+        """Remove compacted rows (positions); returns how many were live."""
+        live = np.ones(self.nrows, dtype=bool) if self.live is None else rows_of(self.live, self.nrows)
+        removed = int(live[rows].sum())
+        live[rows] = False
+        self._ndead += removed
+        self.live = bitset_of(live)
+        if self._ndead * 4 >= self.nrows:
+            self._keep_rows(live)
+        return removed
+
+    def purge(self) -> None:
+        """Drop removed rows from the arrays now."""
+        if self.live is not None:
+            self._keep_rows(rows_of(self.live, self.nrows))
+
+    def _keep_rows(self, keep: np.ndarray) -> None:
+        """Drop the compacted rows where keep is False from every array."""
+        counts = np.bincount(self.list_ids()[keep], minlength=self.nlists)
+        codes = self.codes[keep]
+        self._codes = pack_blocks(codes) if self.blocked else codes
+        self.lambda_idx = self.lambda_idx[keep]
+        self._set_ids(self.ids[keep])
+        if self.with_terms:
+            self.terms = self.terms[keep]
+        if self.attributes is not None:
+            self.attributes = self.attributes.filter(pa.array(keep))
+        self.offsets = np.zeros(self.nlists + 1, dtype=np.int64)
+        np.cumsum(counts, out=self.offsets[1:])
+        self.live, self._ndead = None, 0
 
     def list_ids(self) -> np.ndarray:
         """List id of every stored code (compacted part), int64."""
         return np.repeat(np.arange(self.nlists, dtype=np.int64), np.diff(self.offsets))
 
     def compact(self) -> bool:
-        """Merge pending appends into the sorted arrays; True if anything changed."""
+        """Merge pending appends into the sorted arrays (dropping removed rows); True if
+        anything changed."""
         if not self._pending:
             return False
+        self.purge()
         old_terms = self.float_terms() if self.with_terms else self.terms
         parts = [(self.list_ids(), self.lambda_idx, self.codes, self.ids, old_terms)]
-        parts += self._pending
+        parts += [part[:5] for part in self._pending]
+        tables = [self.attributes] * (self.nrows > 0) + [part[5] for part in self._pending]
         list_ids, lam, codes, ids, terms = (np.concatenate(p) for p in zip(*parts))
         order = np.argsort(list_ids, kind="stable")
+        if any(t is not None for t in tables):
+            self.attributes = pa.concat_tables(tables).take(pa.array(order))
         codes = codes[order]
         self._codes = pack_blocks(codes) if self.blocked else codes
         self.lambda_idx = lam[order]

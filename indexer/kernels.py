@@ -152,33 +152,46 @@ if numba is not None:
                 _replace_root(heap_d, heap_p, nprobe, v, j)
 
     @numba.njit(cache=True, inline="always")
-    def _select_lines(row, edges, edge_len2, nprobe, nlines, probe_d, probe_c, line_d, scratch,
-                      pick, line_list, line_probe, line_b, line_c, line_alpha):
+    def _line_params(row, b, cen, e, edges, edge_len2, rule):
+        """(c, alpha, line distance) of line e of centroid cen, b = row[cen].
+
+        rule[0] == 0 (l2): row holds squared distances to the centroids; c = |c_A - c_s|^2,
+        alpha = a - b - c and the distance is that of q to the line. rule[0] == 1 (inner
+        product): row holds -<q, c>; c = 0, alpha = row[s] - b (the score is linear in
+        lambda) and the line's score is its best over lambda in [rule[1], rule[2]]."""
+        if rule[0] == 0:
+            c = max(edge_len2[cen, e], np.float32(1e-12))
+            alpha = row[edges[cen, e]] - b - c
+            return c, alpha, b - alpha * alpha / (np.float32(4.0) * c)
+        alpha = row[edges[cen, e]] - b
+        return np.float32(0.0), alpha, b + min(rule[1] * alpha, rule[2] * alpha)
+
+    @numba.njit(cache=True, inline="always")
+    def _select_lines(row, edges, edge_len2, rule, nprobe, nlines, probe_d, probe_c, line_d,
+                      scratch, pick, line_list, line_probe, line_b, line_c, line_alpha):
         """nprobe nearest centroids, then the nlines nearest of their lines (SPEC 2 steps
-        1-2), with each selected line's list id, probe index, b, c and alpha. A NaN line
-        distance (inf - inf from an overflowing query or model) sorts last, so that the
-        selection stays a total order."""
+        1-2), with each selected line's list id, probe index, b, c and alpha (`_line_params`;
+        `rule` from `VLQQuantizer.line_rule`). A NaN line distance (inf - inf from an
+        overflowing query or model) sorts last, so that the selection stays a total order."""
         nedge = edges.shape[1]
         _top_probes(row, nprobe, probe_d, probe_c)
         for pi in range(nprobe):
             cen = probe_c[pi]
             b = probe_d[pi]
             for e in range(nedge):
-                c = max(edge_len2[cen, e], np.float32(1e-12))
-                alpha = row[edges[cen, e]] - b - c
-                dl = b - alpha * alpha / (np.float32(4.0) * c)
+                dl = _line_params(row, b, cen, e, edges, edge_len2, rule)[2]
                 line_d[pi * nedge + e] = dl if dl == dl else np.float32(np.inf)
         _select_smallest(line_d, nlines, scratch, pick)
         for li in range(nlines):
             pi = pick[li] // nedge
             e = pick[li] % nedge
             cen = probe_c[pi]
-            c = max(edge_len2[cen, e], np.float32(1e-12))
+            c, alpha, _ = _line_params(row, probe_d[pi], cen, e, edges, edge_len2, rule)
             line_list[li] = cen * nedge + e
             line_probe[li] = pi
             line_b[li] = probe_d[pi]
             line_c[li] = c
-            line_alpha[li] = row[edges[cen, e]] - probe_d[pi] - c
+            line_alpha[li] = alpha
 
     @numba.njit(cache=True, inline="always")
     def row_sum8(flat, codes64, j):
@@ -216,15 +229,19 @@ if numba is not None:
 
     @numba.njit(cache=True)
     def _rerank_exact(heap_d, heap_p, filled, offsets, nedge, edges, centroids, codebook,
-                      codes, lam_idx, lam_values, terms, term_base, term_scale, out_d, out_p):
-        """Swap each kept code's stored (int16) term for its exact one; the k best, ascending."""
+                      codes, lam_idx, lam_values, terms, term_base, term_scale, rule, out_d,
+                      out_p):
+        """Swap each kept code's stored (int16) term for its exact one (none for the inner
+        product: its distance has no per-code term); the k best, ascending."""
         exact = np.empty(filled, dtype=np.float32)
         for i in range(filled):
             j = heap_p[i]
             lst = np.searchsorted(offsets, j, side="right") - 1
             stored = term_base[lst] + term_scale * np.float32(terms[j])
-            exact[i] = heap_d[i] - stored + _exact_term(j, lst, nedge, edges, centroids,
-                                                         codebook, codes, lam_values[lam_idx[j]])
+            exact[i] = heap_d[i] - stored
+            if rule[0] == 0:
+                exact[i] += _exact_term(j, lst, nedge, edges, centroids, codebook, codes,
+                                        lam_values[lam_idx[j]])
         order = np.argsort(exact, kind="mergesort")
         k = out_d.shape[0]
         for i in range(k):
@@ -236,14 +253,15 @@ if numba is not None:
                 out_p[i] = -1
 
     @numba.njit(parallel=True, cache=True, fastmath={"reassoc", "contract", "arcp"})
-    def _search_numba(dist_qc, lut, edges, edge_len2, nprobe, nlines, lam_values, offsets,
-                      codes, codes64, lam_idx, terms, term_base, term_scale, centroids,
-                      codebook, r, out_d, out_p):
+    def _search_numba(dist_qc, lut, edges, edge_len2, rule, nprobe, nlines, lam_values,
+                      offsets, codes, codes64, lam_idx, terms, term_base, term_scale, centroids,
+                      codebook, allowed, r, out_d, out_p):
         nq = dist_qc.shape[0]
         nedge = edges.shape[1]
         m_sub = codes.shape[1]
         words = codes64.shape[1]  # > 0: read codes 8 bytes at a time (M % 8 == 0)
         nall = nprobe * nedge
+        masked = allowed.shape[0] > 0
         for block in numba.prange((nq + QUERY_BLOCK - 1) // QUERY_BLOCK):
             probe_d = np.empty(nprobe, dtype=np.float32)
             probe_c = np.empty(nprobe, dtype=np.int64)
@@ -259,9 +277,9 @@ if numba is not None:
             heap_p = np.empty(r, dtype=np.int64)
             for qi in range(block * QUERY_BLOCK, min(nq, (block + 1) * QUERY_BLOCK)):
                 # steps 1-2: nprobe nearest centroids, nlines nearest of their lines
-                _select_lines(dist_qc[qi], edges, edge_len2, nprobe, nlines, probe_d, probe_c,
-                              line_d, scratch, line_p, line_list, line_probe, line_b, line_c,
-                              line_alpha)
+                _select_lines(dist_qc[qi], edges, edge_len2, rule, nprobe, nlines, probe_d,
+                              probe_c, line_d, scratch, line_p, line_list, line_probe, line_b,
+                              line_c, line_alpha)
                 # steps 3-4: ADC over the selected lists, top-r max-heap, exact re-rank
                 filled = 0
                 table = lut[qi]
@@ -274,6 +292,8 @@ if numba is not None:
                     base = term_base[lst]
                     scale = term_scale
                     for j in range(offsets[lst], offsets[lst + 1]):
+                        if masked and not (allowed[j >> 5] >> np.uint32(j & 31)) & 1:
+                            continue
                         lam = lam_values[lam_idx[j]]
                         d = b + lam * (lam * c + alpha) + (base + scale * np.float32(terms[j]))
                         if words:
@@ -287,15 +307,18 @@ if numba is not None:
                         elif d < heap_d[0]:
                             _replace_root(heap_d, heap_p, r, d, j)
                 _rerank_exact(heap_d, heap_p, filled, offsets, nedge, edges, centroids, codebook,
-                              codes, lam_idx, lam_values, terms, term_base, term_scale,
+                              codes, lam_idx, lam_values, terms, term_base, term_scale, rule,
                               out_d[qi], out_p[qi])
 
 
-def search_numba(dist_qc, lut, edges, edge_len2, nprobe, nlines, lam_values, offsets, codes,
-                 lam_idx, terms, term_base, term_scale, centroids, codebook, k, rerank):
+def search_numba(dist_qc, lut, edges, edge_len2, rule, nprobe, nlines, lam_values, offsets,
+                 codes, lam_idx, terms, term_base, term_scale, centroids, codebook, k, rerank,
+                 allowed=None):
     """Compiled CPU search steps 1-4 fused per query (parallel over queries).
 
-    dist_qc: (nq, K) float32 squared distances to the centroids; lut: (nq, M, 256); terms
+    dist_qc: (nq, K) float32 distances to the centroids (`VLQQuantizer.centroid_distances`,
+    whose `line_rule` is `rule`); lut: (nq, M, 256); `allowed`: None (every row) or a
+    bitset of the rows the scan may return (uint32 words, bit j & 31 of word j >> 5); terms
     int16 with a float32 base and scale per list (`InvertedLists`). The scan keeps the
     max(k, rerank) best by that stored term, then swaps in each one's exact term (from the
     centroids and the codebook) and returns the k best: (exact ADC distances, code
@@ -310,9 +333,11 @@ def search_numba(dist_qc, lut, edges, edge_len2, nprobe, nlines, lam_values, off
         codes64 = np.ascontiguousarray(codes).view(np.uint64)
     else:
         codes64 = np.empty((codes.shape[0], 0), dtype=np.uint64)
-    _search_numba(dist_qc, lut, edges, edge_len2, nprobe, nlines, lam_values, offsets, codes,
-                  codes64, lam_idx, terms, term_base, term_scale, centroids, codebook,
-                  max(k, rerank), out_d, out_p)
+    if allowed is None:
+        allowed = np.empty(0, dtype=np.uint32)
+    _search_numba(dist_qc, lut, edges, edge_len2, rule, nprobe, nlines, lam_values, offsets,
+                  codes, codes64, lam_idx, terms, term_base, term_scale, centroids, codebook,
+                  allowed, max(k, rerank), out_d, out_p)
     out_d[out_p < 0] = np.inf
     return out_d, out_p
 
@@ -366,6 +391,7 @@ def scan_torch(lut, list_ids, line_b, line_alpha, line_c, lam_values, offsets, c
             kk = min(k, width)
             top_d, top_i = torch.topk(mat_d, kk, dim=1, largest=False, sorted=True)
             out_d[q0:q1, :kk] = top_d
-            out_p[q0:q1, :kk] = torch.gather(mat_p, 1, top_i)
+            # a row given an infinite term (not allowed) never counts as a hit
+            out_p[q0:q1, :kk] = torch.where(torch.isinf(top_d), -1, torch.gather(mat_p, 1, top_i))
         q0 = q1
     return out_d, out_p

@@ -31,6 +31,7 @@ class VLQQuantizer:
     edge_len2: np.ndarray      # (K, nedge) float32
     lambda_values: np.ndarray  # (nlambda,) float32, ascending
     pq_codebook: np.ndarray    # (M, 2**pq_bits, d / M) float32; pq_bits 8 or 4
+    metric: str = "l2"         # what search ranks by: "l2" or "ip" (cosine: ip on unit rows)
 
     def __post_init__(self):
         k, d = self.centroids.shape
@@ -47,14 +48,21 @@ class VLQQuantizer:
         if self.edges.size and (self.edges.min() < 0 or self.edges.max() >= k):
             raise ValueError(f"graph edge ids must lie in [0, {k}), got "
                              f"[{self.edges.min()}, {self.edges.max()}]")
+        if self.metric not in ("l2", "ip"):
+            raise ValueError(f"quantizer metric must be 'l2' or 'ip', got {self.metric!r}")
         if not 1 <= self.lambda_values.size <= 256:
             raise ValueError(f"lambda levels must number 1..256, got {self.lambda_values.size}")
         object.__setattr__(self, "_centroid_norms",
                            np.einsum("kd,kd->k", self.centroids, self.centroids))
         object.__setattr__(self, "_pq", product_quantizer(self.pq_codebook))
-        # -2 y, laid out (M, dsub, ksub) so that a query table is one GEMM per sub-space
+        # -2 y (l2) or -y (ip), laid out (M, dsub, ksub): a query table is one GEMM per sub-space
+        factor = -2.0 if self.metric == "l2" else -1.0
         object.__setattr__(self, "_lut_codebook", np.ascontiguousarray(
-            (-2.0 * self.pq_codebook).transpose(0, 2, 1), dtype=np.float32))
+            (factor * self.pq_codebook).transpose(0, 2, 1), dtype=np.float32))
+        # how the kernels rank lines: (0 l2 | 1 ip, lowest lambda, highest lambda)
+        object.__setattr__(self, "line_rule", np.array(
+            [self.metric == "ip", self.lambda_values.min(), self.lambda_values.max()],
+            dtype=np.float32))
         flat = faiss.IndexFlatL2(d)
         flat.add(self.centroids)
         object.__setattr__(self, "_centroid_index", flat)
@@ -92,9 +100,10 @@ class VLQQuantizer:
     # -- training ------------------------------------------------------------
     @classmethod
     def train(cls, x: np.ndarray, nlist: int, nedge: int, code_bytes: int, nlambda: int,
-              seed: int = 0, pq_bits: int = 8) -> "VLQQuantizer":
+              seed: int = 0, pq_bits: int = 8, metric: str = "l2") -> "VLQQuantizer":
         """Fit on a float32 sample (SPEC 2 training steps 1-6); the PQ has
-        code_bytes * 8 // pq_bits sub-quantizers of pq_bits bits."""
+        code_bytes * 8 // pq_bits sub-quantizers of pq_bits bits. Codes always minimise
+        the reconstruction error; `metric` is what search ranks by."""
         log.info("VLQ training on %d x %d: k-means nlist=%d", x.shape[0], x.shape[1], nlist)
         centroids = train_centroids(x, nlist, seed=seed)
         edges, edge_len2 = build_graph(centroids, nedge)
@@ -110,7 +119,7 @@ class VLQQuantizer:
         residuals = x - _anchors(centroids, nearest, other, lam_hat)
         pq_codebook = train_product_quantizer(residuals, code_bytes * 8 // pq_bits,
                                               nbits=pq_bits, seed=seed)
-        return cls(centroids, edges, edge_len2, lambda_values, pq_codebook)
+        return cls(centroids, edges, edge_len2, lambda_values, pq_codebook, metric)
 
     # -- encoding ------------------------------------------------------------
     def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -156,8 +165,11 @@ class VLQQuantizer:
 
     def code_terms(self, list_ids: np.ndarray, lam_idx: np.ndarray, codes: np.ndarray,
                    batch_size: int = 16384) -> np.ndarray:
-        """Query-independent ADC term 2 <anchor, r_hat> + |r_hat|^2 per code, float32."""
-        out = np.empty(list_ids.shape[0], dtype=np.float32)
+        """Query-independent ADC term 2 <anchor, r_hat> + |r_hat|^2 per code (l2; zero for
+        the inner product, whose distance has none), float32."""
+        out = np.zeros(list_ids.shape[0], dtype=np.float32)
+        if self.metric == "ip":
+            return out
         for s in range(0, list_ids.shape[0], batch_size):
             sl = slice(s, s + batch_size)
             anchor = self.anchors(list_ids[sl], lam_idx[sl]).astype(np.float64)
@@ -166,7 +178,8 @@ class VLQQuantizer:
         return out
 
     def query_tables(self, q: np.ndarray) -> np.ndarray:
-        """Per-query lookup tables -2 <q_m, y_m,k>: float32 (nq, M, ksub)."""
+        """Per-query lookup tables -2 <q_m, y_m,k> (l2) or -<q_m, y_m,k> (ip): float32
+        (nq, M, ksub)."""
         m, ksub, dsub = self.pq_codebook.shape
         lut = np.empty((q.shape[0], m, ksub), dtype=np.float32)
         for sub in range(m):  # one GEMM per sub-quantizer (stacked matmul is far slower)
@@ -175,8 +188,12 @@ class VLQQuantizer:
 
     def centroid_tables(self) -> np.ndarray:
         """T[A, m, k] = 2 <c_A,m, y_m,k> + |y_m,k|^2, float32 (K, M, ksub): with the query
-        table, the ADC table of codes anchored at centroid A (SPEC 2 search step 3)."""
+        table, the ADC table of codes anchored at centroid A (SPEC 2 search step 3); zero
+        for the inner product."""
         cached = getattr(self, "_centroid_tables", None)
+        if cached is None and self.metric == "ip":
+            cached = np.zeros((self.nlist,) + self.pq_codebook.shape[:2], dtype=np.float32)
+            object.__setattr__(self, "_centroid_tables", cached)
         if cached is None:
             m, ksub, dsub = self.pq_codebook.shape
             c = self.centroids.reshape(self.nlist, m, dsub)
@@ -198,6 +215,9 @@ class VLQQuantizer:
         return cached
 
     def centroid_distances(self, q: np.ndarray) -> np.ndarray:
+        """What probes rank by, (nq, K) float32: squared L2 distances (l2) or -<q, c> (ip)."""
+        if self.metric == "ip":
+            return np.negative(q @ self.centroids.T)
         return centroid_distances(q, self.centroids, self._centroid_norms)
 
 

@@ -11,14 +11,15 @@ from typing import Sequence
 import numpy as np
 
 from indexer.backends import Backend, resolve_backend
-from indexer.coarse import select_lines
 from indexer.encoders import IdentityEncoder, encoder_from_arrays
-from indexer.fastscan_search import search_fastscan, timed
+from indexer.fastscan_search import timed
+from indexer.filters import check_attributes
 from indexer.invlists import InvertedLists
-from indexer.kernels import scan_torch, search_numba
+from indexer.live import (RowSets, check_new_attributes, exhaustive_search, short_rows,
+                          too_few_expected)
 from indexer.merge import order_ties_by_id
 from indexer.quantizer import VLQQuantizer
-from indexer.sizing import blas_controller
+from indexer.search_paths import scan_batch
 from indexer.validation import (
     as_float32,
     check_finite_rows,
@@ -76,6 +77,7 @@ class VLQIndex:
                                    blocked=pq_bits == 4, with_terms=pq_bits == 8)
         self._next_id = 0
         self._device_lists = None
+        self._row_sets = RowSets()
 
     # -- properties ----------------------------------------------------------
     @property
@@ -122,8 +124,9 @@ class VLQIndex:
                                             self.code_bytes, self.nlambda, seed=self.seed,
                                             pq_bits=self.pq_bits)
 
-    def add(self, x: np.ndarray, ids: np.ndarray | None = None) -> None:
-        """Encode and append vectors; ids default to ntotal, ntotal+1, ...
+    def add(self, x: np.ndarray, ids: np.ndarray | None = None, attributes=None) -> None:
+        """Encode and append vectors; ids default to ntotal, ntotal+1, ...; attributes: a
+        pyarrow Table with one row per vector (the columns filters read).
 
         Streams in batches of `add_batch_size` rows (x may be a memory map). Nothing is
         added unless every batch encodes: a bad row, or an id given twice or already in
@@ -132,6 +135,7 @@ class VLQIndex:
         self._require_trained("add")
         check_vectors(x, self.dim, "add")
         n = x.shape[0]
+        attributes = check_new_attributes(self.lists, attributes, n, "add")
         if ids is None:
             ids = np.arange(self._next_id, self._next_id + n, dtype=np.int64)
         else:
@@ -141,11 +145,34 @@ class VLQIndex:
         for s in range(0, n, self.add_batch_size):
             list_ids, lam_idx, codes = self._encode_batch(x[s:s + self.add_batch_size], "add", s)
             terms = self._terms(list_ids, lam_idx, codes)
-            encoded.append((list_ids, lam_idx, codes, ids[s:s + self.add_batch_size], terms))
+            encoded.append((list_ids, lam_idx, codes, ids[s:s + self.add_batch_size], terms,
+                            None if attributes is None else
+                            attributes.slice(s, self.add_batch_size)))
         for part in encoded:
             self.lists.append(*part)
-        self._next_id = max(self._next_id, int(ids.max()) + 1)
+        if n:
+            self._next_id = max(self._next_id, int(ids.max()) + 1)
+        self._changed()
+
+    def remove_ids(self, ids) -> int:
+        """Remove vectors by id; returns how many were removed (unknown ids are ignored).
+        Removed rows are skipped by every scan from now on."""
+        ids = np.asarray(ids)
+        if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
+            raise ValueError(f"remove_ids: ids must be a 1-D array of integers, got "
+                             f"{ids.dtype} of shape {ids.shape}")
+        self.lists.compact()
+        if ids.size == 0 or self.lists.nrows == 0:
+            return 0
+        rows = np.flatnonzero(np.isin(self.lists.ids, ids.astype(np.int64)))
+        removed = self.lists.remove_rows(rows)
+        self._changed()
+        return removed
+
+    def _changed(self) -> None:
+        """The rows changed: cached device copies and filter row sets are stale."""
         self._device_lists = None
+        self._row_sets.invalidate()
 
     def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(list ids, lambda indexes, PQ codes) of vectors, without adding them: what a
@@ -164,7 +191,7 @@ class VLQIndex:
         return self.quantizer.encode(self.encoder.encode(batch))
 
     def add_encoded(self, list_ids: np.ndarray, lambda_idx: np.ndarray, codes: np.ndarray,
-                    ids: np.ndarray) -> None:
+                    ids: np.ndarray, attributes=None) -> None:
         """Append codes encoded elsewhere (by `quantizer.encode`, e.g. on a worker): integer
         arrays in range (nothing is cast silently) and ids not yet in the index."""
         self._require_trained("add_encoded")
@@ -180,12 +207,13 @@ class VLQIndex:
                                        self.quantizer.lambda_values.size).astype(np.uint8)
         codes = np.ascontiguousarray(check_index_array(
             codes, "add_encoded: codes", (n, self.code_bytes), 256), dtype=np.uint8)
+        attributes = check_new_attributes(self.lists, attributes, n, "add_encoded")
         self._refuse_taken_ids(ids, "add_encoded")
         self.lists.append(list_ids, lambda_idx, codes, ids,
-                          self._terms(list_ids, lambda_idx, codes))
+                          self._terms(list_ids, lambda_idx, codes), attributes)
         if n:
             self._next_id = max(self._next_id, int(ids.max()) + 1)
-        self._device_lists = None
+        self._changed()
 
     def _terms(self, list_ids, lam_idx, codes):
         """The per-code ADC terms the scalar scan keeps (8-bit codes only)."""
@@ -202,6 +230,7 @@ class VLQIndex:
     # -- search --------------------------------------------------------------
     def search(self, q: np.ndarray, k: int = 10, nprobe: int = 32, nlines: int = 256,
                batch_size: int = 4096, *, rerank: int | None = None,
+               filter: str | None = None,
                stages: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
         """k nearest neighbours by exact ADC over the `nlines` nearest lines of the
         `nprobe` nearest centroids. Returns D float32 (nq, k), I int64 (nq, k), equal
@@ -212,6 +241,9 @@ class VLQIndex:
         with SIMD; 8-bit codes: float tables and an int16 ADC term), and its `rerank` best
         (default DEFAULT_RERANK_FACTOR[pq_bits] * k, at least k) are re-scored with exact
         ADC.
+        `filter`, a SQL WHERE clause over the attribute columns (DuckDB): only rows it
+        holds for are returned; when the probed lines hold too few of them, a query scans
+        all matching rows (it still gets k hits when k rows match).
         `stages`, a dict, receives the wall seconds of each stage (coarse, tables,
         lines+tables, scan, rerank, merge; the scalar scan's line selection and re-rank
         are fused into "scan")."""
@@ -226,17 +258,29 @@ class VLQIndex:
         rerank = k * DEFAULT_RERANK_FACTOR[self.pq_bits] if rerank is None else \
             check_positive_int(rerank, "rerank")
         self.lists.compact()
+        allowed, n_allowed = self._row_sets.allowed(self.lists, filter)
         out_d = np.empty((qf.shape[0], k), dtype=np.float32)
         out_i = np.empty((qf.shape[0], k), dtype=np.int64)
         step = max(1, min(batch_size, (1 << 26) // (self.nlist * 4)))
+        # a filter: a query whose probed lines hold too few matching rows scans them all
+        exhaustive = filter is not None and too_few_expected(n_allowed, k, nlines,
+                                                             self.lists.nlists)
         for s in range(0, qf.shape[0], step):
             out_d[s:s + step], out_i[s:s + step] = self._search_batch(
-                qf[s:s + step], k, nprobe, nlines, max(rerank, k), s, stages)
+                qf[s:s + step], k, nprobe, nlines, max(rerank, k), s, stages, allowed,
+                n_allowed if filter is not None else None, exhaustive)
         with timed(stages, "merge"):
             return order_ties_by_id(out_d, out_i)   # the same order however the index is split
 
-    def _search_batch(self, q, k, nprobe, nlines, rerank, row0, stages):
-        dist, labels = self._scan_batch(q, k, nprobe, nlines, rerank, row0, stages)
+    def _search_batch(self, q, k, nprobe, nlines, rerank, row0, stages, allowed, n_allowed,
+                      exhaustive):
+        if exhaustive:      # few allowed rows: scan them all
+            dist, labels = self._exhaustive(q, k, allowed, stages)
+        else:
+            dist, labels = scan_batch(self, q, k, nprobe, nlines, rerank, row0, stages,
+                                      allowed)
+            if n_allowed is not None and (short := short_rows(labels, k, n_allowed)).size:
+                dist[short], labels[short] = self._exhaustive(q[short], k, allowed, stages)
         # a distance that overflowed (inf, or NaN from inf - inf) answers nothing: refuse
         # the row rather than return an arbitrary order
         check_finite_rows(np.where(labels >= 0, dist, 0.0), "queries", row0,
@@ -244,62 +288,11 @@ class VLQIndex:
                           "values, too large for float32)")
         return dist, labels
 
-    def _scan_batch(self, q, k, nprobe, nlines, rerank, row0, stages):
-        quantizer, lists = self.quantizer, self.lists
-        fast = self.pq_bits == 4 and self.backend == "numba"
-        # one BLAS thread: OpenBLAS workers spinning after a GEMM would compete with the
-        # scan's threads (measured: 80 -> 53 ms per 1000 queries on 2 cores)
-        with blas_controller().limit(limits=1, user_api="blas"):
-            with timed(stages, "coarse"):
-                q = self.encoder.encode(q)
-                dist_qc = quantizer.centroid_distances(q)
-            # NaN or inf distances never reach the kernels' selections and index computations
-            check_finite_rows(dist_qc, "queries", row0, "its distances to the centroids are "
-                              "not finite in float32 (a query, or model values, too large "
-                              "for float32)")
-            if fast:
-                dist, pos = search_fastscan(quantizer, lists, q, dist_qc, k, nprobe, nlines,
-                                            rerank, stages)
-                return dist, lists.ids_at(pos)
-            with timed(stages, "tables"):
-                lut = quantizer.query_tables(q)
-        if self.backend == "numba":
-            with timed(stages, "scan"):
-                dist, pos = search_numba(dist_qc, lut, quantizer.edges, quantizer.edge_len2,
-                                         nprobe, nlines, quantizer.lambda_values, lists.offsets,
-                                         lists.codes, lists.lambda_idx, lists.terms,
-                                         lists.term_base, lists.term_scale, quantizer.centroids,
-                                         quantizer.pq_codebook, k, rerank)
-            return dist, lists.ids_at(pos)
-        import torch
-        with timed(stages, "lines"):
-            list_ids, line_b, line_alpha, line_c = select_lines(
-                dist_qc, quantizer.edges, quantizer.edge_len2, nprobe, nlines)
-        with timed(stages, "scan"):
-            dev = self._lists_on_device()
-            t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(self.device)  # noqa: E731
-            dist, pos = scan_torch(t(lut), t(list_ids), t(line_b.astype(np.float32)),
-                                   t(line_alpha.astype(np.float32)), t(line_c.astype(np.float32)),
-                                   dev["lambda_values"], dev["offsets"], dev["codes"],
-                                   dev["lambda_idx"], dev["terms"], k)
-            labels = torch.where(pos >= 0, dev["ids"][pos.clamp(min=0)], -1)
-            return dist.cpu().numpy(), labels.cpu().numpy()
-
-    def _lists_on_device(self) -> dict:
-        """The lists as the torch scan reads them: one sub-code per byte (4-bit codes
-        unpacked) and the exact float32 ADC term of every code, on the device."""
-        if self._device_lists is None:
-            import torch
-            lists, codes = self.lists, self.lists.codes
-            terms = self.quantizer.code_terms(lists.list_ids(), lists.lambda_idx, codes)
-            if self.pq_bits == 4:
-                codes = np.stack([codes & 15, codes >> 4], axis=2).reshape(codes.shape[0], -1)
-            arrays = {"offsets": lists.offsets, "codes": codes, "lambda_idx": lists.lambda_idx,
-                      "terms": terms, "ids": lists.ids,
-                      "lambda_values": self.quantizer.lambda_values}
-            self._device_lists = {name: torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
-                                  for name, a in arrays.items()}
-        return self._device_lists
+    def _exhaustive(self, q, k, allowed, stages):
+        with timed(stages, "exhaustive"):
+            dist, pos = exhaustive_search(self.quantizer, self.lists, self.encoder.encode(q),
+                                          allowed, k)
+            return dist, self.lists.ids_at(pos)
 
     def _require_trained(self, what: str) -> None:
         if self.quantizer is None:
@@ -327,6 +320,7 @@ class VLQIndex:
         """The model and the encoded rows, as stored (shards/ writes them)."""
         self._require_trained("save")
         self.lists.compact()
+        self.lists.purge()
         return IndexArrays(model_meta=self.model_meta(), model_arrays=self._model_arrays(),
                            ids=self.lists.ids, list_ids=self.lists.list_ids(),
                            lambda_idx=self.lists.lambda_idx, codes=self.lists.codes,

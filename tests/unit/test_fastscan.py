@@ -356,5 +356,28 @@ def test_portable_only_build_of_the_extension(tmp_path):
     args = fastscan._check_scan_args(**p)
     nq, nprobe, m = args[0].shape[:3]
     out = (np.empty((nq, 50), np.float32), np.empty((nq, 50), np.int64), np.empty((nq, 50), np.int32))
-    native.scan4(*args, *out, nq, nprobe, m, args[2].shape[1], args[7].size - 1, args[10].size, 50, 2, 0)
+    native.scan4(*args, np.empty(0, np.uint32), *out, nq, nprobe, m, args[2].shape[1], args[7].size - 1,
+                 args[10].size, 50, 2, 0)
     assert_same(out, scan4(**p, backend="numba"))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_allowed_rows_skip_the_others_before_they_take_a_place(seed):
+    """With a row set, the scan returns the r best ALLOWED rows: the unrestricted scan's
+    whole order with the other rows struck out, cut at r (native and numba alike)."""
+    from indexer.rowsets import bitset_of
+    p = make_problem(seed, 7, 3, 16, 9, 12)
+    n = p["lam_idx"].size
+    keep = np.random.default_rng(seed).random(n) < 0.3
+    full = scan4(**{**p, "r": n}, backend="numba")
+    backends = ["numba"] + (["native"] if fastscan.native_available() else [])
+    for backend in backends:
+        d, pos, line = scan4(**p, allowed=bitset_of(keep), backend=backend)
+        for q in range(d.shape[0]):
+            ok = (full[1][q] >= 0) & keep[np.maximum(full[1][q], 0)]
+            want = full[1][q][ok][:12]
+            got = pos[q][pos[q] >= 0]
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(d[q][:got.size], full[0][q][ok][:12])
+    with pytest.raises(ValueError, match="ceil"):
+        scan4(**p, allowed=np.zeros(3, np.uint32))

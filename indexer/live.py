@@ -1,0 +1,116 @@
+"""What a live index adds to a search (SPEC 7): the row set a query may return (live rows,
+and those a filter keeps) and the exhaustive scan of a small row set.
+
+The scans take the row set as a bitset (indexer.rowsets) and skip the rows outside it
+before they take a place among the candidates. When too few allowed rows lie in the probed
+lines to give k hits, the query is answered by `exhaustive_search` over all allowed rows
+instead (exact ADC over their decoded vectors), so that a selective filter still returns
+k hits when k rows match.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from indexer.filters import check_attributes, matching_rows
+from indexer.rowsets import bitset_of, rows_of
+
+__all__ = ["RowSets", "check_new_attributes", "exhaustive_search", "short_rows", "too_few_expected", "EXHAUSTIVE_CHUNK"]
+
+EXHAUSTIVE_CHUNK = 32768   # rows decoded at a time by exhaustive_search
+FILTER_CACHE = 8           # row sets of the last filters kept per index
+
+
+class RowSets:
+    """The allowed-row bitsets of an index's lists, by filter clause, cached until the rows
+    change (`invalidate`)."""
+
+    def __init__(self):
+        self._cache: OrderedDict[str, tuple[np.ndarray, int]] = OrderedDict()
+
+    def invalidate(self) -> None:
+        self._cache.clear()
+
+    def allowed(self, lists, where: str | None) -> tuple[np.ndarray | None, int]:
+        """(bitset or None for every row, number of allowed rows) of the compacted lists."""
+        if where is None:
+            return lists.live, len(lists)
+        hit = self._cache.get(where)
+        if hit is None:
+            mask = matching_rows(lists.attributes, where)
+            if lists.live is not None:
+                mask &= rows_of(lists.live, lists.nrows)
+            hit = (bitset_of(mask), int(mask.sum()))
+            self._cache[where] = hit
+            while len(self._cache) > FILTER_CACHE:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(where)
+        return hit
+
+
+def exhaustive_search(quantizer, lists, q: np.ndarray, allowed: np.ndarray | None,
+                      k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best allowed rows of encoded queries q by exact ADC over every allowed row
+    (decoded, EXHAUSTIVE_CHUNK at a time): (distances, positions) ascending as the scans
+    give them (l2: squared distance; ip: -<q, x_hat>), padded with (inf, -1)."""
+    nq = q.shape[0]
+    rows = (np.arange(lists.nrows) if allowed is None
+            else np.flatnonzero(rows_of(allowed, lists.nrows)))
+    best_d = np.full((nq, k), np.inf, dtype=np.float32)
+    best_p = np.full((nq, k), -1, dtype=np.int64)
+    ip = quantizer.metric == "ip"
+    q_norms = np.einsum("nd,nd->n", q, q)
+    for s in range(0, rows.shape[0], EXHAUSTIVE_CHUNK):
+        chunk = rows[s:s + EXHAUSTIVE_CHUNK]
+        x_hat = quantizer.decode(lists.list_ids_at(chunk), lists.lambda_idx[chunk],
+                                 lists.codes_at(chunk))
+        dist = -(q @ x_hat.T)
+        if not ip:
+            dist *= 2.0
+            dist += q_norms[:, None]
+            dist += np.einsum("nd,nd->n", x_hat, x_hat)[None, :]
+        all_d = np.concatenate([best_d, dist.astype(np.float32)], axis=1)
+        all_p = np.concatenate([best_p, np.broadcast_to(chunk, dist.shape)], axis=1)
+        keep = np.argpartition(all_d, k - 1, axis=1)[:, :k] if all_d.shape[1] > k \
+            else np.broadcast_to(np.arange(all_d.shape[1]), (nq, all_d.shape[1]))
+        best_d = np.take_along_axis(all_d, keep, axis=1)
+        best_p = np.take_along_axis(all_p, keep, axis=1)
+    order = np.argsort(best_d, axis=1, kind="stable")
+    best_d = np.take_along_axis(best_d, order, axis=1)
+    best_p = np.take_along_axis(best_p, order, axis=1)
+    best_p[~np.isfinite(best_d)] = -1
+    return best_d, best_p
+
+
+def too_few_expected(n_allowed: int, k: int, nlines: int, nlines_total: int) -> bool:
+    """Whether the probed lines are expected to hold fewer than 2k allowed rows (then the
+    exhaustive scan of the allowed rows is both surer and cheaper)."""
+    return n_allowed * nlines < 2 * k * nlines_total
+
+
+def short_rows(labels: np.ndarray, k: int, n_allowed: int) -> np.ndarray:
+    """Queries that returned fewer hits than they can have (min(k, allowed rows))."""
+    return np.flatnonzero((labels >= 0).sum(axis=1) < min(k, n_allowed))
+
+
+def check_new_attributes(lists, attributes, n: int, what: str):
+    """The attributes of n new rows (check_attributes), consistent with the rows held:
+    an index has attribute columns from its first rows on, or never."""
+    had = lists.attributes is not None or any(part[5] is not None for part in lists._pending)
+    if attributes is None:
+        if had and n:
+            raise ValueError(f"{what}: this index has attribute columns; give attributes "
+                             f"for the new vectors too")
+        return None
+    table = check_attributes(attributes, n, what)
+    if len(lists) and not had:
+        raise ValueError(f"{what}: this index holds vectors without attributes; attributes "
+                         f"must come with every add, from the first")
+    lists.compact()
+    held = lists.attributes
+    if held is not None and held.schema != table.schema:
+        raise ValueError(f"{what}: attribute columns ({held.schema.to_string(show_schema_metadata=False)})"
+                         f" expected, got ({table.schema.to_string(show_schema_metadata=False)})")
+    return table
