@@ -2,10 +2,12 @@
 and those a filter keeps) and the exhaustive scan of a small row set.
 
 The scans take the row set as a bitset (indexer.rowsets) and skip the rows outside it
-before they take a place among the candidates. When too few allowed rows lie in the probed
-lines to give k hits, the query is answered by `exhaustive_search` over all allowed rows
-instead (exact ADC over their decoded vectors), so that a selective filter still returns
-k hits when k rows match.
+before they take a place among the candidates. A filter that keeps a fraction s of the rows
+widens the probe by 1/s (`filtered_plan`), so that the scan meets about as many matching
+rows as an unfiltered scan meets rows; when that widened scan would meet more rows than
+match, `exhaustive_search` scores every matching row instead (exact ADC over their decoded
+vectors), and so does a query left with fewer than k hits: a selective filter still
+returns k hits when k rows match.
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ import numpy as np
 from indexer.filters import check_attributes, matching_rows
 from indexer.rowsets import bitset_of, rows_of
 
-__all__ = ["RowSets", "check_new_attributes", "exhaustive_search", "short_rows", "too_few_expected", "EXHAUSTIVE_CHUNK"]
+__all__ = ["RowSets", "check_new_attributes", "exhaustive_search", "filtered_plan", "short_rows",
+           "EXHAUSTIVE_CHUNK"]
 
 EXHAUSTIVE_CHUNK = 32768   # rows decoded at a time by exhaustive_search
 FILTER_CACHE = 8           # row sets of the last filters kept per index
@@ -84,10 +87,18 @@ def exhaustive_search(quantizer, lists, q: np.ndarray, allowed: np.ndarray | Non
     return best_d, best_p
 
 
-def too_few_expected(n_allowed: int, k: int, nlines: int, nlines_total: int) -> bool:
-    """Whether the probed lines are expected to hold fewer than 2k allowed rows (then the
-    exhaustive scan of the allowed rows is both surer and cheaper)."""
-    return n_allowed * nlines < 2 * k * nlines_total
+def filtered_plan(nlist: int, nedge: int, ntotal: int, n_allowed: int, nprobe: int,
+                  nlines: int) -> tuple[int, int, bool]:
+    """(nprobe, nlines, exhaustive) of a search whose filter keeps n_allowed of ntotal rows:
+    the probe widened by 1/selectivity (capped at every list), or, when that widened scan
+    would meet more rows than match, the exhaustive scan of the matching rows."""
+    if n_allowed == 0:
+        return nprobe, nlines, True
+    widen = max(1, ntotal) / n_allowed
+    wide_probe = int(min(nlist, np.ceil(nprobe * widen)))
+    wide_lines = int(min(wide_probe * nedge, np.ceil(nlines * widen)))
+    scanned = ntotal * wide_lines / (nlist * nedge)      # rows the widened scan meets
+    return wide_probe, wide_lines, n_allowed <= scanned
 
 
 def short_rows(labels: np.ndarray, k: int, n_allowed: int) -> np.ndarray:

@@ -15,8 +15,8 @@ from indexer.encoders import IdentityEncoder, encoder_from_arrays
 from indexer.fastscan_search import timed
 from indexer.filters import check_attributes
 from indexer.invlists import InvertedLists
-from indexer.live import (RowSets, check_new_attributes, exhaustive_search, short_rows,
-                          too_few_expected)
+from indexer.live import (RowSets, check_new_attributes, exhaustive_search, filtered_plan,
+                          short_rows)
 from indexer.merge import order_ties_by_id
 from indexer.quantizer import VLQQuantizer
 from indexer.search_paths import scan_batch
@@ -242,8 +242,11 @@ class VLQIndex:
         (default DEFAULT_RERANK_FACTOR[pq_bits] * k, at least k) are re-scored with exact
         ADC.
         `filter`, a SQL WHERE clause over the attribute columns (DuckDB): only rows it
-        holds for are returned; when the probed lines hold too few of them, a query scans
-        all matching rows (it still gets k hits when k rows match).
+        holds for are returned. With a filter that keeps a fraction s of the rows, nprobe
+        and nlines are divided by s (the scan meets about as many matching rows as an
+        unfiltered one meets rows), unless that would scan more rows than match: then
+        every matching row is scored (exact ADC); a query that still has fewer than k hits
+        scores every matching row too, so it gets k hits when k rows match.
         `stages`, a dict, receives the wall seconds of each stage (coarse, tables,
         lines+tables, scan, rerank, merge; the scalar scan's line selection and re-rank
         are fused into "scan")."""
@@ -259,12 +262,13 @@ class VLQIndex:
             check_positive_int(rerank, "rerank")
         self.lists.compact()
         allowed, n_allowed = self._row_sets.allowed(self.lists, filter)
+        exhaustive = False
+        if filter is not None:   # probe wider, or scan every matching row (indexer.live)
+            nprobe, nlines, exhaustive = filtered_plan(self.nlist, self.nedge, self.ntotal,
+                                                       n_allowed, nprobe, nlines)
         out_d = np.empty((qf.shape[0], k), dtype=np.float32)
         out_i = np.empty((qf.shape[0], k), dtype=np.int64)
         step = max(1, min(batch_size, (1 << 26) // (self.nlist * 4)))
-        # a filter: a query whose probed lines hold too few matching rows scans them all
-        exhaustive = filter is not None and too_few_expected(n_allowed, k, nlines,
-                                                             self.lists.nlists)
         for s in range(0, qf.shape[0], step):
             out_d[s:s + step], out_i[s:s + step] = self._search_batch(
                 qf[s:s + step], k, nprobe, nlines, max(rerank, k), s, stages, allowed,

@@ -152,3 +152,14 @@ def test_inner_product_exhaustive_search_equals_brute_force(pq_bits, backend):
     D, I = _exhaustive(index, q, 10)
     bd, bi = _brute(index, q, 10, np.arange(N))
     _assert_same_topk(D, I, bd, bi)
+
+
+def test_filtered_plan_widens_the_probe_or_scans_the_matching_rows():
+    from indexer.live import filtered_plan
+    # half the rows match: twice the probe, still a scan
+    assert filtered_plan(1024, 32, 10 ** 6, 5 * 10 ** 5, 16, 128) == (32, 256, False)
+    # 0.1%: 1000 matching rows, the widened scan would meet far more: scan the matching rows
+    assert filtered_plan(1024, 32, 10 ** 6, 1000, 16, 128)[2]
+    # capped at every list
+    assert filtered_plan(64, 4, 10 ** 6, 10 ** 4, 16, 64)[:2] == (64, 256)
+    assert filtered_plan(64, 4, 10 ** 6, 0, 16, 64)[2]
