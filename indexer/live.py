@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import faiss
 import numpy as np
 
 from indexer.filters import check_attributes, matching_rows
@@ -56,34 +57,35 @@ class RowSets:
 def exhaustive_search(quantizer, lists, q: np.ndarray, allowed: np.ndarray | None,
                       k: int) -> tuple[np.ndarray, np.ndarray]:
     """The k best allowed rows of encoded queries q by exact ADC over every allowed row
-    (decoded, EXHAUSTIVE_CHUNK at a time): (distances, positions) ascending as the scans
-    give them (l2: squared distance; ip: -<q, x_hat>), padded with (inf, -1)."""
+    (decoded EXHAUSTIVE_CHUNK at a time, faiss' exact k-NN over them): (distances,
+    positions) ascending as the scans give them (l2: squared distance; ip: -<q, x_hat>),
+    padded with (inf, -1)."""
     nq = q.shape[0]
     rows = (np.arange(lists.nrows) if allowed is None
             else np.flatnonzero(rows_of(allowed, lists.nrows)))
     best_d = np.full((nq, k), np.inf, dtype=np.float32)
     best_p = np.full((nq, k), -1, dtype=np.int64)
     ip = quantizer.metric == "ip"
-    q_norms = np.einsum("nd,nd->n", q, q)
+    q = np.ascontiguousarray(q, dtype=np.float32)
     for s in range(0, rows.shape[0], EXHAUSTIVE_CHUNK):
         chunk = rows[s:s + EXHAUSTIVE_CHUNK]
         x_hat = quantizer.decode(lists.list_ids_at(chunk), lists.lambda_idx[chunk],
                                  lists.codes_at(chunk))
-        dist = -(q @ x_hat.T)
-        if not ip:
-            dist *= 2.0
-            dist += q_norms[:, None]
-            dist += np.einsum("nd,nd->n", x_hat, x_hat)[None, :]
-        all_d = np.concatenate([best_d, dist.astype(np.float32)], axis=1)
-        all_p = np.concatenate([best_p, np.broadcast_to(chunk, dist.shape)], axis=1)
-        keep = np.argpartition(all_d, k - 1, axis=1)[:, :k] if all_d.shape[1] > k \
-            else np.broadcast_to(np.arange(all_d.shape[1]), (nq, all_d.shape[1]))
+        kk = min(k, chunk.shape[0])
+        dist, pos = faiss.knn(q, np.ascontiguousarray(x_hat, dtype=np.float32), kk,
+                              metric=faiss.METRIC_INNER_PRODUCT if ip else faiss.METRIC_L2)
+        if ip:
+            dist = -dist
+        all_d = np.concatenate([best_d, dist], axis=1)
+        all_p = np.concatenate([best_p, np.where(pos >= 0, chunk[np.maximum(pos, 0)], -1)], axis=1)
+        keep = np.argpartition(all_d, k - 1, axis=1)[:, :k]
         best_d = np.take_along_axis(all_d, keep, axis=1)
         best_p = np.take_along_axis(all_p, keep, axis=1)
     order = np.argsort(best_d, axis=1, kind="stable")
     best_d = np.take_along_axis(best_d, order, axis=1)
     best_p = np.take_along_axis(best_p, order, axis=1)
     best_p[~np.isfinite(best_d)] = -1
+    best_d[best_p < 0] = np.inf
     return best_d, best_p
 
 
