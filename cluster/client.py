@@ -3,11 +3,14 @@
     from cluster.client import Client
     client = Client.connect(name="sift-demo", address="auto")
     D, I = client.search(queries, k=10, nprobe=32, nlines=256)
+    D, I = client.search(queries, k=10, filter="lang = 'en' AND year >= 2020", refine=100)
     client.stats()
 
 Queries are checked here (clear ValueErrors before anything is sent) and again by the
-coordinator. A result that lacks some shards raises PartialResultError unless
-`on_partial="partial"`, which returns it marked (`result.partial`, `missing_shards`).
+coordinator; what only the searchers can check (a filter's columns and syntax, refinement
+without stored vectors) comes back as the ValueError they raised. A result that lacks some
+shards raises PartialResultError unless `on_partial="partial"`, which returns it marked
+(`result.partial`, `missing_shards`).
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import logging
 
 import numpy as np
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from cluster.serving.coordinator import get_coordinator
 from cluster.ray_session import connect
@@ -45,18 +48,23 @@ class Client:
         return cls(name, coordinator, info)
 
     def search(self, queries: np.ndarray, k: int = 10, nprobe: int = 32, nlines: int = 256, *,
-               rerank: int | None = None, on_partial: OnPartial = "raise",
-               timeout_s: float | None = None) -> SearchResult:
-        """k nearest of every query; unpacks as `D, I`, and carries `.version` (the index
-        version that answered) and `.missing_shards`. `rerank`: how many codes per query
-        each shard re-ranks with exact ADC (default: 2 k with 4-bit codes, k with 8-bit)."""
+               rerank: int | None = None, filter: str | None = None, refine: int | None = None,
+               on_partial: OnPartial = "raise", timeout_s: float | None = None) -> SearchResult:
+        """k nearest of every query; unpacks as `D, I` (l2: distances ascending; ip and
+        cosine: similarities descending), and carries `.version` (the index version that
+        answered) and `.missing_shards`. `rerank`: how many codes per query each shard
+        re-ranks with exact ADC (default: 2 k with 4-bit codes, k with 8-bit). `filter`: a
+        SQL WHERE clause over the attribute columns; only rows it holds for are returned.
+        `refine` (>= k): how many candidates per query each shard re-ranks by the exact
+        distance to its stored vectors."""
         if on_partial not in ("raise", "partial"):
             raise ValueError(f"on_partial must be 'raise' or 'partial', got {on_partial!r}")
         if timeout_s is not None and (isinstance(timeout_s, bool) or
                                       not isinstance(timeout_s, (int, float)) or timeout_s <= 0):
             raise ValueError(f"timeout_s must be a number > 0, got {timeout_s!r}")
         q = check_queries(queries, self.dim)
-        params = SearchParams(k=k, nprobe=nprobe, nlines=nlines, rerank=rerank)
+        params = SearchParams(k=k, nprobe=nprobe, nlines=nlines, rerank=rerank, filter=filter,
+                              refine=refine)
         ref = self._coordinator.search.remote(q, params, timeout_s)
         result = self._call(self.name, ref, timeout=(timeout_s or 600.0) + REPLY_MARGIN_S)
         if result.partial and on_partial == "raise":
@@ -75,6 +83,11 @@ class Client:
     def _call(name: str, ref, timeout: float | None):
         try:
             return ray.get(ref, timeout=timeout)
+        except RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(exc, ValueError) and isinstance(cause, ValueError):
+                raise cause from None           # a bad request: the service's own message
+            raise
         except RayActorError as exc:
             raise ServiceUnavailableError(f"the snapline service for index {name!r} is "
                                           f"stopped or unreachable ({type(exc).__name__})") from exc

@@ -1,7 +1,9 @@
 """Merging top-k results of disjoint parts of an index (pure numpy, no Ray).
 
 Each part answers (D, I) for the same queries with its own k nearest; the k nearest of
-the union are the k smallest distances over all parts. Empty slots are (inf, -1). Equal distances are
+the union are the k smallest distances over all parts (l2), or the k largest similarities
+(ip, cosine: D sorted descending, as faiss METRIC_INNER_PRODUCT; `ranks_descending`).
+Empty slots are (inf, -1), or (-inf, -1) in descending order. Equal distances are
 ordered by id (`order_ties_by_id`), so that the answer does not depend on how the index
 is split into parts (SIFT has duplicate vectors: equal codes, equal distances).
 """
@@ -11,14 +13,29 @@ from typing import Sequence
 
 import numpy as np
 
+#: metrics whose search answers similarities sorted descending (the rest: distances ascending)
+DESCENDING_METRICS = frozenset({"ip", "cosine"})
+METRICS = frozenset({"l2"}) | DESCENDING_METRICS
+
+
+def ranks_descending(metric: str) -> bool:
+    """Whether answers of an index of this metric are sorted descending (similarities)."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
+    return metric in DESCENDING_METRICS
+
 
 def merge_topk(D_list: Sequence[np.ndarray], I_list: Sequence[np.ndarray],
-               k: int) -> tuple[np.ndarray, np.ndarray]:
-    """k smallest distances per row across parts: D float32 (nq, k), I int64 (nq, k).
+               k: int, *, descending: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """k smallest distances per row across parts (`descending`: k largest similarities):
+    D float32 (nq, k), I int64 (nq, k).
 
-    Parts may hold fewer than k columns; missing columns come back as (inf, -1). Equal
-    distances are ordered by id.
+    Parts may hold fewer than k columns; missing columns come back as (inf, -1), or
+    (-inf, -1) when descending. Equal values are ordered by id either way.
     """
+    if descending:      # negation is exact in float32: the same order, ties by id
+        D, I = merge_topk([-np.asarray(d, np.float32) for d in D_list], I_list, k)
+        return -D, I
     if len(D_list) != len(I_list) or not D_list:
         raise ValueError(f"merge_topk: need as many distance as id arrays (>= 1), got "
                          f"{len(D_list)} and {len(I_list)}")

@@ -29,6 +29,7 @@ def _search(args) -> int:
     queries = reader.read(0, min(reader.n, args.limit) if args.limit else reader.n)
     client = Client.connect(args.name, address=args.address)
     result = client.search(queries, k=args.k, nprobe=args.nprobe, nlines=args.nlines,
+                           rerank=args.rerank, filter=args.filter, refine=args.refine,
                            on_partial=args.on_partial, timeout_s=args.timeout_s)
     if args.out:
         np.savez(args.out, distances=result.distances, ids=result.ids)
@@ -80,6 +81,12 @@ def _add_search_parser(sub):
     search.add_argument("--k", type=int, default=10)
     search.add_argument("--nprobe", type=int, default=32)
     search.add_argument("--nlines", type=int, default=256)
+    search.add_argument("--rerank", type=int, default=None, help="codes re-ranked with exact "
+                        "ADC per query and shard (default: the index's)")
+    search.add_argument("--filter", default=None, help="SQL WHERE clause over the attribute "
+                        "columns, e.g. \"lang = 'en' AND year >= 2020\"")
+    search.add_argument("--refine", type=int, default=None, help="candidates (>= k) re-ranked "
+                        "by the exact distance to the stored vectors")
     search.add_argument("--timeout-s", type=float, default=None)
     search.add_argument("--on-partial", choices=("raise", "partial"), default="raise")
     search.add_argument("--out", default=None, help=".npz file for distances and ids")

@@ -33,6 +33,7 @@ from cluster.serving.routing import merge_answers, replica_order, shard_groups
 from cluster.serving.searcher import SearcherActor
 from cluster.serving.types import (NAMESPACE, SearchParams, SearchResult, ServeConfig,
                                  check_queries)
+from indexer.merge import ranks_descending
 from shards import IndexRoot, Store, resolve
 from shards.registry import mark_serving
 
@@ -65,7 +66,12 @@ class _ServingState:
     nedge: int
     nshards: int
     groups: list[_Group]
+    metric: str = "l2"           # what the searchers rank by: the merge's order
     inflight: int = 0
+
+    @property
+    def descending(self) -> bool:
+        return ranks_descending(self.metric)
 
 
 class QueryCoordinator:
@@ -130,6 +136,11 @@ class QueryCoordinator:
             if any(info["version"] != version for info in infos):
                 raise RuntimeError(f"searchers loaded {sorted({i['version'] for i in infos})}, "
                                    f"expected {version}")
+            metrics = sorted({info["metric"] for info in infos})
+            if len(metrics) != 1:
+                raise ValueError(f"index {self.cfg.name!r} version {version}: its shards rank "
+                                 f"by different metrics {metrics}")
+            ranks_descending(metrics[0])          # a metric this merge knows, or a clear error
         except BaseException:     # a version that does not load: nothing of it left running
             for h in handles:
                 ray.kill(h, no_restart=True)
@@ -139,7 +150,7 @@ class QueryCoordinator:
         shape = manifest.shape
         return _ServingState(version=version, dim=shape.dim, ntotal=manifest.ntotal,
                              nlist=shape.nlist, nedge=shape.nedge,
-                             nshards=len(manifest.shards), groups=groups)
+                             nshards=len(manifest.shards), groups=groups, metric=metrics[0])
 
     async def reload(self) -> str:
         """Serve the version CURRENT names now, if it is not the one served; returns it."""
@@ -211,13 +222,18 @@ class QueryCoordinator:
             raise
         deadline = time.monotonic() + (timeout_s or self.cfg.timeout_s)
         state.inflight += 1
-        try:
+        try:      # every group's call ends before the batch does (a reload waits for it)
             parts = await asyncio.gather(*[self._search_group(g, q, params, deadline)
-                                           for g in state.groups])
+                                           for g in state.groups], return_exceptions=True)
         finally:
             state.inflight -= 1
+        for part in parts:
+            if isinstance(part, BaseException):
+                if isinstance(part, ValueError):  # a bad filter or refine, found by a searcher
+                    self._counts["rejected_batches"] += 1
+                raise part
         D, I, missing = merge_answers([g.shards for g in state.groups], parts, q.shape[0],
-                                      params.k)
+                                      params.k, descending=state.descending)
         self._latency_ms.append((time.perf_counter() - t0) * 1e3)
         self._counts["batches"] += 1
         self._counts["queries"] += q.shape[0]
@@ -256,8 +272,8 @@ class QueryCoordinator:
                     return await asyncio.wait_for(group.replicas[r].search.remote(q, params),
                                                   attempt_s)
                 except RayTaskError as exc:
-                    if isinstance(exc, ValueError):
-                        raise                       # a bad request, not a bad replica
+                    if isinstance(exc, ValueError):  # a bad request, not a bad replica: the
+                        raise _cause(exc) from None  # searcher's own error, to the caller
                     self._replica_failed(group, r, exc)
                 except (RayActorError, GetTimeoutError, asyncio.TimeoutError, RayError) as exc:
                     self._replica_failed(group, r, exc)
@@ -271,10 +287,11 @@ class QueryCoordinator:
 
     # -- introspection -----------------------------------------------------------
     async def describe(self) -> dict:
-        """What a client needs to check queries: version, dim, ntotal, nlist, nedge."""
+        """What a client needs to check queries and read answers: version, dim, ntotal, nlist,
+        nedge, metric (l2: distances ascending; ip, cosine: similarities descending)."""
         s = await self._current_state()
         return {"name": self.cfg.name, "version": s.version, "dim": s.dim, "ntotal": s.ntotal,
-                "nlist": s.nlist, "nedge": s.nedge}
+                "nlist": s.nlist, "nedge": s.nedge, "metric": s.metric}
 
     async def searchers(self) -> list[dict]:
         """Every searcher of the served version: group, replica, shards, actor handle."""
@@ -288,7 +305,8 @@ class QueryCoordinator:
         pct = ({f"p{p}": float(np.percentile(lat, p)) for p in (50, 90, 99)} if lat.size
                else {})
         return {"name": self.cfg.name, "store": self.cfg.store,
-                "version": s.version if s else None, "shards": s.nshards if s else 0,
+                "version": s.version if s else None, "metric": s.metric if s else None,
+                "shards": s.nshards if s else 0,
                 "ntotal": s.ntotal if s else 0,
                 "searchers": len(s.groups) if s else 0, "replicas": self.cfg.replicas,
                 "queries_served": self._counts["queries"], "batches": self._counts["batches"],
@@ -298,6 +316,12 @@ class QueryCoordinator:
                 "reloads": self._counts["reloads"], "last_reload_error": self._last_reload_error,
                 "latency_ms": {**pct, "window_batches": int(lat.size)},
                 "uptime_s": time.time() - self._started}
+
+
+def _cause(exc: RayTaskError) -> BaseException:
+    """The exception a remote call raised, without Ray's wrapping and remote traceback."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc
 
 
 def _index_root(cfg: ServeConfig) -> IndexRoot:

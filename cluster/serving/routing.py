@@ -27,15 +27,18 @@ def replica_order(turn: int, down_until: Sequence[float], now: float) -> list[in
 
 
 def merge_answers(groups: Sequence[Sequence[int]], answers: Sequence, nq: int,
-                  k: int) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+                  k: int, *, descending: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
     """The top-k over the groups that answered ((D, I) per group, None for a group
-    that did not) and the shards of those that did not. No answer at all: every slot
-    empty (inf, -1)."""
+    that did not) and the shards of those that did not, in the index's order (`descending`:
+    similarities, largest first; `indexer.merge.ranks_descending`). No answer at all: every
+    slot empty (inf, -1), or (-inf, -1) when descending."""
     answered = [a for a in answers if a is not None]
     missing = tuple(s for g, a in zip(groups, answers) if a is None for s in g)
     if answered:
-        D, I = merge_topk([a[0] for a in answered], [a[1] for a in answered], k)
+        D, I = merge_topk([a[0] for a in answered], [a[1] for a in answered], k,
+                          descending=descending)
     else:
-        D = np.full((nq, k), np.inf, np.float32)
+        D = np.full((nq, k), -np.inf if descending else np.inf, np.float32)
         I = np.full((nq, k), -1, np.int64)
     return D, I, missing

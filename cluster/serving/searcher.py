@@ -44,19 +44,28 @@ class ShardSearcher:
         if self.index.ntotal:
             self.index.search(np.zeros((1, self.index.dim), np.float32), 1, 1, 1)
 
+    @property
+    def metric(self) -> str:
+        """What the index ranks by (indexes from before metrics were recorded: l2)."""
+        return getattr(self.index.shape, "metric", "l2")
+
     def info(self) -> dict:
         return {"version": self.version, "shards": list(self.shards),
-                "ntotal": self.index.ntotal, "backend": self.index.backend,
-                "device": self.index.device, "pid": os.getpid()}
+                "ntotal": self.index.ntotal, "metric": self.metric,
+                "backend": self.index.backend, "device": self.index.device, "pid": os.getpid()}
 
     def search(self, queries: np.ndarray, params: SearchParams) -> tuple[np.ndarray, np.ndarray]:
-        """This group's k nearest (fewer stored vectors than k: padded with inf, -1)."""
+        """This group's k nearest, with the batch's filter and refinement (fewer stored
+        or matching vectors than k: padded with -1 ids). A bad filter or refinement is the
+        ValueError VLQIndex.search raises, naming it."""
         nq = queries.shape[0]
         k_local = min(params.k, self.index.ntotal)
         if k_local == 0:
             return np.full((nq, 0), np.inf, np.float32), np.full((nq, 0), -1, np.int64)
-        return self.index.search(queries, k_local, params.nprobe, params.nlines,
-                                 rerank=params.rerank)
+        options = {"rerank": params.rerank, "filter": params.filter}
+        if params.refine is not None:     # re-rank no more candidates than the group holds
+            options["refine"] = min(params.refine, self.index.ntotal)
+        return self.index.search(queries, k_local, params.nprobe, params.nlines, **options)
 
 
 SearcherActor = ray.remote(max_restarts=-1, max_task_retries=0)(ShardSearcher)

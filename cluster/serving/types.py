@@ -81,16 +81,30 @@ class ServeConfig:
 
 @dataclass(frozen=True)
 class SearchParams:
+    """One query batch's search settings, as every searcher passes them to VLQIndex.search."""
+
     k: int = 10
     nprobe: int = 32
     nlines: int = 256
     rerank: int | None = None   # 4-bit codes: codes re-ranked exactly (None: VLQIndex default)
+    filter: str | None = None   # SQL WHERE clause over the attribute columns (None: all rows)
+    refine: int | None = None   # candidates re-ranked by the exact distance to stored vectors
 
     def __post_init__(self):
         for name in ("k", "nprobe", "nlines"):
             _positive(getattr(self, name), name)
         if self.rerank is not None:
             _positive(self.rerank, "rerank")
+        if self.filter is not None and (not isinstance(self.filter, str)
+                                        or not self.filter.strip()):
+            raise ValueError(f"filter must be a non-empty SQL WHERE clause string or None, "
+                             f"got {self.filter!r}")
+        if self.refine is not None:
+            _positive(self.refine, "refine")
+            if self.refine < self.k:
+                raise ValueError(f"refine must be >= k (the candidates re-ranked by exact "
+                                 f"distance include the k returned), got refine={self.refine} "
+                                 f"with k={self.k}")
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,9 +1,13 @@
 """Serving tests on a real local Ray (in-process `ray.init`, 2 CPUs) and small indexes of
-the bundled SIFT data published into a temporary store as 1, 2 and 4 shards."""
+the bundled SIFT data published into a temporary store as 1, 2 and 4 shards. Every row has
+attributes (`tag` = id % 1000, `lang` = 'en' for even ids, 'fr' for odd ones) and, where the
+index can keep them, its stored vectors (for refine)."""
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
+import numpy as np
 import pytest
 import ray
 
@@ -34,13 +38,24 @@ def sift():
             for name in ("base", "query", "learn")}
 
 
+def attributes(ids: np.ndarray):
+    """The attribute rows of `ids`: tag (0.1% of rows per value), lang (50% each)."""
+    import pyarrow as pa
+
+    return pa.table({"tag": pa.array(ids % 1000, pa.int64()),
+                     "lang": pa.array(np.where(ids % 2 == 0, "en", "fr"))})
+
+
 @pytest.fixture(scope="module")
 def trained(sift):
     from indexer import VLQIndex
 
-    index = VLQIndex(128, nlist=64, nedge=16, code_bytes=16, backend="numba")
+    # stored vectors once VLQIndex keeps them (the refinement branch)
+    stored = ({"stored_vectors": "uint8"} if "stored_vectors" in
+              inspect.signature(VLQIndex).parameters else {})
+    index = VLQIndex(128, nlist=64, nedge=16, code_bytes=16, backend="numba", **stored)
     index.train(sift["learn"])
-    index.add(sift["base"])
+    index.add(sift["base"], attributes=attributes(np.arange(NB)))
     return index
 
 

@@ -67,3 +67,36 @@ def test_order_ties_by_id_leaves_rows_without_ties():
     assert out_i.tolist() == [[3, 6, 8], [9, 1, 2]]
     same = I[1:]
     assert order_ties_by_id(D[1:], same)[1] is same
+
+
+def test_descending_merge_is_the_topk_largest_of_the_union_with_ties_by_id():
+    """ip/cosine answers are similarities sorted descending: the merge keeps the largest,
+    equal values in id order whatever the split, and pads with (-inf, -1)."""
+    from indexer.merge import ranks_descending
+
+    rng = np.random.default_rng(1)
+    nq, k = 6, 5
+    sims = rng.integers(0, 8, (nq, 40)).astype(np.float32)     # many ties
+    ids = np.tile(rng.permutation(1000)[:40], (nq, 1)).astype(np.int64)
+    parts_d, parts_i = [], []
+    for cols in (slice(0, 13), slice(13, 40)):
+        d, i = sims[:, cols], ids[:, cols]
+        order = np.lexsort((i, -d), axis=1)[:, :k]                  # each part: its best k
+        parts_d.append(np.take_along_axis(d, order, 1))
+        parts_i.append(np.take_along_axis(i, order, 1))
+    D, I = merge_topk(parts_d, parts_i, k, descending=True)
+    best = np.lexsort((ids, -sims), axis=1)[:, :k]
+    np.testing.assert_array_equal(I, np.take_along_axis(ids, best, 1))
+    np.testing.assert_array_equal(D, np.take_along_axis(sims, best, 1))
+    assert (np.diff(D, axis=1) <= 0).all()
+    swapped = merge_topk(parts_d[::-1], parts_i[::-1], k, descending=True)
+    np.testing.assert_array_equal(swapped[1], I)
+    # the ascending merge of the same parts would keep the smallest: a different answer
+    assert not np.array_equal(merge_topk(parts_d, parts_i, k)[1], I)
+    # empty slots sort last and padding is (-inf, -1)
+    D, I = merge_topk([np.array([[0.5, 7.0]], np.float32)], [np.array([[3, -1]])], 3,
+                      descending=True)
+    assert I.tolist() == [[3, -1, -1]] and D[0, 0] == 0.5 and (D[0, 1:] == -np.inf).all()
+    assert [ranks_descending(m) for m in ("l2", "ip", "cosine")] == [False, True, True]
+    with pytest.raises(ValueError, match="metric must be one of"):
+        ranks_descending("hamming")

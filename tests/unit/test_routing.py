@@ -44,3 +44,15 @@ def test_merge_answers_is_the_topk_of_the_answered_groups_and_lists_the_rest():
     D, I, missing = merge_answers(groups, [None, None, None], nq, k)
     assert missing == (0, 1, 2, 3, 4) and D.shape == (nq, k) and np.isinf(D).all()
     assert (I == -1).all() and D.dtype == np.float32 and I.dtype == np.int64
+
+
+def test_merge_answers_in_descending_order():
+    """Similarities (ip, cosine): the largest win; no answer at all is (-inf, -1)."""
+    a = (np.array([[0.9, 0.2]], np.float32), np.array([[1, 2]]))
+    b = (np.array([[0.5, 0.4]], np.float32), np.array([[3, 4]]))
+    D, I, missing = merge_answers([(0,), (1,), (2,)], [a, None, b], 1, 3, descending=True)
+    assert I.tolist() == [[1, 3, 4]]
+    np.testing.assert_array_equal(D, np.array([[0.9, 0.5, 0.4]], np.float32))
+    assert missing == (1,)
+    D, I, _ = merge_answers([(0,)], [None], 2, 3, descending=True)
+    assert (D == -np.inf).all() and (I == -1).all()

@@ -25,6 +25,25 @@ def test_serve_config_names_the_bad_field(bad, message):
         ServeConfig(**{"store": "/s", "name": "n", **bad})
 
 
+@pytest.mark.parametrize("bad, message", [
+    (dict(filter=""), "filter must be a non-empty SQL WHERE clause string"),
+    (dict(filter="   "), "filter must be a non-empty"),
+    (dict(filter=3), "filter must be a non-empty SQL WHERE clause string or None, got 3"),
+    (dict(refine=0), "refine must be > 0"), (dict(refine=True), "refine must be an integer"),
+    (dict(refine=2.5), "refine must be an integer"),
+    (dict(k=10, refine=5), "refine must be >= k .* got refine=5 with k=10"),
+])
+def test_search_params_check_filter_and_refine(bad, message):
+    with pytest.raises(ValueError, match=message):
+        SearchParams(**bad)
+
+
+def test_search_params_carry_filter_and_refine():
+    params = SearchParams(k=10, filter="lang = 'en'", refine=10)
+    assert (params.filter, params.refine) == ("lang = 'en'", 10)
+    assert SearchParams().filter is None and SearchParams().refine is None
+
+
 def test_search_params_and_queries_are_checked():
     with pytest.raises(ValueError, match="k must be > 0"):
         SearchParams(k=0)
@@ -54,6 +73,7 @@ def test_shard_searcher_answers_like_the_index_of_its_shards(tmp_path, trained_i
     uri = f"{tmp_path}/indexes/idx/v000001"
     searcher = ShardSearcher(uri, [1, 2])
     assert searcher.info()["version"] == "v000001" and searcher.info()["shards"] == [1, 2]
+    assert searcher.info()["metric"] == "l2"          # what the coordinator merges by
     q = small_data["query"]
     D, I = searcher.search(q, SearchParams(k=5, nprobe=8, nlines=32))
     D0, I0 = VLQIndex.load(uri, shards=[1, 2]).search(q, 5, 8, 32)
