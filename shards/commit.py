@@ -19,6 +19,8 @@ import logging
 from datetime import datetime, timezone
 from typing import Callable, Sequence
 
+import numpy as np
+
 from shards.index_arrays import DEFAULT_ROWS_PER_SHARD, IndexArrays
 from shards.manifest import (
     MANIFEST_FILE,
@@ -176,8 +178,10 @@ def publish(root: IndexRoot, data: IndexArrays, *, version: str | None = None,
             rows_per_shard: int = DEFAULT_ROWS_PER_SHARD, source: dict | None = None,
             on_step: Callable[..., None] = no_step) -> Manifest:
     """Publish `data` as a new version of the index `root`: model, shards (with its
-    attributes and vectors), its tombstone set, manifest, CURRENT. A rerun after an interruption completes the same version: shards already
-    written with the right checksum are skipped, an identical manifest is kept."""
+    attributes and vectors), its tombstone set (as given: rows of tombstoned ids are
+    written and hidden on load), manifest, CURRENT. A rerun after an interruption
+    completes the same version: shards already written with the right checksum are
+    skipped, an identical manifest is kept."""
     root = as_root(root)
     source = dict(source or {})
     on_step("model")
@@ -201,12 +205,20 @@ def publish(root: IndexRoot, data: IndexArrays, *, version: str | None = None,
 
 
 def publish_parts(root: IndexRoot, version: str, model_version: str, shape: IndexShape,
-                  entries: Sequence[ShardEntry], source: dict) -> Manifest:
+                  entries: Sequence[ShardEntry], source: dict, *,
+                  tombstones: np.ndarray | None = None,
+                  attributes: dict[str, str] | None = None,
+                  vectors: str | None = None) -> Manifest:
     """Publish a build's claimed version from its parts (listed in part order, written by
     `shard_writer.write_part`): part files not listed are removed, then the commit.
-    Ids are source rows, so the next id is the source's row count."""
+    Ids are source rows, so the next id is the source's row count. A re-encode passes
+    the tombstone set it keeps (written into the version folder) and the attribute
+    types / vector dtype its parts carry (as the manifest records them)."""
     root = as_root(root)
-    remove_unlisted(root.version_location(version), entries)
+    vloc = root.version_location(version)
+    remove_unlisted(vloc, entries)
     ntotal = sum(e.rows for e in entries)
+    tomb_entry = None if tombstones is None else write_tombstones(vloc, tombstones)
     return commit(root, version, model_version, shape, entries,
-                  next_id=int(source.get("rows", ntotal)), source=source)
+                  next_id=int(source.get("rows", ntotal)), source=source,
+                  tombstones=tomb_entry, attributes=attributes, vectors=vectors)

@@ -100,6 +100,7 @@ def test_append_lists_old_shards_unchanged(encoded, store_uri):
     assert loaded_manifest.attributes == {"year": "int32", "lang": "string", "score": "double",
                                           "flag": "bool", "at": "timestamp[us]"}
     assert_rows(loaded, encoded, np.arange(1500))
+    assert_rows(load_arrays(root.version_uri("v000002"))[1], encoded, np.arange(1500))
     report = fsck(store_uri)
     assert report.clean, [str(f) for f in report.findings]
 
