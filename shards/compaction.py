@@ -5,8 +5,8 @@ appends and deletes there were.
 The rule (`plan_compaction`, a pure function of each shard's live rows):
   1. A shard is *rewritten* (without its deleted rows) when its deleted fraction is at
      least `min_deleted` (and it has a deleted row).
-  2. A shard is *small* when its live rows are below half the target (`rows_per_shard`:
-     the index's, else its largest shard). Consecutive small shards are merged in order,
+  2. A shard is *small* when its live rows are below half the target (`rows_per_shard`,
+     else the index's: `live_versions.Base.target_rows`). Consecutive small shards are merged in order,
      a group closing when the next one would take it past the target. So every group of
      small shards but the last of a run holds more than half the target: with L live
      rows there are at most 2·L/target + (big shards + 1) shards.
@@ -26,7 +26,6 @@ import numpy as np
 import pyarrow as pa
 
 from shards.commit import no_step
-from shards.index_arrays import DEFAULT_ROWS_PER_SHARD
 from shards.live_versions import Base, EncodedRows, encode_rows, read_base, write_live
 from shards.loading import check_columns, read_part
 from shards.shard_file import ShardMeta
@@ -127,8 +126,7 @@ def publish_compaction(root: IndexRoot, min_deleted: float = 0.2, max_shards: in
     stored = [int(ids.shape[0]) for ids in base.stored]
     deleted = [int(np.isin(ids, base.tombstones).sum()) for ids in base.stored]
     live = [s - d for s, d in zip(stored, deleted)]
-    target = rows_per_shard or m.source.get("rows_per_shard") or max(stored, default=0) \
-        or DEFAULT_ROWS_PER_SHARD
+    target = base.target_rows(rows_per_shard)
     groups = plan_compaction(live, target, max_shards)
     flags = [_touched(g, deleted, stored, min_deleted) for g in groups]
     touched = [g for g, t in zip(groups, flags) if t]

@@ -93,6 +93,16 @@ class Base:
     def all_stored(self) -> np.ndarray:
         return np.concatenate(self.stored) if self.stored else np.empty(0, np.uint64)
 
+    def target_rows(self, rows_per_shard: int | None = None) -> int:
+        """Rows a new shard aims at: `rows_per_shard` if given, else the index's (its
+        build's `source.rows_per_shard`), else its largest shard's, else the default."""
+        target = (rows_per_shard or self.manifest.source.get("rows_per_shard")
+                  or max((e.rows for e in self.manifest.shards), default=0)
+                  or DEFAULT_ROWS_PER_SHARD)
+        if isinstance(target, bool) or not isinstance(target, int) or target <= 0:
+            raise ValueError(f"rows_per_shard must be a positive integer, got {target!r}")
+        return target
+
     def kept_entries(self) -> list[ShardEntry]:
         """The base's shards as a later version lists them (folder named)."""
         return [referenced(e, self.version) for e in self.manifest.shards]
@@ -211,7 +221,8 @@ def publish_append(root: IndexRoot, rows, *, rows_per_shard: int | None = None,
                    source_uri: str = "", on_step: Callable[..., None] = no_step) -> Manifest:
     """Publish a version of index `root` = CURRENT's shards (listed unchanged) + new
     shards of `rows` (EncodedRows or an IndexArrays of the same model; sorted by list id,
-    cut every `rows_per_shard` rows, default the index's). Ids must be new to the index
+    cut every `rows_per_shard` rows, default `Base.target_rows`). Reads every stored id
+    of CURRENT (each shard verified) to check uniqueness. Ids must be new to the index
     (ValueError naming a duplicate). Returns the new manifest (CURRENT's, unchanged,
     for zero rows)."""
     root = as_root(root)
@@ -222,16 +233,14 @@ def publish_append(root: IndexRoot, rows, *, rows_per_shard: int | None = None,
     if rows.n == 0:
         return m
     ids = np.asarray(rows.ids)
-    if np.issubdtype(ids.dtype, np.signedinteger) and ids.min() < 0:
-        raise ValueError(f"ids must be >= 0, got {int(ids.min())}")
+    if not 0 <= int(ids.min()) <= int(ids.max()) < 2**63:
+        raise ValueError(f"ids must be in [0, 2**63), got [{int(ids.min())}, {int(ids.max())}]")
     unique, counts = np.unique(ids.astype(np.uint64), return_counts=True)
     if (counts > 1).any():
         raise ValueError(f"id {int(unique[counts > 1][0])} appears "
                          f"{int(counts[counts > 1][0])} times among the new rows")
     tombstones = _new_tombstones(unique, base)
-    per_shard = rows_per_shard or m.source.get("rows_per_shard") or DEFAULT_ROWS_PER_SHARD
-    if per_shard <= 0:
-        raise ValueError(f"rows_per_shard must be > 0, got {per_shard}")
+    per_shard = base.target_rows(rows_per_shard)
     meta = ShardMeta(m.model_version, m.shape, source_uri)
     order = np.argsort(rows.list_ids, kind="stable")
     first = len(m.shards)

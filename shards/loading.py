@@ -136,7 +136,8 @@ def check_columns(manifest: Manifest, loc: Location, part: ShardData, i: int) ->
 def _concat(parts: list[ShardData], keep: list[np.ndarray], manifest: Manifest) -> dict:
     """The rows of the parts, without the dropped ones, as IndexArrays fields."""
     def cat(name: str, empty):
-        arrays = [getattr(p, name)[k] for p, k in zip(parts, keep)]
+        arrays = [getattr(p, name) if k.all() else getattr(p, name)[k]
+                  for p, k in zip(parts, keep)]
         return np.concatenate(arrays) if arrays else empty
 
     dim, m = manifest.shape.dim, manifest.shape.code_bytes
