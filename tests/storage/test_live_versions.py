@@ -344,3 +344,37 @@ def test_copies_hold_columns_and_tombstones_but_no_references(encoded, tmp_path)
     path.write_text(json.dumps(doc))
     with pytest.raises(ValueError, match="self-contained copy may only list its own files"):
         load_arrays(str(tmp_path / "copy"))
+
+
+def test_a_random_sequence_of_changes_keeps_exactly_the_live_rows(encoded, tmp_path):
+    """Appends, deletes (live, deleted and unknown ids) and compactions in a seeded random
+    order: after each, loading gives exactly the rows still live, every column."""
+    rng = np.random.default_rng(11)
+    root = root_of(str(tmp_path))
+    publish(root, base_of(encoded, 400), rows_per_shard=100)
+    live, next_new, done = set(range(400)), 400, []
+    for step in range(14):
+        op = rng.choice(["append", "delete", "compact"], p=[0.45, 0.35, 0.2])
+        if op == "append" and next_new < 2000:
+            count = int(rng.integers(1, 120))
+            ids = np.arange(next_new, min(next_new + count, 2000))
+            rng.shuffle(ids)
+            publish_append(root, rows_of(encoded, ids), rows_per_shard=60)
+            live |= set(ids.tolist())
+            next_new += ids.size
+        elif op == "delete":
+            ids = rng.integers(0, next_new + 50, int(rng.integers(1, 80)))
+            _, removed = publish_delete(root, ids)
+            assert removed == len(live & set(ids.tolist()))
+            live -= set(ids.tolist())
+        else:
+            cap = int(rng.integers(3, 8))
+            report = publish_compaction(root, min_deleted=float(rng.choice([0.0, 0.2, 0.5])),
+                                        max_shards=cap, rows_per_shard=100)
+            assert report.shards_after <= cap
+        done.append(str(op))
+        manifest, loaded = load_arrays(root)
+        assert_rows(loaded, encoded, sorted(live))
+        assert manifest.ntotal - manifest.deleted == len(live)    # every tombstone hides a row
+    assert {"append", "delete", "compact"} <= set(done)
+    assert fsck(str(tmp_path)).clean
