@@ -378,3 +378,25 @@ def test_a_random_sequence_of_changes_keeps_exactly_the_live_rows(encoded, tmp_p
         assert manifest.ntotal - manifest.deleted == len(live)    # every tombstone hides a row
     assert {"append", "delete", "compact"} <= set(done)
     assert fsck(str(tmp_path)).clean
+
+
+def test_a_shard_without_the_index_columns_is_refused_on_load(encoded, tmp_path):
+    """Every shard of a version holds the columns its manifest records: a shard of an
+    index without attributes, slipped into one with them, is an error naming it."""
+    data = encoded
+    plain = IndexArrays(data.model_meta, data.model_arrays, data.ids[:100], data.list_ids[:100],
+                        data.lambda_idx[:100], data.codes[:100], 100)
+    publish(root_of(str(tmp_path), "plain"), plain)
+    publish(root_of(str(tmp_path)), base_of(encoded, 300), rows_per_shard=ROWS_PER_SHARD)
+    src = tmp_path / "indexes" / "plain" / "v000001"
+    dst = tmp_path / "indexes" / "live" / "v000001"
+    entry = json.loads((src / "manifest.json").read_text())["shards"][0]
+    (dst / entry["path"]).write_bytes((src / entry["path"]).read_bytes())
+    doc = json.loads((dst / "manifest.json").read_text())
+    doc["shards"].append(entry)
+    doc["ntotal"] += entry["rows"]
+    doc.pop("content_id")
+    (dst / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=r"shard 1 \(shards/part-00000-.*attribute columns "
+                                         r"missing \['at', 'flag', 'lang', 'score', 'year'\]"):
+        load_arrays(root_of(str(tmp_path)))
