@@ -2,12 +2,15 @@
 
 The only package that touches a file system or S3. A `Store` is a store location with
 its storage options; `store.index(name)` is the `IndexRoot` handle every index
-operation takes.
+operation takes. Live indexes (SPEC 7): `publish_append`, `publish_delete`,
+`publish_compaction` each publish one new version from CURRENT's.
 """
 
 from shards.commit import PublishConflict, publish, publish_parts
+from shards.compaction import CompactionReport, publish_compaction
 from shards.copies import save_copy
 from shards.index_arrays import IndexArrays
+from shards.live_versions import EncodedRows, publish_append, publish_delete
 from shards.loading import load_arrays, resolve
 from shards.models import load_model, save_model
 from shards.readers import (
@@ -19,10 +22,13 @@ from shards.readers import (
     write_ground_truth,
     write_vectors,
 )
+from shards.references import referenced_versions
 from shards.shape import IndexShape
 from shards.store import IndexRoot, Store
 
 __all__ = [
+    "CompactionReport",
+    "EncodedRows",
     "FORMATS",
     "IndexArrays",
     "IndexRoot",
@@ -34,9 +40,13 @@ __all__ = [
     "load_model",
     "open_vectors",
     "publish",
+    "publish_append",
+    "publish_compaction",
+    "publish_delete",
     "publish_parts",
     "read_ground_truth",
     "read_vectors",
+    "referenced_versions",
     "resolve",
     "save_copy",
     "save_model",

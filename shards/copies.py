@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from typing import Callable
 
-from shards.commit import make_manifest, no_step
+from shards.commit import columns_of, make_manifest, no_step
 from shards.fsio import Location
 from shards.index_arrays import DEFAULT_ROWS_PER_SHARD, IndexArrays
 from shards.manifest import MANIFEST_FILE, Manifest, read_manifest
 from shards.models import write_model
 from shards.shard_writer import encode_parts, remove_unlisted, save_part
 from shards.store import Store
+from shards.tombstones import TOMBSTONES_DIR, write_tombstones
 
 COPY_VERSION = "copy"
 COPY_MODEL_DIR = "model"
@@ -55,12 +56,17 @@ def save_copy(where: Store | str, data: IndexArrays,
         on_step("shard", number)
         save_part(loc, part)
     entries = [p.entry for p in parts]
+    on_step("tombstones")
+    tombstones = write_tombstones(loc, data.tombstones)
     manifest = make_manifest(COPY_VERSION, data.model_version, data.shape, entries, data.next_id,
-                             model_path=model_dir)
+                             model_path=model_dir, tombstones=tombstones, **columns_of(data))
     on_step("manifest")
     loc.write_bytes(MANIFEST_FILE, manifest.to_json())
     on_step("cleanup")
     remove_unlisted(loc, entries)
+    for file in loc.listdir(TOMBSTONES_DIR):
+        if tombstones is None or f"{TOMBSTONES_DIR}/{file}" != tombstones.path:
+            loc.remove(f"{TOMBSTONES_DIR}/{file}")
     for entry in loc.listdir():
         if entry != model_dir and (entry == COPY_MODEL_DIR
                                    or entry.startswith(f"{COPY_MODEL_DIR}-m-")):

@@ -145,7 +145,8 @@ def _check_version(root: IndexRoot, version: str, is_current: bool, report: Fsck
     except _CHECK_ERRORS as exc:
         report.problem(f"{vloc.uri}", f"does not load: {exc}")
         return
-    listed = {s.path for s in manifest.shards} | {MANIFEST_FILE, BUILD_FILE}
+    own = [*manifest.shards, *([manifest.tombstones] if manifest.tombstones else [])]
+    listed = {e.path for e in own if e.version is None} | {MANIFEST_FILE, BUILD_FILE}
     for path in files:
         if path in listed:
             continue

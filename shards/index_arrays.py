@@ -2,20 +2,28 @@
 hands to shards/ and `load_arrays` hands back)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
+import pyarrow as pa
 
 from shards.models import model_shape, model_version_of
 from shards.shape import IndexShape
+from shards.shard_file import check_attributes, check_vectors
+from shards.tombstones import as_id_set
 
 DEFAULT_ROWS_PER_SHARD = 1_000_000
 
 
 @dataclass(frozen=True, eq=False)
 class IndexArrays:
-    """Model metadata and arrays, and the encoded rows (any order)."""
+    """Model metadata and arrays, and the encoded rows (any order).
+
+    attributes: a pyarrow Table, one row per row (column names are plain identifiers),
+    or None; vectors: (n, dim) uint8/float16/float32 stored vectors, or None;
+    tombstones: sorted unique uint64 deleted ids (`load_arrays` has already dropped
+    their rows; a publish writes the set as given and the rows as given)."""
 
     model_meta: dict
     model_arrays: dict[str, np.ndarray]
@@ -24,6 +32,16 @@ class IndexArrays:
     lambda_idx: np.ndarray
     codes: np.ndarray
     next_id: int
+    attributes: pa.Table | None = None
+    vectors: np.ndarray | None = None
+    tombstones: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))
+
+    def __post_init__(self):
+        n = int(np.shape(self.ids)[0])
+        check_attributes(self.attributes, n)
+        if self.vectors is not None:
+            check_vectors(self.vectors, n, int(np.shape(self.vectors)[1]))
+        object.__setattr__(self, "tombstones", as_id_set(self.tombstones, "tombstones"))
 
     @classmethod
     def empty(cls, model_meta: dict, model_arrays: dict[str, np.ndarray]) -> "IndexArrays":

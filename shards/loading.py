@@ -3,7 +3,10 @@
 What can be loaded: a self-contained copy (`save_copy`), an index version folder, or an
 index root `<store>/indexes/<name>` (the version CURRENT names), each given as a URI
 string, a `Store` of that folder, or an `IndexRoot` (optionally with a version).
-Every shard's size, checksum and row count are checked against the manifest.
+Every shard's size, checksum and row count are checked against the manifest, and so is
+the tombstone set; a shard or tombstone set kept from an earlier version is read from
+that version's folder (`references.holder_folder`). The rows of tombstoned ids are
+dropped here, so nothing after loading ever scans a deleted row.
 """
 from __future__ import annotations
 
@@ -11,12 +14,16 @@ import hashlib
 from typing import Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from shards.fsio import Location
 from shards.index_arrays import IndexArrays
 from shards.manifest import MANIFEST_FILE, Manifest, ShardEntry, read_manifest
 from shards.models import model_shape, read_model
-from shards.shard_file import ShardData, decode_shard
+from shards.references import holder_folder
+from shards.shard_file import ShardData, attribute_types, decode_shard
+from shards.tombstones import read_tombstones
 from shards.store import CURRENT_FILE, INDEXES_DIR, MODELS_DIR, IndexRoot, Store, read_current
 
 Loadable = IndexRoot | Store | str
@@ -52,15 +59,36 @@ def resolve(where: Loadable, storage_options: dict | None = None, *,
     return manifest, loc, store.child(MODELS_DIR, manifest.model_version)
 
 
-def read_part(loc: Location, entry: ShardEntry) -> ShardData:
-    """A shard of the version folder loc, verified against its manifest entry."""
-    blob = loc.read_bytes(entry.path)
-    where = f"{loc.uri}/{entry.path}"
+def _verified_blob(loc: Location, entry: ShardEntry) -> tuple[bytes, str]:
+    """The bytes of a shard a manifest of the version folder loc lists (from the folder
+    that holds it), checked against its entry's size and sha256; and its URI."""
+    folder = holder_folder(loc, entry.version)
+    blob = folder.read_bytes(entry.path)
+    where = f"{folder.uri}/{entry.path}"
     if len(blob) != entry.bytes:
         raise ValueError(f"{where}: {len(blob)} bytes, manifest says {entry.bytes} "
                          f"(truncated or replaced)")
     if hashlib.sha256(blob).hexdigest() != entry.sha256:
         raise ValueError(f"{where}: sha256 checksum mismatch (file corrupted or replaced)")
+    return blob, where
+
+
+def read_part_ids(loc: Location, entry: ShardEntry) -> np.ndarray:
+    """The stored ids (uint64, tombstoned ones included) of a shard of the version folder
+    loc, the file verified as `read_part` does; only the id column is decoded."""
+    blob, where = _verified_blob(loc, entry)
+    try:
+        ids = pq.read_table(pa.BufferReader(blob), columns=["id"]).column("id").to_numpy()
+    except (pa.ArrowException, OSError, KeyError) as exc:
+        raise ValueError(f"{where}: not a readable Parquet shard ({exc})") from None
+    if ids.shape[0] != entry.rows:
+        raise ValueError(f"{where}: {ids.shape[0]} rows, manifest says {entry.rows}")
+    return ids.astype(np.uint64)
+
+
+def read_part(loc: Location, entry: ShardEntry) -> ShardData:
+    """A shard of the version folder loc, verified against its manifest entry."""
+    blob, where = _verified_blob(loc, entry)
     shard = decode_shard(blob, where)
     if shard.ids.shape[0] != entry.rows:
         raise ValueError(f"{where}: {shard.ids.shape[0]} rows, manifest says {entry.rows}")
@@ -85,10 +113,54 @@ def _shard_numbers(shards: Sequence[int], loc: Location) -> list[int]:
     return [int(i) for i in picked]
 
 
+def check_columns(manifest: Manifest, loc: Location, part: ShardData, i: int) -> None:
+    """A shard holds exactly the attribute columns (names and types) and the stored vector
+    type that its manifest records: every shard of a version agrees."""
+    where = f"{loc.uri}: shard {i} ({manifest.shards[i].key})"
+    got = attribute_types(part.attributes) or {}
+    want = manifest.attributes or {}
+    missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    if missing or extra:
+        raise ValueError(f"{where}: attribute columns missing {missing}, not in the "
+                         f"manifest {extra}")
+    for name, kind in want.items():
+        if got[name] != kind:
+            raise ValueError(f"{where}: attribute {name!r} is {got[name]}, the manifest "
+                             f"says {kind}")
+    vectors = None if part.vectors is None else part.vectors.dtype.name
+    if vectors != manifest.vectors:
+        raise ValueError(f"{where}: stored vectors {vectors}, the manifest says "
+                         f"{manifest.vectors}")
+
+
+def _concat(parts: list[ShardData], keep: list[np.ndarray], manifest: Manifest) -> dict:
+    """The rows of the parts, without the dropped ones, as IndexArrays fields."""
+    def cat(name: str, empty):
+        arrays = [getattr(p, name) if k.all() else getattr(p, name)[k]
+                  for p, k in zip(parts, keep)]
+        return np.concatenate(arrays) if arrays else empty
+
+    dim, m = manifest.shape.dim, manifest.shape.code_bytes
+    out = {"ids": cat("ids", np.empty(0, np.int64)),
+           "list_ids": cat("list_ids", np.empty(0, np.int64)),
+           "lambda_idx": cat("lambda_idx", np.empty(0, np.uint8)),
+           "codes": cat("codes", np.empty((0, m), np.uint8)),
+           "vectors": None, "attributes": None}
+    if manifest.vectors is not None:
+        out["vectors"] = cat("vectors", np.empty((0, dim), np.dtype(manifest.vectors)))
+    if manifest.attributes is not None and parts:
+        out["attributes"] = pa.concat_tables(
+            [p.attributes.take(pa.array(np.flatnonzero(k))) for p, k in zip(parts, keep)])
+    return out
+
+
 def load_arrays(where: Loadable, shards: Sequence[int] | None = None,
                 storage_options: dict | None = None, *,
                 version: str | None = None) -> tuple[Manifest, IndexArrays]:
-    """Read and verify a whole index, or the listed shard numbers of it."""
+    """Read and verify a whole index, or the listed shard numbers of it. The rows of
+    tombstoned ids are dropped (from ids, list_ids, lambda_idx, codes, vectors and
+    attributes); `IndexArrays.tombstones` is the version's whole tombstone set.
+    Attributes are None when no shard is loaded."""
     manifest, loc, model_loc = resolve(where, storage_options, version=version)
     picked = range(len(manifest.shards)) if shards is None else _shard_numbers(shards, loc)
     for i in picked:
@@ -101,21 +173,16 @@ def load_arrays(where: Loadable, shards: Sequence[int] | None = None,
                           for k, v in manifest.shape.to_dict().items() if shape.to_dict()[k] != v)
         raise ValueError(f"{loc.uri}/{MANIFEST_FILE}: the manifest's shape disagrees with its "
                          f"model {manifest.model_version}: {wrong}")
+    tombstones = read_tombstones(loc, manifest.tombstones)
     parts = [read_part(loc, manifest.shards[i]) for i in picked]
-    for p in parts:
+    for i, p in zip(picked, parts):
         if (p.meta.model_version, p.meta.shape) != (manifest.model_version, manifest.shape):
             raise ValueError(f"{loc.uri}: a shard was encoded with model {p.meta.model_version} "
                              f"{p.meta.shape}, the manifest says {manifest.model_version} "
                              f"{manifest.shape}")
-
-    def cat(field: str, dtype, shape):
-        if not parts:
-            return np.empty(shape, dtype)
-        return np.concatenate([getattr(p, field) for p in parts])
-
+        check_columns(manifest, loc, p, i)
+    keep = [~np.isin(p.ids.astype(np.uint64), tombstones) for p in parts]
     data = IndexArrays(model_meta=model_meta, model_arrays=model_arrays,
-                       ids=cat("ids", np.int64, (0,)), list_ids=cat("list_ids", np.int64, (0,)),
-                       lambda_idx=cat("lambda_idx", np.uint8, (0,)),
-                       codes=cat("codes", np.uint8, (0, manifest.shape.code_bytes)),
-                       next_id=manifest.next_id)
+                       next_id=manifest.next_id, tombstones=tombstones,
+                       **_concat(parts, keep, manifest))
     return manifest, data

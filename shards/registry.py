@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from shards.artifacts import read_bundle_meta
 from shards.manifest import MANIFEST_FILE, check_name
 from shards.models import MODEL_KIND, model_shape
+from shards.references import referenced_versions
 from shards.store import IndexRoot, Store, as_root, version_number
 
 log = logging.getLogger(__name__)
@@ -150,14 +151,23 @@ def served_versions(root: IndexRoot, max_age_s: float = SERVING_FRESH_S) -> set[
 def retain_versions(root: IndexRoot, keep: int, protect: tuple[str, ...] = ()) -> list[str]:
     """Delete published versions older than the `keep` newest; never CURRENT, never one in
     `protect` (e.g. the version being replaced), never one a coordinator reports serving
-    (`mark_serving` within SERVING_FRESH_S). Returns the deleted ones."""
+    (`mark_serving` within SERVING_FRESH_S), never one whose folder holds a shard or
+    tombstone set that a version kept lists (`references.referenced_versions`; an
+    unreadable manifest among those kept: nothing is deleted). Returns the deleted ones."""
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
     root = as_root(root)
     current = root.current_version()
     served = served_versions(root)
-    doomed = [v for v in root.versions()[:-keep] if v != current and v not in protect
+    versions = root.versions()
+    doomed = [v for v in versions[:-keep] if v != current and v not in protect
               and v not in served and version_number(v) < version_number(current)]
+    try:
+        needed = referenced_versions(root, [v for v in versions if v not in doomed])
+    except ValueError as exc:
+        log.warning("retention of %s deletes nothing: %s", root.uri, exc)
+        return []
+    doomed = [v for v in doomed if v not in needed]
     loc = root.location
     for version in doomed:
         loc.remove(f"{version}/{MANIFEST_FILE}")   # first: the version stops being loadable

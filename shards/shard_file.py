@@ -1,7 +1,10 @@
 """The shard Parquet file (SPEC 4): one file of encoded vectors, sorted by list id.
 
-Schema: id uint64, list_id uint32, lambda uint8, code fixed_size_binary[M], and an
-optional `vector` fixed_size_list column (raw vectors for refinement / re-encode).
+Schema: id uint64, list_id uint32, lambda uint8, code fixed_size_binary[M], an
+optional `vector` fixed_size_list<uint8|float16|float32>[dim] column (raw vectors for
+refinement / re-encode) and optional attribute columns `attr.<name>` (any Arrow type,
+read back as written; names are plain identifiers, the prefix keeps them apart from the
+code columns).
 zstd compression; row groups hold whole lists (a list larger than the row-group
 target is a row group of its own); key-value metadata `snapline.*` records the
 format version, model version, the index shape (dim, nlist, nedge, M = code_bytes,
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,9 +23,49 @@ import pyarrow.parquet as pq
 
 from shards.shape import SHAPE_FIELDS, IndexShape
 
-SHARD_FORMAT_VERSION = 2      # 2: the whole index shape in the key-value metadata
+SHARD_FORMAT_VERSION = 3      # 3: attribute columns; 2: the whole shape in the metadata
+READABLE_SHARD_VERSIONS = (2, 3)
 ROW_GROUP_ROWS = 65536
 _PREFIX = "snapline."
+ATTRIBUTE_PREFIX = "attr."
+VECTOR_DTYPES = ("uint8", "float16", "float32")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CODE_COLUMNS = ["id", "list_id", "lambda", "code"]
+
+
+def check_attributes(attributes: pa.Table | None, n: int, what: str = "attributes") -> None:
+    """Attributes are a pyarrow Table of n rows whose column names are plain identifiers
+    ([A-Za-z_][A-Za-z0-9_]*), each once."""
+    if attributes is None:
+        return
+    if not isinstance(attributes, pa.Table):
+        raise TypeError(f"{what} must be a pyarrow Table, got {type(attributes).__name__}")
+    if attributes.num_rows != n:
+        raise ValueError(f"{what} has {attributes.num_rows} rows, expected one per row ({n})")
+    for name in attributes.column_names:
+        if not isinstance(name, str) or not _IDENTIFIER.match(name):
+            raise ValueError(f"{what}: column name {name!r} is not a plain identifier "
+                             f"([A-Za-z_][A-Za-z0-9_]*)")
+    if len(set(attributes.column_names)) != attributes.num_columns:
+        raise ValueError(f"{what}: a column name appears twice in {attributes.column_names}")
+
+
+def check_vectors(vectors: np.ndarray | None, n: int, dim: int) -> None:
+    """Stored vectors are (n, dim) uint8, float16 or float32."""
+    if vectors is None:
+        return
+    if not isinstance(vectors, np.ndarray) or vectors.ndim != 2 or \
+            vectors.shape != (n, dim) or vectors.dtype.name not in VECTOR_DTYPES:
+        raise ValueError(f"vectors must be an ({n}, {dim}) array of "
+                         f"{'/'.join(VECTOR_DTYPES)}, got "
+                         f"{getattr(vectors, 'shape', None)} {getattr(vectors, 'dtype', None)}")
+
+
+def attribute_types(attributes: pa.Table | None) -> dict[str, str] | None:
+    """What a manifest records of attribute columns: name -> Arrow type name."""
+    if attributes is None:
+        return None
+    return {name: str(attributes.schema.field(name).type) for name in attributes.column_names}
 
 
 @dataclass(frozen=True)
@@ -50,9 +94,10 @@ class ShardMeta:
         except ValueError as exc:      # not UTF-8 or not JSON
             raise ValueError(f"{where}: unreadable snapline shard metadata ({exc})") from None
         version = fields.pop("format_version", None)
-        if version != SHARD_FORMAT_VERSION:
+        if version not in READABLE_SHARD_VERSIONS:
             raise ValueError(f"{where}: unsupported shard format version {version!r}; this "
-                             f"snapline reads version {SHARD_FORMAT_VERSION}")
+                             f"snapline reads versions "
+                             f"{', '.join(map(str, READABLE_SHARD_VERSIONS))}")
         shape = IndexShape.from_dict({k: fields.pop(k) for k in SHAPE_FIELDS if k in fields}, where)
         try:
             return cls(shape=shape, **fields)
@@ -68,6 +113,7 @@ class ShardData:
     codes: np.ndarray       # uint8 (n, M)
     vectors: np.ndarray | None
     meta: ShardMeta
+    attributes: pa.Table | None = None
 
 
 def shard_schema(code_bytes: int, vector_type: pa.DataType | None = None,
@@ -97,8 +143,10 @@ def _row_groups(list_ids: np.ndarray, target: int) -> list[tuple[int, int]]:
 
 def encode_shard(ids: np.ndarray, list_ids: np.ndarray, lambda_idx: np.ndarray,
                  codes: np.ndarray, meta: ShardMeta, vectors: np.ndarray | None = None,
-                 row_group_rows: int = ROW_GROUP_ROWS) -> bytes:
-    """Parquet bytes of one shard (rows sorted by list id, stable)."""
+                 row_group_rows: int = ROW_GROUP_ROWS,
+                 attributes: pa.Table | None = None) -> bytes:
+    """Parquet bytes of one shard (rows sorted by list id, stable; vectors and attribute
+    rows follow their codes)."""
     n, m = codes.shape
     if m != meta.shape.code_bytes:
         raise ValueError(f"codes have {m} bytes, shard metadata says "
@@ -106,6 +154,8 @@ def encode_shard(ids: np.ndarray, list_ids: np.ndarray, lambda_idx: np.ndarray,
     for name, arr in (("ids", ids), ("list_ids", list_ids), ("lambda_idx", lambda_idx)):
         if arr.shape != (n,):
             raise ValueError(f"{name} shape {arr.shape} does not match {n} codes")
+    check_vectors(vectors, n, meta.shape.dim)
+    check_attributes(attributes, n)
     order = np.argsort(list_ids, kind="stable")
     list_sorted = np.asarray(list_ids)[order]
     columns = [pa.array(np.asarray(ids, dtype=np.uint64)[order]),
@@ -113,14 +163,17 @@ def encode_shard(ids: np.ndarray, list_ids: np.ndarray, lambda_idx: np.ndarray,
                pa.array(np.asarray(lambda_idx, dtype=np.uint8)[order]),
                pa.FixedSizeBinaryArray.from_buffers(
                    pa.binary(m), n, [None, pa.py_buffer(np.ascontiguousarray(codes[order]))])]
-    vector_type = None
+    schema = shard_schema(m)
     if vectors is not None:
-        if vectors.shape[0] != n or vectors.ndim != 2:
-            raise ValueError(f"vectors shape {vectors.shape} does not match {n} codes")
         flat = pa.array(np.ascontiguousarray(vectors[order]).reshape(-1))
-        vector_type = flat.type
         columns.append(pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]))
-    schema = shard_schema(m, vector_type, None if vectors is None else vectors.shape[1])
+        schema = shard_schema(m, flat.type, vectors.shape[1])
+    if attributes is not None:
+        taken = attributes.take(pa.array(order))
+        for name in taken.column_names:
+            column = taken.column(name)
+            columns.append(column.combine_chunks() if column.num_chunks != 1 else column.chunk(0))
+            schema = schema.append(pa.field(ATTRIBUTE_PREFIX + name, column.type))
     table = pa.Table.from_arrays(columns, schema=schema.with_metadata(meta.to_kv()))
     sink = io.BytesIO()
     with pq.ParquetWriter(sink, table.schema, compression="zstd") as writer:
@@ -137,7 +190,11 @@ def decode_shard(blob: bytes, where: str) -> ShardData:
         raise ValueError(f"{where}: not a readable Parquet shard ({exc})") from None
     meta = ShardMeta.from_kv(table.schema.metadata, where)
     m = meta.shape.code_bytes
-    expected = ["id", "list_id", "lambda", "code"]
+    expected = _CODE_COLUMNS
+    unknown = [c for c in table.column_names[4:]
+               if c != "vector" and not c.startswith(ATTRIBUTE_PREFIX)]
+    if unknown:
+        raise ValueError(f"{where}: unknown shard columns {unknown}")
     if table.column_names[:4] != expected or table.schema.field("code").type != pa.binary(m):
         raise ValueError(f"{where}: shard schema {table.schema.names} / code type "
                          f"{table.schema.field('code').type if 'code' in table.column_names else None}"
@@ -151,9 +208,17 @@ def decode_shard(blob: bytes, where: str) -> ShardData:
     if "vector" in table.column_names:
         vec = table.column("vector").combine_chunks()
         vectors = vec.flatten().to_numpy(zero_copy_only=False).reshape(n, vec.type.list_size)
+        if vectors.dtype.name not in VECTOR_DTYPES or vec.type.list_size != meta.shape.dim:
+            raise ValueError(f"{where}: vector column of {vectors.dtype}[{vec.type.list_size}]"
+                             f", expected {'/'.join(VECTOR_DTYPES)}[{meta.shape.dim}]")
+    names = [c for c in table.column_names if c.startswith(ATTRIBUTE_PREFIX)]
+    attributes = None
+    if names:
+        attributes = table.select(names).rename_columns(
+            [c[len(ATTRIBUTE_PREFIX):] for c in names]).replace_schema_metadata(None)
     list_ids = table.column("list_id").to_numpy().astype(np.int64)
     if n and (np.diff(list_ids) < 0).any():
         raise ValueError(f"{where}: rows are not sorted by list_id")
     return ShardData(ids=table.column("id").to_numpy().astype(np.int64), list_ids=list_ids,
                      lambda_idx=table.column("lambda").to_numpy().astype(np.uint8),
-                     codes=codes.copy(), vectors=vectors, meta=meta)
+                     codes=codes.copy(), vectors=vectors, meta=meta, attributes=attributes)

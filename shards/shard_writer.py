@@ -48,10 +48,10 @@ def _part_prefix(number: int) -> str:
 
 
 def encode_part(number: int, ids: np.ndarray, list_ids: np.ndarray, lambda_idx: np.ndarray,
-                codes: np.ndarray, meta: ShardMeta,
-                vectors: np.ndarray | None = None) -> EncodedPart:
+                codes: np.ndarray, meta: ShardMeta, vectors: np.ndarray | None = None,
+                attributes: pa.Table | None = None) -> EncodedPart:
     """Part `number` as Parquet bytes (rows sorted by list id) with its entry."""
-    blob = encode_shard(ids, list_ids, lambda_idx, codes, meta, vectors)
+    blob = encode_shard(ids, list_ids, lambda_idx, codes, meta, vectors, attributes=attributes)
     digest = hashlib.sha256(blob).hexdigest()
     return EncodedPart(ShardEntry(path=part_path(number, digest), rows=int(ids.shape[0]),
                                   bytes=len(blob), sha256=digest), blob)
@@ -106,16 +106,20 @@ def find_part(root: IndexRoot, version: str, number: int, meta: ShardMeta) -> Sh
 def remove_unlisted(loc: Location, entries: Sequence[ShardEntry]) -> None:
     """Remove shard files of the folder loc that `entries` do not list (an older copy's,
     an abandoned attempt's)."""
-    listed = {e.path for e in entries}
+    listed = {e.path for e in entries if e.version is None}
     for file in loc.listdir(SHARDS_DIR):
         if f"{SHARDS_DIR}/{file}" not in listed:
             log.info("removing %s/%s/%s, not listed", loc.uri, SHARDS_DIR, file)
             loc.remove(f"{SHARDS_DIR}/{file}")
 
 
-def encode_parts(data: IndexArrays, rows_per_shard: int, source_uri: str = "") -> list[EncodedPart]:
-    """Every shard of an index's rows (sorted by list id, `rows_per_shard` a shard)."""
+def encode_parts(data: IndexArrays, rows_per_shard: int, source_uri: str = "",
+                 first_number: int = 0) -> list[EncodedPart]:
+    """Every shard of an index's rows (sorted by list id, `rows_per_shard` a shard, their
+    vectors and attribute rows with them), numbered from first_number."""
     meta = ShardMeta(data.model_version, data.shape, source_uri)
-    return [encode_part(number, data.ids[rows], data.list_ids[rows], data.lambda_idx[rows],
-                        data.codes[rows], meta)
+    return [encode_part(first_number + number, data.ids[rows], data.list_ids[rows],
+                        data.lambda_idx[rows], data.codes[rows], meta,
+                        None if data.vectors is None else data.vectors[rows],
+                        None if data.attributes is None else data.attributes.take(pa.array(rows)))
             for number, rows in enumerate(data.part_rows(rows_per_shard))]

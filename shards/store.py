@@ -10,23 +10,15 @@ signature; it is a small frozen dataclass, so it pickles into Ray actors and tas
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 
 from shards.fsio import Location, check_protocol
-from shards.manifest import MANIFEST_FILE, check_name
+from shards.manifest import MANIFEST_FILE, check_name, version_number
 
 MODELS_DIR = "models"
 INDEXES_DIR = "indexes"
 CURRENT_FILE = "CURRENT"
 BUILD_FILE = "build.json"     # a distributed build's claim on a version folder
-_VERSION = re.compile(r"^v(\d{6,})$")
-
-
-def version_number(version: str | None) -> int:
-    """v000042 -> 42; anything that is not a version name -> -1."""
-    match = _VERSION.match(version or "") if isinstance(version, str) else None
-    return int(match.group(1)) if match else -1
 
 
 def parse_current(data: bytes, where: str) -> str:

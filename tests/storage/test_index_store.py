@@ -61,7 +61,7 @@ def test_shard_file_schema_and_metadata(index, tmp_path):
     assert f.metadata.row_group(0).column(0).compression == "ZSTD"
     kv = {k.decode(): json.loads(v) for k, v in schema.metadata.items()
           if k.startswith(b"snapline.")}
-    assert kv["snapline.format_version"] == 2 and kv["snapline.code_bytes"] == 8
+    assert kv["snapline.format_version"] == 3 and kv["snapline.code_bytes"] == 8
     assert kv["snapline.nlist"] == 16 and kv["snapline.nedge"] == 4
     assert kv["snapline.model_version"].startswith("m-")
     table = f.read()

@@ -60,7 +60,7 @@ def test_manifest_json_carries_the_shape(index):
     data = index.to_arrays()
     manifest = make_manifest("v000001", data.model_version, data.shape, [], 0, name="idx")
     doc = json.loads(manifest.to_json())
-    assert doc["format_version"] == 2 and doc["shape"] == data.shape.to_dict()
+    assert doc["format_version"] == 3 and doc["shape"] == data.shape.to_dict()
     assert "dim" not in doc                                 # one place for the shape
     again = Manifest.from_json(manifest.to_json(), "m.json")
     assert again == manifest and again.shape == index.shape
