@@ -3,6 +3,7 @@
     index = VLQIndex(dim=128, nlist=1024, nedge=32, code_bytes=16)
     index.train(x_learn); index.add(x_base)
     D, I = index.search(q, k=10, nprobe=32, nlines=256)
+With `stored_vectors`, `search(..., refine=R)` re-ranks the R best by exact distance.
 """
 from __future__ import annotations
 
@@ -12,12 +13,16 @@ import numpy as np
 
 from indexer.backends import Backend, resolve_backend
 from indexer.coarse import select_lines
-from indexer.encoders import IdentityEncoder, encoder_from_arrays
+from indexer.encoders import IdentityEncoder
 from indexer.fastscan_search import search_fastscan, timed
 from indexer.invlists import InvertedLists
 from indexer.kernels import scan_torch, search_numba
 from indexer.merge import order_ties_by_id
+from indexer.persistence import index_from_arrays, index_from_trained, index_to_arrays, model_meta
 from indexer.quantizer import VLQQuantizer
+from indexer.refine import (STORE_DTYPES, check_metric, check_refine, check_store,
+                            larger_is_better, normalize_rows, refine as refine_candidates,
+                            similarity_from_l2, store_bytes, store_rows, stored_input)
 from indexer.sizing import blas_controller
 from indexer.validation import (
     as_float32,
@@ -32,7 +37,6 @@ from indexer.validation import (
 from shards import (IndexArrays, IndexRoot, IndexShape, Store, load_arrays, load_model,
                     save_copy, save_model)
 from shards.index_arrays import DEFAULT_ROWS_PER_SHARD
-from shards.models import check_model
 
 ID_BYTES = 4      # ids kept as uint32 above a base (int64 when they span >= 2**32)
 LAMBDA_BYTES = 1
@@ -47,7 +51,8 @@ class VLQIndex:
     def __init__(self, dim: int, nlist: int, nedge: int = 32, code_bytes: int = 16,
                  nlambda: int = 256, *, pq_bits: int = 8, encoder=None, seed: int = 0,
                  backend: Backend = "auto", device: str | None = None,
-                 add_batch_size: int = 16384):
+                 add_batch_size: int = 16384, metric: str = "l2",
+                 stored_vectors: str | None = None):
         self.dim = check_positive_int(dim, "dim")
         # vectors (and queries) pass through the encoder; VLQ quantizes its output
         self.encoder = IdentityEncoder(self.dim) if encoder is None else encoder
@@ -72,8 +77,11 @@ class VLQIndex:
         self.add_batch_size = check_positive_int(add_batch_size, "add_batch_size")
         self.backend, self.device = resolve_backend(backend, device)
         self.quantizer: VLQQuantizer | None = None
+        self.metric = check_metric(metric)
+        self.stored_vectors = check_store(stored_vectors)   # dtype name of the vector store
         self.lists = InvertedLists(self.nlist * self.nedge, self.code_bytes,
-                                   blocked=pq_bits == 4, with_terms=pq_bits == 8)
+                                   blocked=pq_bits == 4, with_terms=pq_bits == 8,
+                                   vector_dtype=STORE_DTYPES.get(stored_vectors), dim=self.dim)
         self._next_id = 0
         self._device_lists = None
 
@@ -90,22 +98,24 @@ class VLQIndex:
     def shape(self) -> IndexShape:
         """What the index is sized for (stored with its model, manifest and shards)."""
         return IndexShape(self.dim, self.nlist, self.nedge, self.code_bytes, self.nlambda,
-                          encoder=self.encoder.kind, code_dim=self.code_dim, pq_bits=self.pq_bits)
+                          encoder=self.encoder.kind, code_dim=self.code_dim, pq_bits=self.pq_bits,
+                          metric=self.metric)
 
     @property
     def bytes_per_vector(self) -> float:
         """Resident bytes per vector, measured from the arrays (`InvertedLists.nbytes`:
-        codes with block padding, lambda byte, id, ADC term of 8-bit codes, list offsets);
-        for an empty index, what one vector will cost."""
+        codes with block padding, lambda byte, id, ADC term of 8-bit codes, list offsets,
+        stored vectors); for an empty index, what one vector will cost."""
         self.lists.compact()
         if self.ntotal:
             return self.lists.nbytes / self.ntotal
-        return float(self.code_bytes + LAMBDA_BYTES + ID_BYTES + TERM_BYTES * (self.pq_bits == 8))
+        return float(self.code_bytes + LAMBDA_BYTES + ID_BYTES + TERM_BYTES * (self.pq_bits == 8)
+                     + store_bytes(self.stored_vectors, self.dim))
 
     def __repr__(self) -> str:
         return (f"VLQIndex(dim={self.dim}, encoder={self.encoder.kind!r}, nlist={self.nlist}, nedge={self.nedge}, "
                 f"code_bytes={self.code_bytes}, pq_bits={self.pq_bits}, nlambda={self.nlambda}, ntotal={self.ntotal}, "
-                f"backend={self.backend!r})")
+                f"metric={self.metric!r}, stored_vectors={self.stored_vectors!r}, backend={self.backend!r})")
 
     # -- build ---------------------------------------------------------------
     def train(self, x: np.ndarray) -> None:
@@ -115,6 +125,7 @@ class VLQIndex:
             raise ValueError(f"train: the index already holds {self.ntotal} vectors; "
                              f"train a new index instead")
         xt = as_float32(x, "train")
+        xt = normalize_rows(xt, "train") if self.metric == "cosine" else xt
         if xt.shape[0] < self.nlist:
             raise ValueError(f"train: {xt.shape[0]} training vectors for nlist={self.nlist}; "
                              f"need at least nlist (ideally >= 39 * nlist)")
@@ -123,7 +134,8 @@ class VLQIndex:
                                             pq_bits=self.pq_bits)
 
     def add(self, x: np.ndarray, ids: np.ndarray | None = None) -> None:
-        """Encode and append vectors; ids default to ntotal, ntotal+1, ...
+        """Encode and append vectors (kept too, with a vector store); ids default to
+        ntotal, ntotal+1, ...
 
         Streams in batches of `add_batch_size` rows (x may be a memory map). Nothing is
         added unless every batch encodes: a bad row, or an id given twice or already in
@@ -139,9 +151,12 @@ class VLQIndex:
             self._refuse_taken_ids(ids, "add")
         encoded = []
         for s in range(0, n, self.add_batch_size):
-            list_ids, lam_idx, codes = self._encode_batch(x[s:s + self.add_batch_size], "add", s)
+            batch = x[s:s + self.add_batch_size]
+            list_ids, lam_idx, codes = self._encode_batch(batch, "add", s)
             terms = self._terms(list_ids, lam_idx, codes)
-            encoded.append((list_ids, lam_idx, codes, ids[s:s + self.add_batch_size], terms))
+            kept = None if self.stored_vectors is None else \
+                store_rows(batch, self.stored_vectors, "add", s)
+            encoded.append((list_ids, lam_idx, codes, ids[s:s + self.add_batch_size], terms, kept))
         for part in encoded:
             self.lists.append(*part)
         self._next_id = max(self._next_id, int(ids.max()) + 1)
@@ -161,12 +176,15 @@ class VLQIndex:
 
     def _encode_batch(self, x: np.ndarray, what: str, row_offset: int):
         batch = as_float32(x, what, row_offset=row_offset)
+        if self.metric == "cosine":
+            batch = normalize_rows(batch, what, row_offset)
         return self.quantizer.encode(self.encoder.encode(batch))
 
     def add_encoded(self, list_ids: np.ndarray, lambda_idx: np.ndarray, codes: np.ndarray,
-                    ids: np.ndarray) -> None:
+                    ids: np.ndarray, vectors: np.ndarray | None = None) -> None:
         """Append codes encoded elsewhere (by `quantizer.encode`, e.g. on a worker): integer
-        arrays in range (nothing is cast silently) and ids not yet in the index."""
+        arrays in range (nothing is cast silently) and ids not yet in the index; `vectors`
+        (n, dim), what a vector store keeps (required with one, refused without)."""
         self._require_trained("add_encoded")
         if not isinstance(ids, np.ndarray) or ids.ndim != 1:
             raise ValueError(f"add_encoded: ids must be a 1-D integer numpy array, got "
@@ -181,8 +199,9 @@ class VLQIndex:
         codes = np.ascontiguousarray(check_index_array(
             codes, "add_encoded: codes", (n, self.code_bytes), 256), dtype=np.uint8)
         self._refuse_taken_ids(ids, "add_encoded")
+        vectors = stored_input(vectors, self.stored_vectors, self.dim, n, "add_encoded")
         self.lists.append(list_ids, lambda_idx, codes, ids,
-                          self._terms(list_ids, lambda_idx, codes))
+                          self._terms(list_ids, lambda_idx, codes), vectors)
         if n:
             self._next_id = max(self._next_id, int(ids.max()) + 1)
         self._device_lists = None
@@ -202,7 +221,8 @@ class VLQIndex:
     # -- search --------------------------------------------------------------
     def search(self, q: np.ndarray, k: int = 10, nprobe: int = 32, nlines: int = 256,
                batch_size: int = 4096, *, rerank: int | None = None,
-               stages: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+               refine: int | None = None, stages: dict | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
         """k nearest neighbours by exact ADC over the `nlines` nearest lines of the
         `nprobe` nearest centroids. Returns D float32 (nq, k), I int64 (nq, k), equal
         distances in id order; where the scanned lists hold fewer than k codes, the tail
@@ -211,12 +231,15 @@ class VLQIndex:
         The scan ranks codes by an approximate distance (4-bit codes: uint8 tables summed
         with SIMD; 8-bit codes: float tables and an int16 ADC term), and its `rerank` best
         (default DEFAULT_RERANK_FACTOR[pq_bits] * k, at least k) are re-scored with exact
-        ADC.
+        ADC. `refine=R` (>= k; needs stored vectors) re-ranks the R best of those by exact
+        distance to the stored vectors and returns the k best with exact distances. For
+        ip and cosine, D holds similarities, largest first (empty slots: -inf, -1).
         `stages`, a dict, receives the wall seconds of each stage (coarse, tables,
         lines+tables, scan, rerank, merge; the scalar scan's line selection and re-rank
         are fused into "scan")."""
         self._require_trained("search")
         qf = check_queries(q, self.dim)
+        qf = normalize_rows(qf, "queries") if self.metric == "cosine" else qf
         batch_size = check_positive_int(batch_size, "batch_size")
         if self.ntotal == 0:
             raise ValueError("search: the index is empty; add vectors first")
@@ -225,30 +248,41 @@ class VLQIndex:
         nlines = check_positive_int(nlines, "nlines", upper=nprobe * self.nedge)
         rerank = k * DEFAULT_RERANK_FACTOR[self.pq_bits] if rerank is None else \
             check_positive_int(rerank, "rerank")
+        refine = None if refine is None else check_refine(refine, k, self.stored_vectors, self.ntotal)
         self.lists.compact()
         out_d = np.empty((qf.shape[0], k), dtype=np.float32)
         out_i = np.empty((qf.shape[0], k), dtype=np.int64)
         step = max(1, min(batch_size, (1 << 26) // (self.nlist * 4)))
         for s in range(0, qf.shape[0], step):
             out_d[s:s + step], out_i[s:s + step] = self._search_batch(
-                qf[s:s + step], k, nprobe, nlines, max(rerank, k), s, stages)
-        with timed(stages, "merge"):
-            return order_ties_by_id(out_d, out_i)   # the same order however the index is split
+                qf[s:s + step], k, nprobe, nlines, rerank, s, stages, refine)
+        sign = -1 if larger_is_better(self.metric) else 1
+        with timed(stages, "merge"):   # the same order however the index is split
+            out_d, out_i = order_ties_by_id(sign * out_d, out_i)
+            return sign * out_d, out_i
 
-    def _search_batch(self, q, k, nprobe, nlines, rerank, row0, stages):
-        dist, labels = self._scan_batch(q, k, nprobe, nlines, rerank, row0, stages)
+    def _search_batch(self, q, k, nprobe, nlines, rerank, row0, stages, refine):
+        n = k if refine is None else refine
+        dist, pos = self._scan_batch(q, n, nprobe, nlines, max(rerank, n), row0, stages)
         # a distance that overflowed (inf, or NaN from inf - inf) answers nothing: refuse
         # the row rather than return an arbitrary order
-        check_finite_rows(np.where(labels >= 0, dist, 0.0), "queries", row0,
+        check_finite_rows(np.where(pos >= 0, dist, 0.0), "queries", row0,
                           "its ADC distances are not finite in float32 (a query, or model "
                           "values, too large for float32)")
-        return dist, labels
+        if refine is not None:
+            with timed(stages, "refine"):
+                dist, pos = refine_candidates(q, pos, self.lists.vectors, self.metric, k)
+        elif self.metric == "cosine":   # until the kernels rank by metric (lead, issue 15)
+            dist = similarity_from_l2(dist, pos)
+        return dist, self.lists.ids_at(pos)
 
     def _scan_batch(self, q, k, nprobe, nlines, rerank, row0, stages):
         quantizer, lists = self.quantizer, self.lists
         fast = self.pq_bits == 4 and self.backend == "numba"
         # one BLAS thread: OpenBLAS workers spinning after a GEMM would compete with the
         # scan's threads (measured: 80 -> 53 ms per 1000 queries on 2 cores)
+        if self.metric == "ip":   # TODO(issue 15): the lead's metric-aware kernels
+            raise NotImplementedError("search: metric='ip' needs the metric-aware scan kernels")
         with blas_controller().limit(limits=1, user_api="blas"):
             with timed(stages, "coarse"):
                 q = self.encoder.encode(q)
@@ -258,9 +292,8 @@ class VLQIndex:
                               "not finite in float32 (a query, or model values, too large "
                               "for float32)")
             if fast:
-                dist, pos = search_fastscan(quantizer, lists, q, dist_qc, k, nprobe, nlines,
-                                            rerank, stages)
-                return dist, lists.ids_at(pos)
+                return search_fastscan(quantizer, lists, q, dist_qc, k, nprobe, nlines,
+                                       rerank, stages)
             with timed(stages, "tables"):
                 lut = quantizer.query_tables(q)
         if self.backend == "numba":
@@ -270,7 +303,7 @@ class VLQIndex:
                                          lists.codes, lists.lambda_idx, lists.terms,
                                          lists.term_base, lists.term_scale, quantizer.centroids,
                                          quantizer.pq_codebook, k, rerank)
-            return dist, lists.ids_at(pos)
+            return dist, pos
         import torch
         with timed(stages, "lines"):
             list_ids, line_b, line_alpha, line_c = select_lines(
@@ -282,8 +315,7 @@ class VLQIndex:
                                    t(line_alpha.astype(np.float32)), t(line_c.astype(np.float32)),
                                    dev["lambda_values"], dev["offsets"], dev["codes"],
                                    dev["lambda_idx"], dev["terms"], k)
-            labels = torch.where(pos >= 0, dev["ids"][pos.clamp(min=0)], -1)
-            return dist.cpu().numpy(), labels.cpu().numpy()
+            return dist.cpu().numpy(), pos.cpu().numpy().astype(np.int64)
 
     def _lists_on_device(self) -> dict:
         """The lists as the torch scan reads them: one sub-code per byte (4-bit codes
@@ -295,7 +327,7 @@ class VLQIndex:
             if self.pq_bits == 4:
                 codes = np.stack([codes & 15, codes >> 4], axis=2).reshape(codes.shape[0], -1)
             arrays = {"offsets": lists.offsets, "codes": codes, "lambda_idx": lists.lambda_idx,
-                      "terms": terms, "ids": lists.ids,
+                      "terms": terms,
                       "lambda_values": self.quantizer.lambda_values}
             self._device_lists = {name: torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
                                   for name, a in arrays.items()}
@@ -308,52 +340,26 @@ class VLQIndex:
     # -- persistence ---------------------------------------------------------
     def model_meta(self) -> dict:
         """A model version's metadata: the shape, the training seed, the encoder."""
-        return {"shape": self.shape.to_dict(), "seed": self.seed,
-                "encoder": self.encoder.describe()}
+        return model_meta(self)
 
     @classmethod
     def from_trained(cls, encoder, quantizer: VLQQuantizer, **kwargs) -> "VLQIndex":
         """An empty index around an encoder and a quantizer trained on its output
         (e.g. by trainers.train_encoder)."""
-        index = cls(encoder.dim, quantizer.nlist, quantizer.nedge, quantizer.code_bytes,
-                    quantizer.lambda_values.size, pq_bits=quantizer.pq_bits, encoder=encoder,
-                    **kwargs)
-        if quantizer.dim != index.code_dim:
-            raise ValueError(f"quantizer is {quantizer.dim}-d, the encoder outputs {index.code_dim}-d")
-        index.quantizer = quantizer
-        return index
+        return index_from_trained(cls, encoder, quantizer, **kwargs)
 
     def to_arrays(self) -> IndexArrays:
-        """The model and the encoded rows, as stored (shards/ writes them)."""
-        self._require_trained("save")
-        self.lists.compact()
-        return IndexArrays(model_meta=self.model_meta(), model_arrays=self._model_arrays(),
-                           ids=self.lists.ids, list_ids=self.lists.list_ids(),
-                           lambda_idx=self.lists.lambda_idx, codes=self.lists.codes,
-                           next_id=self._next_id)
+        """The model, the encoded rows and the stored vectors, as stored (shards/ writes them)."""
+        return index_to_arrays(self)
 
     @classmethod
     def from_arrays(cls, data: IndexArrays, *, backend: Backend = "auto",
-                    device: str | None = None) -> "VLQIndex":
+                    device: str | None = None, stored_vectors: str | None = None) -> "VLQIndex":
         """An index from a model and encoded rows; the model is checked (`check_model`:
-        shapes, ranges, no NaN/inf) and the rows as `add_encoded` checks them."""
-        meta, arrays = data.model_meta, data.model_arrays
-        shape = check_model(meta, arrays, "model")
-        index = cls(shape.dim, shape.nlist, shape.nedge, shape.code_bytes, shape.nlambda,
-                    pq_bits=shape.pq_bits, encoder=encoder_from_arrays(meta, arrays),
-                    seed=meta.get("seed", 0),
-                    backend=backend, device=device)
-        if index.shape != shape:
-            raise ValueError(f"the model's encoder gives shape {index.shape}, its metadata "
-                             f"says {shape}")
-        index.quantizer = VLQQuantizer(**{name: arrays[name] for name in
-                                          ("centroids", "edges", "edge_len2",
-                                           "lambda_values", "pq_codebook")})
-        if data.ids.shape[0]:
-            index.add_encoded(data.list_ids, data.lambda_idx, data.codes, data.ids)
-        index._next_id = max(int(data.next_id), index._next_id)
-        index.lists.compact()
-        return index
+        shapes, ranges, no NaN/inf) and the rows as `add_encoded` checks them. The vector
+        store is `stored_vectors`, else that of `data.vectors`."""
+        return index_from_arrays(cls, data, backend=backend, device=device,
+                                 stored_vectors=stored_vectors)
 
     @classmethod
     def from_model(cls, store: Store | str, version: str, storage_options: dict | None = None,

@@ -24,6 +24,7 @@ class IndexArrays:
     lambda_idx: np.ndarray
     codes: np.ndarray
     next_id: int
+    vectors: np.ndarray | None = None   # (n, dim) uint8/float16/float32, row-aligned; for refine
 
     @classmethod
     def empty(cls, model_meta: dict, model_arrays: dict[str, np.ndarray]) -> "IndexArrays":
@@ -41,7 +42,7 @@ class IndexArrays:
     @cached_property
     def model_version(self) -> str:
         """The hash of the model arrays (computed once)."""
-        return model_version_of(self.model_arrays)
+        return model_version_of(self.model_arrays, self.shape.metric)
 
     @property
     def ntotal(self) -> int:
