@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 DEFAULT_NEDGE = 32
+METRIC_CHOICES = ("l2", "ip", "cosine")   # shards.shape.METRICS (checked by IndexShape)
 
 
 def _train(args) -> int:
@@ -26,7 +27,7 @@ def _train(args) -> int:
     nedge = min(DEFAULT_NEDGE, args.nlist - 1) if args.nedge is None else args.nedge
     shape = IndexShape(learn.d, args.nlist, nedge, args.code_bytes, args.nlambda,
                        encoder=encoder_cfg.kind, code_dim=encoder_cfg.dim_out,
-                       pq_bits=args.pq_bits)
+                       pq_bits=args.pq_bits, metric=args.metric)
     rows = learn.read(0, min(learn.n, args.sample_size)) if args.sample_size else learn.read()
     result = train_model_version(rows, shape, encoder_cfg, store,
                                  {"uri": args.learn, "rows": int(rows.shape[0])})
@@ -136,6 +137,9 @@ def add_train_commands(sub) -> None:
     train.add_argument("--pq-bits", type=int, choices=(4, 8), default=8,
                        help="bits per PQ sub-code: 8 (scalar scan) or 4 (SIMD fast scan)")
     train.add_argument("--nlambda", type=int, default=256)
+    train.add_argument("--metric", choices=METRIC_CHOICES, default="l2",
+                       help="what the index ranks by: l2 (squared L2), ip (inner product) or "
+                            "cosine (rows and queries normalised)")
     train.add_argument("--encoder", default="none", help="none, opq, gsl, gsl+qn8, gsl+smh0.5 ...")
     train.add_argument("--sample-size", type=int, default=None, help="with --learn: first N "
                        "rows only; with --name: uniform sample size (default 100000)")
