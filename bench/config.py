@@ -48,6 +48,7 @@ class BenchConfig:
     encoders: tuple[str, ...] = ("none",)   # one snapline run per encoder spec
     repeats: int = 3
     add_batch_size: int = 100_000
+    metric: Literal["l2", "ip", "cosine"] = "l2"   # every system ranks by it (gt.ibin's)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -58,6 +59,8 @@ class BenchConfig:
         if self.nlists is not None:
             object.__setattr__(self, "nlists", tuple(self.nlists))
         self._check_sizes()
+        if self.metric not in ("l2", "ip", "cosine"):
+            raise ValueError(f"metric must be 'l2', 'ip' or 'cosine', got metric={self.metric!r}")
         # imported here, not at the top: a spawned faiss child unpickles a BenchConfig
         # (no __post_init__) and must not load torch, whose pages would count in its RSS
         from trainers.train_encoder import encoder_config_from_spec

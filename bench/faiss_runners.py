@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import faiss
 
+from bench.dataset_files import metric_rows
+
 __all__ = ["FAISS_ID_BYTES", "FaissRunner", "faiss_resident_bytes"]
 
 #: bytes of the 64-bit id faiss stores next to every code in its inverted lists.
@@ -42,18 +44,20 @@ class FaissRunner:
 
     bytes_method = BYTES_METHOD
 
-    def __init__(self, d: int, factory: str):
+    def __init__(self, d: int, factory: str, metric: str = "l2"):
         # the factory's object already has its own type (IndexRefine, IndexIVFRaBitQ ...); a
         # downcast_index copy would not own it and would dangle once the factory's is freed
-        self.index = faiss.index_factory(d, factory, faiss.METRIC_L2)
+        self.metric = metric   # cosine: inner product of normalised rows
+        self.index = faiss.index_factory(d, factory, faiss.METRIC_L2 if metric == "l2"
+                                         else faiss.METRIC_INNER_PRODUCT)
         self.ivf = faiss.downcast_index(faiss.extract_index_ivf(self.index))  # .qb of RaBitQ
         self.bytes_detail: dict[str, int] = {}
 
     def train(self, x):
-        self.index.train(x)
+        self.index.train(metric_rows(x, self.metric))
 
     def add(self, x):
-        self.index.add(x)
+        self.index.add(metric_rows(x, self.metric))
 
     def search(self, q, k, params):
         self.ivf.nprobe = params["nprobe"]
@@ -61,7 +65,7 @@ class FaissRunner:
             self.index.k_factor = params["k_factor"]
         if "qb" in params:
             self.ivf.qb = params["qb"]
-        return self.index.search(q, k)
+        return self.index.search(metric_rows(q, self.metric), k)
 
     @property
     def ntotal(self) -> int:

@@ -18,6 +18,8 @@ import numpy as np
 __all__ = ["LanceDBRunner"]
 
 TABLE = "vectors"
+#: LanceDB's distance type for each metric (cosine: LanceDB normalises itself)
+LANCE_METRIC = {"l2": "l2", "ip": "dot", "cosine": "cosine"}
 
 
 class LanceDBRunner:
@@ -51,7 +53,7 @@ class LanceDBRunner:
         self.n += x.shape[0]
 
     def finish_add(self):
-        self.table.create_index(metric="l2", index_type="IVF_PQ",
+        self.table.create_index(metric=LANCE_METRIC[self.cfg.metric], index_type="IVF_PQ",
                                 num_partitions=self.plan.nlist,
                                 num_sub_vectors=self.cfg.code_bytes)
         indices = self.folder / f"{TABLE}.lance" / "_indices"
@@ -62,7 +64,8 @@ class LanceDBRunner:
 
     def search(self, q, k, params):
         query = self.table.search(np.ascontiguousarray(q, dtype=np.float32)).limit(k)
-        query = query.nprobes(params["nprobes"]).select(["id", "_distance"])
+        query = query.nprobes(params["nprobes"]).select(["id", "_distance"]).distance_type(
+            LANCE_METRIC[self.cfg.metric])   # the index's: another would scan every row
         if params.get("refine_factor"):
             query = query.refine_factor(params["refine_factor"])
         table = query.to_arrow()

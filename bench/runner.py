@@ -33,7 +33,8 @@ import faiss
 import numpy as np
 
 from bench.config import PEER_PACKAGES, BenchConfig
-from bench.dataset_files import DatasetFiles, find_dataset_files, read_float32
+from bench.dataset_files import (DatasetFiles, check_dataset_metric, dataset_metric,
+                                 find_dataset_files, read_float32)
 from bench.fronts import uses_stored_copy
 from bench.json_records import write_json
 from bench.plans import SystemPlan, plan_systems
@@ -188,6 +189,7 @@ def _results_header(cfg: BenchConfig, base, query, learn, gt_k: int, skipped: li
         "n_base": base.n, "n_query": query.n, "n_learn": learn.n, "dim": base.d,
         "dtype": str(np.dtype(base.dtype)),
         "threads": cfg.threads, "code_bytes": cfg.code_bytes, "k": cfg.k,
+        "metric": cfg.metric, "dataset_metric": dataset_metric(cfg.data_dir),
         "gt_k": gt_k, "search_batch": query.n,
         "qps_method": QPS_METHOD.format(repeats=cfg.repeats),
         "peak_rss_method": "ru_maxrss of a spawned child process that runs only that system",
@@ -210,6 +212,7 @@ def run_benchmark(cfg: BenchConfig) -> dict:
         raise ValueError(f"out_dir {cfg.out_dir}: exists and is not a folder (results.json "
                          f"and the plot go into a folder)")
     files = find_dataset_files(cfg.data_dir)
+    check_dataset_metric(cfg.data_dir, cfg.metric)   # gt.ibin must rank by cfg.metric
     base, query, learn = (open_vectors(str(p)) for p in (files.base, files.query, files.learn))
     if not base.d == query.d == learn.d:
         raise ValueError(f"dimensions differ: base d={base.d}, query d={query.d}, learn d={learn.d}")

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.dataset_files import metric_rows
+
 __all__ = ["ScannRunner"]
 
 logger = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ class ScannRunner:
         self.n_train = int(x.shape[0])
 
     def add(self, x):
-        self.batches.append(np.ascontiguousarray(x, dtype=np.float32))
+        self.batches.append(metric_rows(x, self.cfg.metric))
 
     def finish_add(self):
         import scann
@@ -55,7 +57,8 @@ class ScannRunner:
         db = np.concatenate(self.batches)
         self.batches = []
         nlist = self.plan.nlist
-        builder = scann.scann_ops_pybind.builder(db, self.cfg.k, "squared_l2").tree(
+        distance = "squared_l2" if self.cfg.metric == "l2" else "dot_product"
+        builder = scann.scann_ops_pybind.builder(db, self.cfg.k, distance).tree(
             num_leaves=nlist, num_leaves_to_search=min(nlist, 16),
             training_sample_size=min(db.shape[0], max(self.n_train, nlist))
         ).score_ah(self.d // self.blocks, anisotropic_quantization_threshold=ANISOTROPIC_THRESHOLD)
@@ -80,7 +83,7 @@ class ScannRunner:
         if self.reorder:
             kwargs["pre_reorder_num_neighbors"] = max(k, params["reorder"])
         I, D = self.searcher.search_batched_parallel(
-            q, batch_size=max(1, -(-q.shape[0] // (4 * self.cfg.threads))), **kwargs)
+            metric_rows(q, self.cfg.metric), batch_size=max(1, -(-q.shape[0] // (4 * self.cfg.threads))), **kwargs)
         return np.asarray(D, dtype=np.float32), np.asarray(I, dtype=np.int64)
 
     @property

@@ -19,13 +19,13 @@ class SnaplineRunner:
         self.encoder_cfg = encoder_config_from_spec(plan.encoder)
         self.shape = IndexShape(d, plan.nlist, plan.nedge, cfg.code_bytes, cfg.nlambda,
                                 encoder=self.encoder_cfg.kind, code_dim=self.encoder_cfg.dim_out,
-                                pq_bits=getattr(plan, "pq_bits", 8))
+                                pq_bits=getattr(plan, "pq_bits", 8), metric=cfg.metric)
         self.index = None
         self.encoder_metrics: dict = {}
 
     def train(self, x):
         encoder, quantizer, self.encoder_metrics = train_encoder(x, self.shape, self.encoder_cfg)
-        self.index = VLQIndex.from_trained(encoder, quantizer)
+        self.index = VLQIndex.from_trained(encoder, quantizer, metric=self.shape.metric)
 
     def encoder_report(self, sample: np.ndarray) -> dict:
         """Encoder description and its encode throughput on this machine."""

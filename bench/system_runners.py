@@ -33,4 +33,4 @@ def make_runner(d: int, plan: SystemPlan, cfg: BenchConfig):
         return LanceDBRunner(d, plan, cfg)
     if plan.factory is None:
         raise ValueError(f"{plan.system}: a faiss plan needs a factory string, got None")
-    return FaissRunner(d, plan.factory)
+    return FaissRunner(d, plan.factory, cfg.metric)

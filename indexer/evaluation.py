@@ -23,6 +23,7 @@ import faiss
 import numpy as np
 
 from indexer.merge import merge_topk
+from indexer.refine import check_metric, larger_is_better, normalize_rows
 
 __all__ = [
     "recall_at_k",
@@ -118,9 +119,11 @@ def _as_float32_rows(x: np.ndarray, name: str) -> np.ndarray:
 
 
 def exact_ground_truth(
-    xb: np.ndarray, xq: np.ndarray, k: int, batch_size: int = 131_072
+    xb: np.ndarray, xq: np.ndarray, k: int, batch_size: int = 131_072, metric: str = "l2"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact squared-L2 k nearest neighbours of every query in xb.
+    """Exact k nearest neighbours of every query in xb: by squared L2, or for
+    metric="ip"/"cosine" the k largest inner products (of the normalised rows for cosine;
+    D holds the similarities, largest first).
 
     xb may be a np.memmap of uint8/int8/float rows: it is sliced ``batch_size``
     rows at a time and only that slice is converted to float32. Returns
@@ -136,14 +139,21 @@ def exact_ground_truth(
         raise ValueError(f"k must be in [1, {nb}] for xb{xb.shape}, got k={k}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got batch_size={batch_size}")
+    check_metric(metric)
     queries = _as_float32_rows(xq, "xq")
+    if metric == "cosine":
+        queries = normalize_rows(queries, "xq")
+    faiss_metric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+    sign = np.float32(-1.0 if larger_is_better(metric) else 1.0)   # merge_topk keeps the smallest
     nq = queries.shape[0]
     D = np.empty((nq, 0), dtype=np.float32)
     I = np.empty((nq, 0), dtype=np.int64)
     for i0 in range(0, nb, batch_size):
         i1 = min(nb, i0 + batch_size)
         block = _as_float32_rows(xb[i0:i1], "xb")
-        Db, Ib = faiss.knn(queries, block, min(k, i1 - i0), metric=faiss.METRIC_L2)
-        D, I = merge_topk([D, Db], [I, Ib.astype(np.int64) + i0], k)
+        if metric == "cosine":
+            block = normalize_rows(block, "xb", i0)
+        Db, Ib = faiss.knn(queries, block, min(k, i1 - i0), metric=faiss_metric)
+        D, I = merge_topk([D, sign * Db], [I, Ib.astype(np.int64) + i0], k)
         logger.debug("ground truth: merged base rows %d..%d of %d", i0, i1, nb)
-    return np.ascontiguousarray(D, dtype=np.float32), np.ascontiguousarray(I, dtype=np.int64)
+    return np.ascontiguousarray(sign * D, dtype=np.float32), np.ascontiguousarray(I, dtype=np.int64)

@@ -15,7 +15,9 @@ What is resident per vector, all of it counted by `nbytes` (SPEC 2):
   (`term_base[list] + term_scale * terms`, one scale for all lists: the largest list range
   / 65535); the scalar scan adds it, then re-ranks its best codes with the exact term; the
   fast scan keeps none (it recomputes the terms of the codes it re-ranks);
-- the offsets (int64 per list).
+- the offsets (int64 per list);
+- with a vector store (`vector_dtype`), each row's input vector as added (uint8, float16
+  or float32), in the same row order as the codes, for exact re-ranking (`refine`).
 
 Rows may carry attributes (a pyarrow Table, one row per row, kept in the same order) for
 filters. Removed rows are cleared in the `live` bitset (None: every row is live), so that
@@ -49,7 +51,7 @@ def unpack_blocks(packed: np.ndarray, n: int) -> np.ndarray:
 
 class InvertedLists:
     def __init__(self, nlists: int, code_bytes: int, *, blocked: bool = False,
-                 with_terms: bool = True):
+                 with_terms: bool = True, vector_dtype=None, dim: int = 0):
         self.nlists = nlists
         self.code_bytes = code_bytes
         self.blocked = blocked          # codes held in the fast-scan block layout
@@ -63,6 +65,9 @@ class InvertedLists:
         self.terms = np.empty(0, dtype=np.int16)
         self.term_base = np.zeros(nlists if with_terms else 0, dtype=np.float32)
         self.term_scale = np.float32(1.0)
+        self.vector_dtype = None if vector_dtype is None else np.dtype(vector_dtype)
+        self.vectors = (None if vector_dtype is None
+                        else np.empty((0, dim), dtype=self.vector_dtype))
         self.attributes: pa.Table | None = None
         self.live: np.ndarray | None = None   # bitset of the live rows; None: all
         self._ndead = 0
@@ -108,9 +113,10 @@ class InvertedLists:
     @property
     def nbytes(self) -> int:
         """Everything resident for the compacted rows: codes (with block padding), lambda
-        bytes, ids, ADC terms, offsets."""
+        bytes, ids, ADC terms, offsets, stored vectors."""
+        stored = 0 if self.vectors is None else self.vectors.nbytes
         return int(self._codes.nbytes + self.lambda_idx.nbytes + self.id_offsets.nbytes
-                   + self.terms.nbytes + self.term_base.nbytes + self.offsets.nbytes
+                   + self.terms.nbytes + self.term_base.nbytes + self.offsets.nbytes + stored
                    + (0 if self.live is None else self.live.nbytes))
 
     def codes_at(self, rows: np.ndarray) -> np.ndarray:
@@ -129,11 +135,21 @@ class InvertedLists:
         return self.term_base[per_row] + self.term_scale * self.terms.astype(np.float32)
 
     # -- updates -------------------------------------------------------------
-    def append(self, list_ids, lambda_idx, codes, ids, terms=None, attributes=None) -> None:
+    def append(self, list_ids, lambda_idx, codes, ids, terms=None, vectors=None,
+               attributes=None) -> None:
         if self.with_terms and terms is None:
             raise ValueError("these lists keep an ADC term per code: pass terms")
+        if (self.vectors is None) != (vectors is None):
+            raise ValueError("these lists keep a vector per row: pass vectors" if vectors is None
+                             else "these lists keep no vectors: pass vectors=None")
+        if vectors is not None and (vectors.dtype != self.vector_dtype
+                                    or vectors.shape != (ids.shape[0], self.vectors.shape[1])):
+            raise ValueError(f"vectors must be {self.vector_dtype} ({ids.shape[0]}, "
+                             f"{self.vectors.shape[1]}), got {vectors.dtype} {vectors.shape}")
         self._pending.append((list_ids, lambda_idx, codes, ids,
-                              terms if self.with_terms else np.empty(0, np.float32), attributes))
+                              terms if self.with_terms else np.empty(0, np.float32),
+                              np.empty((ids.shape[0], 0), np.uint8) if vectors is None
+                              else vectors, attributes))
         self._npending += ids.shape[0]
 
     def all_ids(self) -> np.ndarray:
@@ -168,6 +184,8 @@ class InvertedLists:
             self.terms = self.terms[keep]
         if self.attributes is not None:
             self.attributes = self.attributes.filter(pa.array(keep))
+        if self.vectors is not None:
+            self.vectors = self.vectors[keep]
         self.offsets = np.zeros(self.nlists + 1, dtype=np.int64)
         np.cumsum(counts, out=self.offsets[1:])
         self.live, self._ndead = None, 0
@@ -183,16 +201,20 @@ class InvertedLists:
             return False
         self.purge()
         old_terms = self.float_terms() if self.with_terms else self.terms
-        parts = [(self.list_ids(), self.lambda_idx, self.codes, self.ids, old_terms)]
-        parts += [part[:5] for part in self._pending]
-        tables = [self.attributes] * (self.nrows > 0) + [part[5] for part in self._pending]
-        list_ids, lam, codes, ids, terms = (np.concatenate(p) for p in zip(*parts))
+        old_vectors = (np.empty((self.ids.shape[0], 0), np.uint8) if self.vectors is None
+                       else self.vectors)
+        parts = [(self.list_ids(), self.lambda_idx, self.codes, self.ids, old_terms, old_vectors)]
+        parts += [part[:6] for part in self._pending]
+        tables = [self.attributes] * (self.nrows > 0) + [part[6] for part in self._pending]
+        list_ids, lam, codes, ids, terms, vectors = (np.concatenate(p) for p in zip(*parts))
         order = np.argsort(list_ids, kind="stable")
         if any(t is not None for t in tables):
             self.attributes = pa.concat_tables(tables).take(pa.array(order))
         codes = codes[order]
         self._codes = pack_blocks(codes) if self.blocked else codes
         self.lambda_idx = lam[order]
+        if self.vectors is not None:
+            self.vectors = vectors[order]
         self._set_ids(ids[order])
         self.offsets = np.zeros(self.nlists + 1, dtype=np.int64)
         np.cumsum(np.bincount(list_ids, minlength=self.nlists), out=self.offsets[1:])

@@ -19,8 +19,8 @@ import numpy as np
 from indexer.filters import check_attributes, matching_rows
 from indexer.rowsets import bitset_of, rows_of
 
-__all__ = ["RowSets", "check_new_attributes", "exhaustive_search", "filtered_plan", "short_rows",
-           "EXHAUSTIVE_CHUNK"]
+__all__ = ["RowSets", "check_new_attributes", "exhaustive_search", "filtered_plan", "remove_ids",
+           "search_plan", "short_rows", "EXHAUSTIVE_CHUNK"]
 
 EXHAUSTIVE_CHUNK = 32768   # rows decoded at a time by exhaustive_search
 FILTER_CACHE = 8           # row sets of the last filters kept per index
@@ -111,7 +111,7 @@ def short_rows(labels: np.ndarray, k: int, n_allowed: int) -> np.ndarray:
 def check_new_attributes(lists, attributes, n: int, what: str):
     """The attributes of n new rows (check_attributes), consistent with the rows held:
     an index has attribute columns from its first rows on, or never."""
-    had = lists.attributes is not None or any(part[5] is not None for part in lists._pending)
+    had = lists.attributes is not None or any(part[6] is not None for part in lists._pending)
     if attributes is None:
         if had and n:
             raise ValueError(f"{what}: this index has attribute columns; give attributes "
@@ -127,3 +127,26 @@ def check_new_attributes(lists, attributes, n: int, what: str):
         raise ValueError(f"{what}: attribute columns ({held.schema.to_string(show_schema_metadata=False)})"
                          f" expected, got ({table.schema.to_string(show_schema_metadata=False)})")
     return table
+
+
+def search_plan(index, row_sets: RowSets, where: str | None, nprobe: int, nlines: int) -> tuple:
+    """(nprobe, nlines, allowed rows bitset or None, matching rows (None without a
+    filter), exhaustive) of a search of `index` (its lists compacted)."""
+    allowed, n_allowed = row_sets.allowed(index.lists, where)
+    if where is None:
+        return nprobe, nlines, allowed, None, False
+    nprobe, nlines, exhaustive = filtered_plan(index.nlist, index.nedge, index.ntotal,
+                                               n_allowed, nprobe, nlines)
+    return nprobe, nlines, allowed, n_allowed, exhaustive
+
+
+def remove_ids(lists, ids) -> int:
+    """Remove the rows of `lists` whose id is in ids (unknown ids ignored); how many."""
+    ids = np.asarray(ids)
+    if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
+        raise ValueError(f"remove_ids: ids must be a 1-D array of integers, got "
+                         f"{ids.dtype} of shape {ids.shape}")
+    lists.compact()
+    if ids.size == 0 or lists.nrows == 0:
+        return 0
+    return lists.remove_rows(np.flatnonzero(np.isin(lists.ids, ids.astype(np.int64))))

@@ -15,8 +15,9 @@ __all__ = ["scan_batch"]
 
 
 def scan_batch(index, q, k, nprobe, nlines, rerank, row0, stages, allowed):
-    """(distances ascending, ids) of the k best allowed rows for raw queries q (float32):
-    l2 squared distances or, for the inner product, -<q, x_hat>; padded with (inf, -1)."""
+    """(distances ascending, row positions) of the k best allowed rows for raw queries q
+    (float32): l2 squared distances or, for the inner product, -<q, x_hat>; padded with
+    (inf, -1)."""
     quantizer, lists = index.quantizer, index.lists
     fast = index.pq_bits == 4 and index.backend == "numba"
     # one BLAS thread: OpenBLAS workers spinning after a GEMM would compete with the
@@ -30,9 +31,8 @@ def scan_batch(index, q, k, nprobe, nlines, rerank, row0, stages, allowed):
                           "not finite in float32 (a query, or model values, too large "
                           "for float32)")
         if fast:
-            dist, pos = search_fastscan(quantizer, lists, q, dist_qc, k, nprobe, nlines,
-                                        rerank, stages, allowed=allowed)
-            return dist, lists.ids_at(pos)
+            return search_fastscan(quantizer, lists, q, dist_qc, k, nprobe, nlines, rerank,
+                                   stages, allowed=allowed)
         with timed(stages, "tables"):
             lut = quantizer.query_tables(q)
     if index.backend == "numba":
@@ -43,7 +43,7 @@ def scan_batch(index, q, k, nprobe, nlines, rerank, row0, stages, allowed):
                                      lists.lambda_idx, lists.terms, lists.term_base,
                                      lists.term_scale, quantizer.centroids,
                                      quantizer.pq_codebook, k, rerank, allowed)
-        return dist, lists.ids_at(pos)
+        return dist, pos
     return _scan_torch(index, lut, dist_qc, k, nprobe, nlines, stages, allowed)
 
 
@@ -60,8 +60,7 @@ def _scan_torch(index, lut, dist_qc, k, nprobe, nlines, stages, allowed):
                                t(line_alpha.astype(np.float32)), t(line_c.astype(np.float32)),
                                dev["lambda_values"], dev["offsets"], dev["codes"],
                                dev["lambda_idx"], dev["terms"], k)
-        labels = torch.where(pos >= 0, dev["ids"][pos.clamp(min=0)], -1)
-        return dist.cpu().numpy(), labels.cpu().numpy()
+        return dist.cpu().numpy(), pos.cpu().numpy().astype(np.int64)
 
 
 def lists_on_device(index, allowed) -> dict:
@@ -76,8 +75,7 @@ def lists_on_device(index, allowed) -> dict:
         if index.pq_bits == 4:
             codes = np.stack([codes & 15, codes >> 4], axis=2).reshape(codes.shape[0], -1)
         arrays = {"offsets": lists.offsets, "codes": codes, "lambda_idx": lists.lambda_idx,
-                  "terms": terms, "ids": lists.ids,
-                  "lambda_values": index.quantizer.lambda_values}
+                  "terms": terms, "lambda_values": index.quantizer.lambda_values}
         index._device_lists = {name: torch.from_numpy(np.ascontiguousarray(a)).to(index.device)
                                for name, a in arrays.items()}
     dev = index._device_lists

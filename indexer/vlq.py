@@ -3,6 +3,7 @@
     index = VLQIndex(dim=128, nlist=1024, nedge=32, code_bytes=16)
     index.train(x_learn); index.add(x_base)
     D, I = index.search(q, k=10, nprobe=32, nlines=256)
+With `stored_vectors`, `search(..., refine=R)` re-ranks the R best by exact distance.
 """
 from __future__ import annotations
 
@@ -10,15 +11,20 @@ from typing import Sequence
 
 import numpy as np
 
+import dataclasses
+
 from indexer.backends import Backend, resolve_backend
-from indexer.encoders import IdentityEncoder, encoder_from_arrays
+from indexer.encoders import IdentityEncoder
 from indexer.fastscan_search import timed
-from indexer.filters import check_attributes
 from indexer.invlists import InvertedLists
-from indexer.live import (RowSets, check_new_attributes, exhaustive_search, filtered_plan,
-                          short_rows)
+from indexer.live import (RowSets, check_new_attributes, exhaustive_search, remove_ids,
+                          search_plan, short_rows)
 from indexer.merge import order_ties_by_id
+from indexer.persistence import index_from_arrays, index_from_trained, index_to_arrays, model_meta
 from indexer.quantizer import VLQQuantizer
+from indexer.refine import (STORE_DTYPES, check_metric, check_refine, check_store,
+                            larger_is_better, normalize_rows, refine as refine_candidates,
+                            store_bytes, store_rows, stored_input)
 from indexer.search_paths import scan_batch
 from indexer.validation import (
     as_float32,
@@ -33,7 +39,6 @@ from indexer.validation import (
 from shards import (IndexArrays, IndexRoot, IndexShape, Store, load_arrays, load_model,
                     save_copy, save_model)
 from shards.index_arrays import DEFAULT_ROWS_PER_SHARD
-from shards.models import check_model
 
 ID_BYTES = 4      # ids kept as uint32 above a base (int64 when they span >= 2**32)
 LAMBDA_BYTES = 1
@@ -48,7 +53,8 @@ class VLQIndex:
     def __init__(self, dim: int, nlist: int, nedge: int = 32, code_bytes: int = 16,
                  nlambda: int = 256, *, pq_bits: int = 8, encoder=None, seed: int = 0,
                  backend: Backend = "auto", device: str | None = None,
-                 add_batch_size: int = 16384):
+                 add_batch_size: int = 16384, metric: str = "l2",
+                 stored_vectors: str | None = None):
         self.dim = check_positive_int(dim, "dim")
         # vectors (and queries) pass through the encoder; VLQ quantizes its output
         self.encoder = IdentityEncoder(self.dim) if encoder is None else encoder
@@ -72,9 +78,12 @@ class VLQIndex:
         self.seed = int(seed)
         self.add_batch_size = check_positive_int(add_batch_size, "add_batch_size")
         self.backend, self.device = resolve_backend(backend, device)
-        self.quantizer: VLQQuantizer | None = None
+        self.metric = check_metric(metric)
+        self.quantizer = None
+        self.stored_vectors = check_store(stored_vectors)   # dtype name of the vector store
         self.lists = InvertedLists(self.nlist * self.nedge, self.code_bytes,
-                                   blocked=pq_bits == 4, with_terms=pq_bits == 8)
+                                   blocked=pq_bits == 4, with_terms=pq_bits == 8,
+                                   vector_dtype=STORE_DTYPES.get(stored_vectors), dim=self.dim)
         self._next_id = 0
         self._device_lists = None
         self._row_sets = RowSets()
@@ -92,22 +101,24 @@ class VLQIndex:
     def shape(self) -> IndexShape:
         """What the index is sized for (stored with its model, manifest and shards)."""
         return IndexShape(self.dim, self.nlist, self.nedge, self.code_bytes, self.nlambda,
-                          encoder=self.encoder.kind, code_dim=self.code_dim, pq_bits=self.pq_bits)
+                          encoder=self.encoder.kind, code_dim=self.code_dim, pq_bits=self.pq_bits,
+                          metric=self.metric)
 
     @property
     def bytes_per_vector(self) -> float:
         """Resident bytes per vector, measured from the arrays (`InvertedLists.nbytes`:
-        codes with block padding, lambda byte, id, ADC term of 8-bit codes, list offsets);
-        for an empty index, what one vector will cost."""
+        codes with block padding, lambda byte, id, ADC term of 8-bit codes, list offsets,
+        stored vectors); for an empty index, what one vector will cost."""
         self.lists.compact()
         if self.ntotal:
             return self.lists.nbytes / self.ntotal
-        return float(self.code_bytes + LAMBDA_BYTES + ID_BYTES + TERM_BYTES * (self.pq_bits == 8))
+        return float(self.code_bytes + LAMBDA_BYTES + ID_BYTES + TERM_BYTES * (self.pq_bits == 8)
+                     + store_bytes(self.stored_vectors, self.dim))
 
     def __repr__(self) -> str:
         return (f"VLQIndex(dim={self.dim}, encoder={self.encoder.kind!r}, nlist={self.nlist}, nedge={self.nedge}, "
                 f"code_bytes={self.code_bytes}, pq_bits={self.pq_bits}, nlambda={self.nlambda}, ntotal={self.ntotal}, "
-                f"backend={self.backend!r})")
+                f"metric={self.metric!r}, stored_vectors={self.stored_vectors!r}, backend={self.backend!r})")
 
     # -- build ---------------------------------------------------------------
     def train(self, x: np.ndarray) -> None:
@@ -117,6 +128,7 @@ class VLQIndex:
             raise ValueError(f"train: the index already holds {self.ntotal} vectors; "
                              f"train a new index instead")
         xt = as_float32(x, "train")
+        xt = normalize_rows(xt, "train") if self.metric == "cosine" else xt
         if xt.shape[0] < self.nlist:
             raise ValueError(f"train: {xt.shape[0]} training vectors for nlist={self.nlist}; "
                              f"need at least nlist (ideally >= 39 * nlist)")
@@ -124,9 +136,21 @@ class VLQIndex:
                                             self.code_bytes, self.nlambda, seed=self.seed,
                                             pq_bits=self.pq_bits)
 
+    @property
+    def quantizer(self) -> VLQQuantizer | None:
+        return self._quantizer
+
+    @quantizer.setter
+    def quantizer(self, quantizer: VLQQuantizer | None) -> None:
+        """The quantizer ranks as the index's metric says (cosine: ip on unit rows)."""
+        if quantizer is not None and quantizer.metric != (ranks := "l2" if self.metric == "l2" else "ip"):
+            quantizer = dataclasses.replace(quantizer, metric=ranks)
+        self._quantizer = quantizer
+
     def add(self, x: np.ndarray, ids: np.ndarray | None = None, attributes=None) -> None:
-        """Encode and append vectors; ids default to ntotal, ntotal+1, ...; attributes: a
-        pyarrow Table with one row per vector (the columns filters read).
+        """Encode and append vectors (kept too, with a vector store); ids default to
+        ntotal, ntotal+1, ...; attributes: a pyarrow Table with one row per vector (the
+        columns filters read).
 
         Streams in batches of `add_batch_size` rows (x may be a memory map). Nothing is
         added unless every batch encodes: a bad row, or an id given twice or already in
@@ -143,11 +167,13 @@ class VLQIndex:
             self._refuse_taken_ids(ids, "add")
         encoded = []
         for s in range(0, n, self.add_batch_size):
-            list_ids, lam_idx, codes = self._encode_batch(x[s:s + self.add_batch_size], "add", s)
+            batch = x[s:s + self.add_batch_size]
+            list_ids, lam_idx, codes = self._encode_batch(batch, "add", s)
             terms = self._terms(list_ids, lam_idx, codes)
-            encoded.append((list_ids, lam_idx, codes, ids[s:s + self.add_batch_size], terms,
-                            None if attributes is None else
-                            attributes.slice(s, self.add_batch_size)))
+            kept = None if self.stored_vectors is None else \
+                store_rows(batch, self.stored_vectors, "add", s)
+            encoded.append((list_ids, lam_idx, codes, ids[s:s + self.add_batch_size], terms, kept,
+                            None if attributes is None else attributes.slice(s, self.add_batch_size)))
         for part in encoded:
             self.lists.append(*part)
         if n:
@@ -157,15 +183,7 @@ class VLQIndex:
     def remove_ids(self, ids) -> int:
         """Remove vectors by id; returns how many were removed (unknown ids are ignored).
         Removed rows are skipped by every scan from now on."""
-        ids = np.asarray(ids)
-        if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
-            raise ValueError(f"remove_ids: ids must be a 1-D array of integers, got "
-                             f"{ids.dtype} of shape {ids.shape}")
-        self.lists.compact()
-        if ids.size == 0 or self.lists.nrows == 0:
-            return 0
-        rows = np.flatnonzero(np.isin(self.lists.ids, ids.astype(np.int64)))
-        removed = self.lists.remove_rows(rows)
+        removed = remove_ids(self.lists, ids)
         self._changed()
         return removed
 
@@ -188,12 +206,15 @@ class VLQIndex:
 
     def _encode_batch(self, x: np.ndarray, what: str, row_offset: int):
         batch = as_float32(x, what, row_offset=row_offset)
+        if self.metric == "cosine":
+            batch = normalize_rows(batch, what, row_offset)
         return self.quantizer.encode(self.encoder.encode(batch))
 
     def add_encoded(self, list_ids: np.ndarray, lambda_idx: np.ndarray, codes: np.ndarray,
-                    ids: np.ndarray, attributes=None) -> None:
+                    ids: np.ndarray, vectors: np.ndarray | None = None, attributes=None) -> None:
         """Append codes encoded elsewhere (by `quantizer.encode`, e.g. on a worker): integer
-        arrays in range (nothing is cast silently) and ids not yet in the index."""
+        arrays in range (nothing is cast silently) and ids not yet in the index; `vectors`
+        (n, dim), what a vector store keeps (required with one, refused without)."""
         self._require_trained("add_encoded")
         if not isinstance(ids, np.ndarray) or ids.ndim != 1:
             raise ValueError(f"add_encoded: ids must be a 1-D integer numpy array, got "
@@ -209,8 +230,9 @@ class VLQIndex:
             codes, "add_encoded: codes", (n, self.code_bytes), 256), dtype=np.uint8)
         attributes = check_new_attributes(self.lists, attributes, n, "add_encoded")
         self._refuse_taken_ids(ids, "add_encoded")
+        vectors = stored_input(vectors, self.stored_vectors, self.dim, n, "add_encoded")
         self.lists.append(list_ids, lambda_idx, codes, ids,
-                          self._terms(list_ids, lambda_idx, codes), attributes)
+                          self._terms(list_ids, lambda_idx, codes), vectors, attributes)
         if n:
             self._next_id = max(self._next_id, int(ids.max()) + 1)
         self._changed()
@@ -230,7 +252,7 @@ class VLQIndex:
     # -- search --------------------------------------------------------------
     def search(self, q: np.ndarray, k: int = 10, nprobe: int = 32, nlines: int = 256,
                batch_size: int = 4096, *, rerank: int | None = None,
-               filter: str | None = None,
+               refine: int | None = None, filter: str | None = None,
                stages: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
         """k nearest neighbours by exact ADC over the `nlines` nearest lines of the
         `nprobe` nearest centroids. Returns D float32 (nq, k), I int64 (nq, k), equal
@@ -240,7 +262,9 @@ class VLQIndex:
         The scan ranks codes by an approximate distance (4-bit codes: uint8 tables summed
         with SIMD; 8-bit codes: float tables and an int16 ADC term), and its `rerank` best
         (default DEFAULT_RERANK_FACTOR[pq_bits] * k, at least k) are re-scored with exact
-        ADC.
+        ADC. `refine=R` (>= k; needs stored vectors) re-ranks the R best of those by exact
+        distance to the stored vectors and returns the k best with exact distances. For
+        ip and cosine, D holds similarities, largest first (empty slots: -inf, -1).
         `filter`, a SQL WHERE clause over the attribute columns (DuckDB): only rows it
         holds for are returned. With a filter that keeps a fraction s of the rows, nprobe
         and nlines are divided by s (the scan meets about as many matching rows as an
@@ -252,6 +276,7 @@ class VLQIndex:
         are fused into "scan")."""
         self._require_trained("search")
         qf = check_queries(q, self.dim)
+        qf = normalize_rows(qf, "queries") if self.metric == "cosine" else qf
         batch_size = check_positive_int(batch_size, "batch_size")
         if self.ntotal == 0:
             raise ValueError("search: the index is empty; add vectors first")
@@ -260,43 +285,46 @@ class VLQIndex:
         nlines = check_positive_int(nlines, "nlines", upper=nprobe * self.nedge)
         rerank = k * DEFAULT_RERANK_FACTOR[self.pq_bits] if rerank is None else \
             check_positive_int(rerank, "rerank")
+        refine = None if refine is None else check_refine(refine, k, self.stored_vectors, self.ntotal)
         self.lists.compact()
-        allowed, n_allowed = self._row_sets.allowed(self.lists, filter)
-        exhaustive = False
-        if filter is not None:   # probe wider, or scan every matching row (indexer.live)
-            nprobe, nlines, exhaustive = filtered_plan(self.nlist, self.nedge, self.ntotal,
-                                                       n_allowed, nprobe, nlines)
+        plan = search_plan(self, self._row_sets, filter, nprobe, nlines)
         out_d = np.empty((qf.shape[0], k), dtype=np.float32)
         out_i = np.empty((qf.shape[0], k), dtype=np.int64)
         step = max(1, min(batch_size, (1 << 26) // (self.nlist * 4)))
         for s in range(0, qf.shape[0], step):
             out_d[s:s + step], out_i[s:s + step] = self._search_batch(
-                qf[s:s + step], k, nprobe, nlines, max(rerank, k), s, stages, allowed,
-                n_allowed if filter is not None else None, exhaustive)
-        with timed(stages, "merge"):
-            return order_ties_by_id(out_d, out_i)   # the same order however the index is split
+                qf[s:s + step], k, rerank, s, stages, refine, plan)
+        sign = -1 if larger_is_better(self.metric) else 1
+        with timed(stages, "merge"):   # the same order however the index is split
+            out_d, out_i = order_ties_by_id(sign * out_d, out_i)
+            return sign * out_d, out_i
 
-    def _search_batch(self, q, k, nprobe, nlines, rerank, row0, stages, allowed, n_allowed,
-                      exhaustive):
-        if exhaustive:      # few allowed rows: scan them all
-            dist, labels = self._exhaustive(q, k, allowed, stages)
+    def _search_batch(self, q, k, rerank, row0, stages, refine, plan):
+        nprobe, nlines, allowed, n_allowed, exhaustive = plan
+        n = k if refine is None else refine
+        if exhaustive:      # a filter that few rows pass: score them all
+            dist, pos = self._exhaustive(q, n, allowed, stages)
         else:
-            dist, labels = scan_batch(self, q, k, nprobe, nlines, rerank, row0, stages,
-                                      allowed)
-            if n_allowed is not None and (short := short_rows(labels, k, n_allowed)).size:
-                dist[short], labels[short] = self._exhaustive(q[short], k, allowed, stages)
+            dist, pos = scan_batch(self, q, n, nprobe, nlines, max(rerank, n), row0, stages,
+                                   allowed)
+            if n_allowed is not None and (short := short_rows(pos, n, n_allowed)).size:
+                dist[short], pos[short] = self._exhaustive(q[short], n, allowed, stages)
         # a distance that overflowed (inf, or NaN from inf - inf) answers nothing: refuse
         # the row rather than return an arbitrary order
-        check_finite_rows(np.where(labels >= 0, dist, 0.0), "queries", row0,
+        check_finite_rows(np.where(pos >= 0, dist, 0.0), "queries", row0,
                           "its ADC distances are not finite in float32 (a query, or model "
                           "values, too large for float32)")
-        return dist, labels
+        if refine is not None:
+            with timed(stages, "refine"):
+                dist, pos = refine_candidates(q, pos, self.lists.vectors, self.metric, k)
+        elif larger_is_better(self.metric):   # the scans rank by -<q, x_hat>
+            dist = np.where(pos >= 0, -dist, -np.inf).astype(np.float32)
+        return dist, self.lists.ids_at(pos)
 
     def _exhaustive(self, q, k, allowed, stages):
         with timed(stages, "exhaustive"):
-            dist, pos = exhaustive_search(self.quantizer, self.lists, self.encoder.encode(q),
-                                          allowed, k)
-            return dist, self.lists.ids_at(pos)
+            return exhaustive_search(self.quantizer, self.lists, self.encoder.encode(q),
+                                     allowed, k)
 
     def _require_trained(self, what: str) -> None:
         if self.quantizer is None:
@@ -305,53 +333,26 @@ class VLQIndex:
     # -- persistence ---------------------------------------------------------
     def model_meta(self) -> dict:
         """A model version's metadata: the shape, the training seed, the encoder."""
-        return {"shape": self.shape.to_dict(), "seed": self.seed,
-                "encoder": self.encoder.describe()}
+        return model_meta(self)
 
     @classmethod
     def from_trained(cls, encoder, quantizer: VLQQuantizer, **kwargs) -> "VLQIndex":
         """An empty index around an encoder and a quantizer trained on its output
         (e.g. by trainers.train_encoder)."""
-        index = cls(encoder.dim, quantizer.nlist, quantizer.nedge, quantizer.code_bytes,
-                    quantizer.lambda_values.size, pq_bits=quantizer.pq_bits, encoder=encoder,
-                    **kwargs)
-        if quantizer.dim != index.code_dim:
-            raise ValueError(f"quantizer is {quantizer.dim}-d, the encoder outputs {index.code_dim}-d")
-        index.quantizer = quantizer
-        return index
+        return index_from_trained(cls, encoder, quantizer, **kwargs)
 
     def to_arrays(self) -> IndexArrays:
-        """The model and the encoded rows, as stored (shards/ writes them)."""
-        self._require_trained("save")
-        self.lists.compact()
-        self.lists.purge()
-        return IndexArrays(model_meta=self.model_meta(), model_arrays=self._model_arrays(),
-                           ids=self.lists.ids, list_ids=self.lists.list_ids(),
-                           lambda_idx=self.lists.lambda_idx, codes=self.lists.codes,
-                           next_id=self._next_id)
+        """The model, the encoded rows and the stored vectors, as stored (shards/ writes them)."""
+        return index_to_arrays(self)
 
     @classmethod
     def from_arrays(cls, data: IndexArrays, *, backend: Backend = "auto",
-                    device: str | None = None) -> "VLQIndex":
+                    device: str | None = None, stored_vectors: str | None = None) -> "VLQIndex":
         """An index from a model and encoded rows; the model is checked (`check_model`:
-        shapes, ranges, no NaN/inf) and the rows as `add_encoded` checks them."""
-        meta, arrays = data.model_meta, data.model_arrays
-        shape = check_model(meta, arrays, "model")
-        index = cls(shape.dim, shape.nlist, shape.nedge, shape.code_bytes, shape.nlambda,
-                    pq_bits=shape.pq_bits, encoder=encoder_from_arrays(meta, arrays),
-                    seed=meta.get("seed", 0),
-                    backend=backend, device=device)
-        if index.shape != shape:
-            raise ValueError(f"the model's encoder gives shape {index.shape}, its metadata "
-                             f"says {shape}")
-        index.quantizer = VLQQuantizer(**{name: arrays[name] for name in
-                                          ("centroids", "edges", "edge_len2",
-                                           "lambda_values", "pq_codebook")})
-        if data.ids.shape[0]:
-            index.add_encoded(data.list_ids, data.lambda_idx, data.codes, data.ids)
-        index._next_id = max(int(data.next_id), index._next_id)
-        index.lists.compact()
-        return index
+        shapes, ranges, no NaN/inf) and the rows as `add_encoded` checks them. The vector
+        store is `stored_vectors`, else that of `data.vectors`."""
+        return index_from_arrays(cls, data, backend=backend, device=device,
+                                 stored_vectors=stored_vectors)
 
     @classmethod
     def from_model(cls, store: Store | str, version: str, storage_options: dict | None = None,

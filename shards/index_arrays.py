@@ -59,7 +59,7 @@ class IndexArrays:
     @cached_property
     def model_version(self) -> str:
         """The hash of the model arrays (computed once)."""
-        return model_version_of(self.model_arrays)
+        return model_version_of(self.model_arrays, self.shape.metric)
 
     @property
     def ntotal(self) -> int:

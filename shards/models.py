@@ -24,9 +24,11 @@ MODEL_ARRAYS = ("centroids", "edges", "edge_len2", "lambda_values", "pq_codebook
 _SHAPE_KEYS = ("dim", "nlist", "nedge", "code_bytes", "nlambda")
 
 
-def model_version_of(arrays: dict[str, np.ndarray]) -> str:
-    """Content-addressed model version: the same trained model always has one name."""
-    h = hashlib.sha256()
+def model_version_of(arrays: dict[str, np.ndarray], metric: str = "l2") -> str:
+    """Content-addressed model version: the same trained model always has one name. A
+    metric other than l2 is hashed too: l2 and ip train the same arrays from the same
+    sample, and must not share a version (l2 versions are as before the metric)."""
+    h = hashlib.sha256(b"" if metric == "l2" else f"metric:{metric};".encode())
     for name in sorted(arrays):
         a = np.ascontiguousarray(arrays[name])
         h.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
@@ -101,8 +103,7 @@ def check_model(meta: dict, arrays: dict[str, np.ndarray], where: str,
 
 def write_model(loc: Location, meta: dict, arrays: dict[str, np.ndarray]) -> str:
     """Write a model bundle at loc unless an identical one is there; returns its version."""
-    version = model_version_of(arrays)
-    check_model(meta, arrays, f"{loc.uri}: model to write")
+    version = model_version_of(arrays, check_model(meta, arrays, f"{loc.uri}: model to write").metric)
     if loc.exists("meta.json"):
         existing, _ = read_array_bundle_at(loc)
         if existing.get("model_version") == version:
@@ -119,7 +120,7 @@ def read_model(loc: Location, expected_version: str) -> tuple[dict, dict[str, np
     if meta.get("model_version") != expected_version:
         raise ValueError(f"{loc.uri}: holds model version {meta.get('model_version')!r}, "
                          f"the index manifest needs {expected_version!r}")
-    if model_version_of(arrays) != expected_version:
+    if model_version_of(arrays, model_shape(meta, loc.uri).metric) != expected_version:
         raise ValueError(f"{loc.uri}: model arrays do not hash to their version "
                          f"{expected_version!r}")
     check_model(meta, arrays, loc.uri, in_files=True)
@@ -128,7 +129,8 @@ def read_model(loc: Location, expected_version: str) -> tuple[dict, dict[str, np
 
 def save_model(store: Store | str, meta: dict, arrays: dict[str, np.ndarray]) -> str:
     """Write a model version into `<store>/models/<version>/`; returns the version."""
-    return write_model(Store.of(store).model_location(model_version_of(arrays)), meta, arrays)
+    version = model_version_of(arrays, model_shape(meta).metric)
+    return write_model(Store.of(store).model_location(version), meta, arrays)
 
 
 def load_model(store: Store | str, version: str) -> tuple[dict, dict[str, np.ndarray]]:

@@ -2,17 +2,23 @@
 VLQIndex are sized for (SPEC 2).
 
     IndexShape(dim=128, nlist=1024, nedge=32, code_bytes=16, nlambda=256,
-               encoder="none", code_dim=128, pq_bits=8)
+               encoder="none", code_dim=128, pq_bits=8, metric="l2")
 
 `code_dim` is the dimension the encoder outputs (what VLQ quantizes): `dim` for the
 identity encoder. `pq_bits` is the width of one PQ sub-code: 8 (one sub-quantizer per code
 byte, the scalar lookup scan) or 4 (two per byte, the SIMD fast scan); a code is always
-`code_bytes` bytes, so `pq_m = code_bytes * 8 // pq_bits` sub-quantizers.
+`code_bytes` bytes, so `pq_m = code_bytes * 8 // pq_bits` sub-quantizers. `metric` is what the index ranks by
+(chosen at training; metadata written before it existed reads as "l2").
 Every check names the field and the value.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+
+
+#: the distances an index ranks by: squared L2 (smallest first), inner product and cosine
+#: similarity (largest first); a shape without a metric (files before issue 15) is l2
+METRICS = ("l2", "ip", "cosine")
 
 
 def _positive_int(value, name: str) -> int:
@@ -31,6 +37,7 @@ class IndexShape:
     encoder: str = "none"    # encoder kind: "none", "opq", "gsl"
     code_dim: int | None = None   # encoder output dimension; None: dim
     pq_bits: int = 8         # bits per PQ sub-code: 8, or 4 (fast scan)
+    metric: str = "l2"       # "l2", "ip" (inner product) or "cosine" (SPEC 7)
 
     def __post_init__(self):
         for name in ("dim", "nlist", "nedge", "code_bytes", "nlambda"):
@@ -53,6 +60,8 @@ class IndexShape:
             per = "one per byte" if self.pq_bits == 8 else "two 4-bit ones per byte"
             raise ValueError(f"code_bytes={self.code_bytes} must divide the encoded dimension "
                              f"{self.code_dim} into {self.pq_m} PQ sub-spaces ({per})")
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {', '.join(METRICS)}, got metric={self.metric!r}")
         if not isinstance(self.encoder, str) or not self.encoder:
             raise ValueError(f"encoder must name an encoder kind, got encoder={self.encoder!r}")
 

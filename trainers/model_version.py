@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from indexer import VLQIndex
+from indexer.refine import normalize_rows
 from indexer.validation import as_float32, check_vectors
 from shards import IndexShape, Store
 from trainers.encoder_config import EncoderConfig
@@ -30,10 +31,12 @@ def train_model_version(x: np.ndarray, shape: IndexShape, cfg: EncoderConfig, st
     figures and the encoder's description."""
     what = f"{sample.get('uri') or 'training sample'}: training vectors"
     x = as_float32(check_vectors(x, shape.dim, what), what)   # NaN/inf named, before faiss
-    held = hold_out(x, cfg.validation_fraction, cfg.seed)
+    x = normalize_rows(x, what) if shape.metric == "cosine" else x
+    held = hold_out(x, cfg.validation_fraction, cfg.seed, shape.metric)
     encoder, quantizer, metrics = train_encoder(held.train, shape, cfg)
-    validation = validation_recall(VLQIndex.from_trained(encoder, quantizer), held)
-    version = VLQIndex.from_trained(encoder, quantizer).save_model(store, extra_meta={
+    trained = lambda: VLQIndex.from_trained(encoder, quantizer, metric=shape.metric)  # noqa: E731
+    validation = validation_recall(trained(), held)
+    version = trained().save_model(store, extra_meta={
         "training": {"sample": sample, "validation": validation,
                      "train_rows": int(held.train.shape[0]), **metrics},
         "created": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),

@@ -16,6 +16,7 @@ import numpy as np
 
 from indexer import VLQQuantizer
 from indexer.encoders import IdentityEncoder, train_opq
+from indexer.refine import normalize_rows
 from shards.shape import IndexShape
 from trainers.encoder_config import EncoderConfig, EncoderKind, check_config, encoder_config_from_spec
 from trainers.gsl_training import train_gsl
@@ -32,6 +33,8 @@ def train_encoder(x: np.ndarray, shape: IndexShape, cfg: EncoderConfig):
     shape = check_config(cfg, shape)
     if x.ndim != 2 or x.shape[1] != shape.dim:
         raise ValueError(f"training vectors must be (n, {shape.dim}), got shape {x.shape}")
+    if shape.metric == "cosine":   # the model learns the directions the index will see
+        x = normalize_rows(x, "training vectors")
     t0 = time.perf_counter()
     if cfg.kind == "none":
         encoder = IdentityEncoder(shape.dim)

@@ -42,14 +42,14 @@ def split_rows(n: int, fraction: float, seed: int,
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def hold_out(x: np.ndarray, fraction: float, seed: int) -> HeldOut:
+def hold_out(x: np.ndarray, fraction: float, seed: int, metric: str = "l2") -> HeldOut:
     """Split the rows of x (`split_rows`) and find each held-out row's exact nearest
-    training row."""
+    training row by `metric`."""
     train_rows, val_rows = split_rows(x.shape[0], fraction, seed)
     train, queries = x[train_rows], x[val_rows]
     if val_rows.size == 0:
         return HeldOut(train, queries, np.empty((0, 1), np.int64))
-    _, gt = exact_ground_truth(train, queries, 1)
+    _, gt = exact_ground_truth(train, queries, 1, metric=metric)
     return HeldOut(train, queries, gt)
 
 

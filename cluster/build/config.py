@@ -5,6 +5,7 @@
     source: {uri: data/base.u8bin}        # format from the extension, or `format:`
     sample: {size: 100000, seed: 0}       # or learn: {uri: ...}; or model: m-... (reuse)
     index: {nlist: 1024, nedge: 32, code_bytes: 16, nlambda: 256, pq_bits: 8}  # nlist: auto
+                                          # metric: l2 (default), ip or cosine
     encoder: {kind: none}                 # or opq / gsl with its training options
     shards: {rows_per_shard: 100000}
     workers: {encode: 2, gpus_per_worker: 0, train_gpus: 0}
@@ -25,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from shards.manifest import check_name
+from shards.shape import METRICS
 from trainers.train_encoder import EncoderConfig
 
 
@@ -55,6 +57,7 @@ class IndexConfig:
     code_bytes: int = 16
     nlambda: int = 256
     pq_bits: int = 8               # 8: scalar lookup scan; 4: SIMD fast scan + exact re-rank
+    metric: str | None = None      # l2, ip or cosine; None: l2, or a reused model's metric
 
 
 @dataclass(frozen=True)
@@ -214,6 +217,9 @@ def _check_values(cfg: BuildConfig) -> None:
     positive(cfg.index.code_bytes, "index.code_bytes")
     if cfg.index.pq_bits not in (4, 8):
         raise BuildConfigError(f"index.pq_bits: must be 4 or 8, got {cfg.index.pq_bits!r}")
+    if cfg.index.metric is not None and cfg.index.metric not in METRICS:
+        raise BuildConfigError(f"index.metric: must be one of {', '.join(METRICS)}, got "
+                               f"{cfg.index.metric!r}")
     if not 0 < cfg.index.nlambda <= 256:
         raise BuildConfigError(f"index.nlambda: must lie in [1, 256], got {cfg.index.nlambda}")
     if cfg.sample is not None:

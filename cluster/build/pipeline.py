@@ -102,7 +102,8 @@ def check_build(cfg: BuildConfig, *, source=None, model_meta: dict | None = None
     try:
         shape = check_config(cfg.encoder, IndexShape(
             source.d, nlist, nedge, cfg.index.code_bytes, cfg.index.nlambda,
-            encoder=cfg.encoder.kind, code_dim=cfg.encoder.dim_out, pq_bits=cfg.index.pq_bits))
+            encoder=cfg.encoder.kind, code_dim=cfg.encoder.dim_out, pq_bits=cfg.index.pq_bits,
+            metric=cfg.index.metric or "l2"))
     except ValueError as exc:
         raise BuildConfigError(f"encoder / index.code_bytes: {exc}") from None
     _check_store(cfg)
@@ -119,6 +120,10 @@ def _check_with_model(cfg: BuildConfig, source, meta: dict | None) -> CheckedBui
     if shape.dim != source.d:
         raise BuildConfigError(f"model: {cfg.model} takes {shape.dim}-d vectors, the "
                                f"source has d={source.d}")
+    if cfg.index.metric not in (None, shape.metric):
+        raise BuildConfigError(f"index.metric: {cfg.index.metric!r}, but model {cfg.model} was "
+                               f"trained for metric {shape.metric!r} (omit index.metric to "
+                               f"use the model's)")
     return CheckedBuild(cfg, source.n, source.d, shape.nlist, shape.nedge, 0, shape)
 
 

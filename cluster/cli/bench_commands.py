@@ -17,6 +17,11 @@ def _bench(args) -> int:
     from bench.runner import RESULTS_FILE, run_benchmark
 
     options = {}
+    if args.scale_rows is not None:   # the metric's set (e.g. IP), then benchmark it
+        from bench.dataset_files import make_metric_set
+
+        args.data_dir = str(make_metric_set(args.data_dir, args.scale_rows, args.metric,
+                                            seed=args.scale_seed))
     if args.threads is not None:
         options["threads"] = args.threads
     if args.systems is not None:
@@ -29,7 +34,7 @@ def _bench(args) -> int:
         options["pq_bits"] = _int_list(args.pq_bits, "--pq-bits")
     cfg = BenchConfig(data_dir=args.data_dir, out_dir=args.out, code_bytes=args.code_bytes,
                       encoders=tuple(args.encoder or ["none"]), nedge=args.nedge,
-                      repeats=args.repeats, **options)
+                      repeats=args.repeats, metric=args.metric, **options)
     results = run_benchmark(cfg)
     png = plot_results(cfg.out_dir / RESULTS_FILE)   # the plot step reads the file on disk
     fronts = write_fronts(cfg.out_dir / RESULTS_FILE)
@@ -76,6 +81,14 @@ def add_bench_commands(sub) -> None:
     bench.add_argument("--pq-bits", default=None, help="snapline code bits, comma-separated "
                        "among 4,8 (default: 4,8)")
     bench.add_argument("--nedge", type=int, default=32)
+    bench.add_argument("--metric", choices=("l2", "ip", "cosine"), default="l2",
+                       help="what every system ranks by; data_dir's gt.ibin must be for it "
+                            "(its metric.json; l2 without, also ip/cosine for unit-norm rows)")
+    bench.add_argument("--scale-rows", default=None, metavar="DIR",
+                       help="first write DIR: data_dir with base and learn rows scaled by a "
+                            "seeded per-row factor in [0.5, 2] and gt.ibin recomputed for "
+                            "--metric (the IP set of a unit-norm set), then benchmark DIR")
+    bench.add_argument("--scale-seed", type=int, default=0, help="seed of --scale-rows")
     bench.add_argument("--repeats", type=int, default=3, help="timed calls per sweep point "
                        "(QPS from their median)")
     bench.add_argument("--encoder", action="append", default=None,

@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 
 DEFAULT_NEDGE = 32
+METRIC_CHOICES = ("l2", "ip", "cosine")   # shards.shape.METRICS (checked by IndexShape)
 
 
 def _train(args) -> int:
     _check_train_args(args)
     if args.name:
+        if args.metric is not None:
+            raise ValueError(f"--metric {args.metric}: with --name the new model keeps the "
+                             f"index's metric; omit --metric")
         return _train_for_index(args)
     if not args.learn or not args.nlist:
         raise ValueError("give --name (a new model for a published index, from a fresh sample "
@@ -26,7 +30,7 @@ def _train(args) -> int:
     nedge = min(DEFAULT_NEDGE, args.nlist - 1) if args.nedge is None else args.nedge
     shape = IndexShape(learn.d, args.nlist, nedge, args.code_bytes, args.nlambda,
                        encoder=encoder_cfg.kind, code_dim=encoder_cfg.dim_out,
-                       pq_bits=args.pq_bits)
+                       pq_bits=args.pq_bits, metric=args.metric or "l2")
     rows = learn.read(0, min(learn.n, args.sample_size)) if args.sample_size else learn.read()
     result = train_model_version(rows, shape, encoder_cfg, store,
                                  {"uri": args.learn, "rows": int(rows.shape[0])})
@@ -136,6 +140,10 @@ def add_train_commands(sub) -> None:
     train.add_argument("--pq-bits", type=int, choices=(4, 8), default=8,
                        help="bits per PQ sub-code: 8 (scalar scan) or 4 (SIMD fast scan)")
     train.add_argument("--nlambda", type=int, default=256)
+    train.add_argument("--metric", choices=METRIC_CHOICES, default=None,
+                       help="what the index ranks by: l2 (squared L2, default), ip (inner "
+                            "product) or cosine (rows and queries normalised); with --name: "
+                            "the index's")
     train.add_argument("--encoder", default="none", help="none, opq, gsl, gsl+qn8, gsl+smh0.5 ...")
     train.add_argument("--sample-size", type=int, default=None, help="with --learn: first N "
                        "rows only; with --name: uniform sample size (default 100000)")

@@ -85,7 +85,7 @@ def train_for_index(store: str, name: str, sample_size: int, seed: int,
         sample=SampleConfig(size=sample_size, seed=seed),
         index=IndexConfig(nlist=shape.nlist, nedge=shape.nedge,
                           code_bytes=shape.code_bytes, nlambda=shape.nlambda,
-                          pq_bits=shape.pq_bits),
+                          pq_bits=shape.pq_bits, metric=shape.metric),
         encoder=_encoder_config(current, seed), workers=workers)
     checked = check_build(cfg)
     connect(address)

@@ -1,0 +1,166 @@
+"""Metrics outside the scan kernels, and refinement by stored vectors (SPEC 7, issue 15).
+
+    rows = store_rows(x, "uint8", "add")                  # what an index keeps per vector
+    D, pos = refine(q, candidates, rows, "l2", k=10)       # exact re-rank of a scan's best
+
+A metric is "l2" (squared L2, smallest first), "ip" (inner product, largest first) or
+"cosine" (inner product of normalised vectors, largest first). Empty slots (position -1)
+come last: (inf, -1) for l2, (-inf, -1) for ip and cosine.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from indexer.validation import check_vectors
+from shards.shape import METRICS
+
+#: the dtypes a vector store may hold (`VLQIndex(stored_vectors=...)`)
+STORE_DTYPES = {"uint8": np.uint8, "float16": np.float16, "float32": np.float32}
+#: candidate vectors gathered per chunk of queries (elements), bounding refine's memory
+_CHUNK_ELEMENTS = 1 << 22
+
+
+def check_metric(metric) -> str:
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {', '.join(METRICS)}, got metric={metric!r}")
+    return metric
+
+
+def larger_is_better(metric: str) -> bool:
+    """True for similarities (ip, cosine): D sorted descending."""
+    return metric != "l2"
+
+
+def empty_score(metric: str) -> np.float32:
+    """The distance of an empty result slot: what sorts last."""
+    return np.float32(-np.inf if larger_is_better(metric) else np.inf)
+
+
+def check_store(stored_vectors) -> str | None:
+    if stored_vectors is not None and stored_vectors not in STORE_DTYPES:
+        raise ValueError(f"stored_vectors must be None, {', '.join(map(repr, STORE_DTYPES))}; "
+                         f"got stored_vectors={stored_vectors!r}")
+    return stored_vectors
+
+
+def store_bytes(store: str | None, dim: int) -> int:
+    """Bytes a vector store keeps per vector (0 without one)."""
+    return 0 if store is None else dim * np.dtype(STORE_DTYPES[store]).itemsize
+
+
+def stored_input(vectors, store: str | None, dim: int, n: int, what: str):
+    """What a store keeps of `vectors` given beside n codes (`add_encoded`): required with
+    a store, refused without; (n, dim), cast as `store_rows` casts."""
+    if (vectors is None) != (store is None):
+        raise ValueError(f"{what}: the index has stored_vectors={store!r}; "
+                         f"{'pass' if vectors is None else 'do not pass'} vectors")
+    if vectors is None:
+        return None
+    if not isinstance(vectors, np.ndarray) or vectors.shape != (n, dim):
+        raise ValueError(f"{what}: vectors must be an (n={n}, dim={dim}) numpy array, got "
+                         f"{getattr(vectors, 'shape', type(vectors).__name__)}")
+    if n:
+        check_vectors(vectors, None, f"{what}: vectors")
+    return store_rows(vectors, store, f"{what}: vectors")
+
+
+def check_refine(refine, k: int, store: str | None, ntotal: int) -> int:
+    """The candidates a search re-ranks per query (`search(refine=R)`: R >= k, a vector
+    store; at most ntotal)."""
+    if store is None:
+        raise ValueError(f"search: refine={refine!r} needs stored vectors; build the index "
+                         f"with VLQIndex(..., stored_vectors='uint8'|'float16'|'float32')")
+    if isinstance(refine, bool) or not isinstance(refine, (int, np.integer)) or refine <= 0:
+        raise ValueError(f"search: refine must be a positive integer or None, got "
+                         f"refine={refine!r}")
+    if refine < k:
+        raise ValueError(f"search: refine={refine} must be >= k={k} (refine counts the "
+                         f"candidates re-ranked, k of them are returned)")
+    return min(int(refine), ntotal)
+
+
+def store_rows(x: np.ndarray, store: str, what: str, row_offset: int = 0) -> np.ndarray:
+    """Rows of x (checked (n, dim), any supported dtype) cast to the store's dtype; refuses
+    a uint8 store of values that are not integers in 0..255, and a float16 store of values
+    beyond float16, naming the first bad row."""
+    dtype = np.dtype(STORE_DTYPES[store])
+    if x.dtype == dtype:
+        return np.ascontiguousarray(x)
+    if store == "uint8":
+        with np.errstate(invalid="ignore"):
+            ok = ((x >= 0) & (x <= 255) & (x == np.round(x))).all(axis=1)
+        if not ok.all():
+            row = int(np.flatnonzero(~ok)[0])
+            raise ValueError(f"{what}: stored_vectors='uint8' keeps integers in 0..255, but row "
+                             f"{row + row_offset} ({x.dtype}) holds other values; use "
+                             f"stored_vectors='float16' or 'float32'")
+        return x.astype(np.uint8)
+    with np.errstate(over="ignore"):
+        out = np.ascontiguousarray(x, dtype=dtype)
+    finite = np.isfinite(out).all(axis=1)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        raise ValueError(f"{what}: row {row + row_offset} does not fit stored_vectors={store!r} "
+                         f"(values beyond {float(np.finfo(dtype).max):.6g}); use 'float32'")
+    return out
+
+
+def normalize_rows(x: np.ndarray, what: str, row_offset: int = 0) -> np.ndarray:
+    """float32 rows scaled to unit L2 norm (the cosine metric's input); refuses a zero row,
+    naming it (it has no direction)."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.sqrt(np.einsum("nd,nd->n", x, x, dtype=np.float64))
+    zero = norms == 0
+    if zero.any():
+        raise ValueError(f"{what}: row {int(np.flatnonzero(zero)[0]) + row_offset} is zero; "
+                         f"the cosine metric needs non-zero vectors")
+    return (x / norms[:, None]).astype(np.float32)
+
+
+def similarity_from_l2(dist: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """Cosine similarity of unit vectors from their squared L2 distance (1 - d / 2); -inf
+    where the slot is empty (pos < 0)."""
+    return np.where(pos >= 0, 1.0 - dist / 2.0, -np.inf).astype(np.float32)
+
+
+def exact_scores(q: np.ndarray, x: np.ndarray, metric: str) -> np.ndarray:
+    """Exact distances between queries (nq, d) and each query's vectors (nq, r, d), float32
+    computations: squared L2, inner product, or cosine of the normalised vectors."""
+    if metric == "l2":
+        diff = x - q[:, None, :]
+        return np.einsum("nrd,nrd->nr", diff, diff)
+    if metric == "cosine":
+        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), np.float32(1e-30))
+        x = x / np.maximum(np.linalg.norm(x, axis=2, keepdims=True), np.float32(1e-30))
+    return np.einsum("nrd,nd->nr", x, q)
+
+
+def refine(queries: np.ndarray, positions: np.ndarray, vectors: np.ndarray, metric: str,
+           k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Re-rank candidates by their exact distance to the query and keep the k best.
+
+    queries (nq, d) float32; positions (nq, r) int64 row numbers into `vectors` (n, d)
+    (-1: no candidate); metric as `check_metric`. Returns D float32 (nq, k) and the
+    positions (nq, k), best first (ties in candidate order), empty slots last."""
+    check_metric(metric)
+    nq, r = positions.shape
+    if queries.shape != (nq, vectors.shape[1]):
+        raise ValueError(f"refine: queries {queries.shape} do not match candidates "
+                         f"{positions.shape} of {vectors.shape[1]}-d vectors")
+    if k <= 0 or k > r:
+        raise ValueError(f"refine: k={k} must lie in [1, {r}] (the candidates per query)")
+    out_d = np.empty((nq, k), dtype=np.float32)
+    out_p = np.empty((nq, k), dtype=np.int64)
+    step = max(1, _CHUNK_ELEMENTS // max(1, r * vectors.shape[1]))
+    sign = np.float32(-1.0 if larger_is_better(metric) else 1.0)
+    for s in range(0, nq, step):
+        pos = positions[s:s + step]
+        cand = vectors[np.maximum(pos, 0)].astype(np.float32)
+        scores = exact_scores(queries[s:s + step].astype(np.float32), cand, metric)
+        key = np.where(pos >= 0, sign * scores, np.float32(np.inf))
+        best = np.argsort(key, axis=1, kind="stable")[:, :k]
+        chosen = np.take_along_axis(pos, best, axis=1)
+        out_p[s:s + step] = chosen
+        out_d[s:s + step] = np.where(chosen >= 0, np.take_along_axis(scores, best, axis=1),
+                                     empty_score(metric))
+    return out_d, out_p
