@@ -4,7 +4,6 @@ attributes (`tag` = id % 1000, `lang` = 'en' for even ids, 'fr' for odd ones) an
 index can keep them, its stored vectors (for refine)."""
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import numpy as np
@@ -50,10 +49,8 @@ def attributes(ids: np.ndarray):
 def trained(sift):
     from indexer import VLQIndex
 
-    # stored vectors once VLQIndex keeps them (the refinement branch)
-    stored = ({"stored_vectors": "uint8"} if "stored_vectors" in
-              inspect.signature(VLQIndex).parameters else {})
-    index = VLQIndex(128, nlist=64, nedge=16, code_bytes=16, backend="numba", **stored)
+    index = VLQIndex(128, nlist=64, nedge=16, code_bytes=16, backend="numba",
+                     stored_vectors="uint8")
     index.train(sift["learn"])
     index.add(sift["base"], attributes=attributes(np.arange(NB)))
     return index

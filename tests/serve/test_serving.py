@@ -4,7 +4,6 @@ a bounded load run. Services are module-scoped (starting actors is the slow part
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import re
 import threading
@@ -220,10 +219,8 @@ def test_bad_parameters_are_clear_errors(served_2, sift, reference, params, mess
     assert _identical(served_2.search(sift["query"][:5], **PARAMS).ids, reference[1][:5]) >= 0.99
 
 
-ATTRIBUTES_IN_SHARDS = pytest.mark.xfail(strict=True, reason="attributes in shards: storage branch")
 
 
-@ATTRIBUTES_IN_SHARDS
 @pytest.mark.parametrize("where, matches", [
     ("lang = 'en'", lambda ids: ids % 2 == 0),          # 50% of the rows
     ("tag = 7", lambda ids: ids % 1000 == 7),           # 0.1%: 20 rows, k = 10 of them
@@ -261,7 +258,6 @@ def test_bad_filter_is_the_searchers_error_and_fails_no_replica(served_2, sift, 
     assert _identical(served_2.search(sift["query"][:5], **PARAMS).ids, reference[1][:5]) >= 0.99
 
 
-@ATTRIBUTES_IN_SHARDS
 @pytest.mark.parametrize("where, message", [
     ("colour = 1", r'Referenced column "colour" not found.*attribute columns: tag, lang'),
     ("lang = = 'en'", "is not a valid SQL WHERE clause"),
@@ -286,16 +282,15 @@ def test_client_checks_filter_and_refine(served_2, sift, options, message):
 
 def test_refine_through_serving(served_4, trained, sift):
     """Searchers re-rank by the exact distance to their stored vectors (exact D)."""
-    from indexer import VLQIndex
-
-    if "refine" not in inspect.signature(VLQIndex.search).parameters:
-        pytest.skip("VLQIndex.search has no refine yet (refinement branch)")
     q = sift["query"]
-    _, I0 = trained.search(q, **PARAMS, refine=50)
+    D0, I0 = trained.search(q, **PARAMS, refine=50)
     D, I = served_4.search(q, **PARAMS, refine=50)
-    assert (I >= 0).all() and _identical(I, I0) >= 0.99
+    assert (I >= 0).all() and _identical(I, I0) >= 0.95
     exact = ((q[:, None, :].astype(np.float32) - sift["base"][I].astype(np.float32)) ** 2).sum(-1)
     np.testing.assert_allclose(D, exact, rtol=1e-5)
+    # each shard refines its own 50 best: a superset of the single index's 50 best, so
+    # the distributed answer is at least as close, rank by rank
+    assert (D <= D0 * (1 + 1e-6) + 1e-3).all()
 
 
 def test_unknown_index_is_a_clear_error(store):
