@@ -49,6 +49,7 @@ class BenchConfig:
     repeats: int = 3
     add_batch_size: int = 100_000
     metric: Literal["l2", "ip", "cosine"] = "l2"   # every system ranks by it (gt.ibin's)
+    refine: bool = False   # snapline runs with a vector store too, `refine` swept (issue 15)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))

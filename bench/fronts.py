@@ -37,7 +37,8 @@ T = TypeVar("T")
 
 def uses_stored_copy(system: str, params: dict) -> bool:
     """True where a point re-ranks from a stored copy of the vectors (a refinement copy)."""
-    return system in REFINE_SYSTEMS or bool(params.get("refine_factor"))
+    return (system in REFINE_SYSTEMS or bool(params.get("refine_factor"))
+            or bool(params.get("refine")))
 
 
 @dataclass(frozen=True)
@@ -174,13 +175,15 @@ def _acceptance_rows(snap: list[FrontPoint], peers: dict[str, list[FrontPoint]])
     """One row per peer (a peer with refinement-copy points gets a second row with them),
     then the front of all held peers together (the best peer at each recall)."""
     groups = []
+    refines = any(p.stored_copy for p in snap)   # snapline has its own refinement (issue 15)
     for system, pts in peers.items():
         held = [p for p in pts if not p.stored_copy]
         if held:
             groups.append((system, "yes", held))
         if len(held) < len(pts):
-            groups.append((system, "not yet: refinement copy", pts))
-    envelope = [p for _, label, group in groups if label == "yes" for p in group]
+            groups.append((system, "yes: refinement copy" if refines
+                           else "not yet: refinement copy", pts))
+    envelope = [p for _, label, group in groups if label.startswith("yes") for p in group]
     if len(peers) > 1 and envelope:
         groups.append(("best peer (all held peers)", "yes", envelope))
     out = ["| peer | peer bytes/vector | held against snapline | (a) above from 0.5 | "

@@ -25,6 +25,8 @@ VLQ_NPROBES = (2, 4, 8, 16, 32, 64, 128)
 VLQ_NLINES_FACTORS = (2, 4, 8, 16)
 #: 4-bit snapline: exact re-ranking of f * k candidates
 SNAPLINE_RERANK_FACTORS = (1, 2)
+#: snapline with a vector store: refinement of f * k candidates by the stored vectors
+SNAPLINE_REFINE_FACTORS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,8 @@ class SystemPlan:
     nedge: int | None = None
     encoder: str = "none"
     pq_bits: int = 8            # snapline: 4 (fast scan + re-rank) or 8 bits per code
-    variant: str = ""           # peers: e.g. "dims_per_block=3" (scann), "RaBitQ bits=1"
+    variant: str = ""           # peers: e.g. "dims_per_block=3" (scann), "RaBitQ bits=1";
+                                # snapline: "refine" (a vector store, `refine` swept)
 
 
 def _power_of_two_near(x: float) -> int:
@@ -68,10 +71,14 @@ def nlist_range(n_base: int, n_learn: int, shift: int = 0) -> list[int]:
     return kept
 
 
-def _snapline_sweep(nlist: int, nedge: int, pq_bits: int, k: int) -> tuple[dict, ...]:
+def _snapline_sweep(nlist: int, nedge: int, pq_bits: int, k: int,
+                    refine: bool = False) -> tuple[dict, ...]:
     probes = [p for p in VLQ_NPROBES if p <= nlist] or [nlist]
     points = [{"nprobe": p, "nlines": n} for p in probes
               for n in sorted({min(f * p, p * nedge) for f in VLQ_NLINES_FACTORS})]
+    if refine:
+        return tuple({**point, "refine": f * k} for point in points
+                     for f in SNAPLINE_REFINE_FACTORS)
     if pq_bits == 4:
         points = [{**point, "rerank": f * k} for point in points for f in SNAPLINE_RERANK_FACTORS]
     return tuple(points)
@@ -88,12 +95,14 @@ def _snapline_plans(cfg: BenchConfig, nlists: list[int]) -> list[SystemPlan]:
         if nedge != cfg.nedge:
             logger.warning("nedge=%d needs nlist > nedge; using nedge=%d for nlist=%d",
                            cfg.nedge, nedge, nlist)
-        for bits in cfg.pq_bits:
-            sweep = _snapline_sweep(nlist, nedge, bits, cfg.k)
+        for bits, refine in ((b, r) for b in cfg.pq_bits for r in (False, True)[:1 + cfg.refine]):
+            sweep = _snapline_sweep(nlist, nedge, bits, cfg.k, refine)
             pq = f"PQ{cfg.code_bytes}" if bits == 8 else f"PQ{2 * cfg.code_bytes}x4"
             plans.extend(SystemPlan("snapline", f"VLQ nlist={nlist} nedge={nedge} {pq}"
-                                    + ("" if spec == "none" else f" {spec}"),
-                                    nlist, sweep, nedge=nedge, encoder=spec, pq_bits=bits)
+                                    + ("" if spec == "none" else f" {spec}")
+                                    + (" +refine" if refine else ""),
+                                    nlist, sweep, nedge=nedge, encoder=spec, pq_bits=bits,
+                                    variant="refine" if refine else "")
                          for spec in cfg.encoders)
     return plans
 

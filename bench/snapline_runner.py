@@ -14,6 +14,16 @@ from trainers.train_encoder import encoder_config_from_spec, train_encoder
 __all__ = ["SnaplineRunner"]
 
 
+def _store_for(x: np.ndarray) -> str:
+    """The vector store "as the source is": uint8 for byte vectors (read as float32 here),
+    else float16."""
+    if np.issubdtype(x.dtype, np.integer) or (
+            x.size and float(x.min()) >= 0 and float(x.max()) <= 255
+            and bool(np.all(x == np.round(x)))):
+        return "uint8"
+    return "float16"
+
+
 class SnaplineRunner:
     def __init__(self, d: int, plan: SystemPlan, cfg: BenchConfig):
         self.encoder_cfg = encoder_config_from_spec(plan.encoder)
@@ -22,10 +32,12 @@ class SnaplineRunner:
                                 pq_bits=getattr(plan, "pq_bits", 8), metric=cfg.metric)
         self.index = None
         self.encoder_metrics: dict = {}
+        self.refine = plan.variant == "refine"
 
     def train(self, x):
         encoder, quantizer, self.encoder_metrics = train_encoder(x, self.shape, self.encoder_cfg)
-        self.index = VLQIndex.from_trained(encoder, quantizer, metric=self.shape.metric)
+        self.index = VLQIndex.from_trained(encoder, quantizer, metric=self.shape.metric,
+                                           stored_vectors=_store_for(x) if self.refine else None)
 
     def encoder_report(self, sample: np.ndarray) -> dict:
         """Encoder description and its encode throughput on this machine."""
@@ -63,4 +75,5 @@ class SnaplineRunner:
         return float(self.index.bytes_per_vector)
 
     bytes_method = ("resident: codes (with block padding) + lambda bytes + ids + ADC terms "
-                    "(8-bit codes) + list offsets, from the arrays' nbytes, / ntotal")
+                    "(8-bit codes) + list offsets + stored vectors (refine runs), from the "
+                    "arrays' nbytes, / ntotal")

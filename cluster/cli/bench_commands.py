@@ -34,7 +34,7 @@ def _bench(args) -> int:
         options["pq_bits"] = _int_list(args.pq_bits, "--pq-bits")
     cfg = BenchConfig(data_dir=args.data_dir, out_dir=args.out, code_bytes=args.code_bytes,
                       encoders=tuple(args.encoder or ["none"]), nedge=args.nedge,
-                      repeats=args.repeats, metric=args.metric, **options)
+                      repeats=args.repeats, metric=args.metric, refine=args.refine, **options)
     results = run_benchmark(cfg)
     png = plot_results(cfg.out_dir / RESULTS_FILE)   # the plot step reads the file on disk
     fronts = write_fronts(cfg.out_dir / RESULTS_FILE)
@@ -81,6 +81,9 @@ def add_bench_commands(sub) -> None:
     bench.add_argument("--pq-bits", default=None, help="snapline code bits, comma-separated "
                        "among 4,8 (default: 4,8)")
     bench.add_argument("--nedge", type=int, default=32)
+    bench.add_argument("--refine", action="store_true",
+                       help="also snapline with a vector store (uint8 for byte vectors, else "
+                            "float16), its `refine` swept over k and 2k (issue 15)")
     bench.add_argument("--metric", choices=("l2", "ip", "cosine"), default="l2",
                        help="what every system ranks by; data_dir's gt.ibin must be for it "
                             "(its metric.json; l2 without, also ip/cosine for unit-norm rows)")

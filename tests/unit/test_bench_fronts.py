@@ -155,3 +155,36 @@ def test_stage_rows_lay_out_snaplines_front_with_its_stages():
     assert rows[2].split(" | ")[4:7] == ["coarse", "scan", "rerank"]   # search order
     assert table[1].endswith("| 0.3600 |")                   # the sum of its stages
     assert stage_rows({"threads": 1, "runs": []}) == []
+
+
+def test_refinement_peers_are_held_once_snapline_refines():
+    """A snapline run with a vector store (its points re-rank from stored vectors) holds
+    the refinement-copy peers against snapline, at no more bytes than theirs."""
+    refined = {**RESULTS, "runs": RESULTS["runs"] + [
+        _run("snapline", "VLQ nlist=64 +refine", 64, 18.0,
+             [(0.97, 250.0, {"nprobe": 16, "refine": 100})])]}
+    points = system_points(refined)
+    assert [p.stored_copy for p in points["snapline"]] == [False, False, False, True]
+    text = fronts_markdown(refined)
+    row = next(line for line in text.splitlines()
+               if line.startswith("| lancedb_ivfpq") and "refinement copy" in line)
+    assert "| yes: refinement copy |" in row
+    # snapline's one point at <= 19 B (0.97, 250) beats lancedb's refined (0.9, 200), not
+    # its unrefined (0.7, 300)
+    assert "| no (1 of 2 short) | 0.83x at 0.700 |" in row
+
+
+def test_snapline_refine_plans_sweep_refine_with_a_store():
+    from bench.config import BenchConfig
+    from bench.plans import SNAPLINE_REFINE_FACTORS, plan_systems
+    from bench.snapline_runner import _store_for
+    import numpy as np
+
+    cfg = BenchConfig(data_dir="x", out_dir="y", code_bytes=16, pq_bits=(4,), refine=True,
+                      systems=("snapline",), nlist_vlq=256)
+    plans, _ = plan_systems(cfg, n_base=100_000, n_learn=50_000, d=96)
+    assert [p.variant for p in plans] == ["", "refine"]
+    assert {p["refine"] for p in plans[1].sweep} == {f * cfg.k for f in SNAPLINE_REFINE_FACTORS}
+    assert "+refine" in plans[1].index and all("refine" not in p for p in plans[0].sweep)
+    assert _store_for(np.array([[0.0, 255.0]], np.float32)) == "uint8"
+    assert _store_for(np.array([[0.5, 1.0]], np.float32)) == "float16"
