@@ -9,10 +9,12 @@ from typing import Literal
 __all__ = ["PEER_PACKAGES", "SNAPLINE_PQ_BITS", "SYSTEMS", "System", "BenchConfig"]
 
 System = Literal["snapline", "ivfpq", "opq_ivfpq", "ivfpq_fastscan", "ivfpq_fastscan_refine",
-                 "ivf_rabitq", "ivf_rabitq_fastscan", "scann", "scann_reorder", "lancedb_ivfpq"]
+                 "ivf_rabitq", "ivf_rabitq_fastscan", "ivf_rabitq_fastscan_refine", "scann",
+                 "scann_reorder", "lancedb_ivfpq"]
 SYSTEMS: tuple[System, ...] = ("snapline", "ivfpq", "opq_ivfpq", "ivfpq_fastscan",
                                "ivfpq_fastscan_refine", "ivf_rabitq", "ivf_rabitq_fastscan",
-                               "scann", "scann_reorder", "lancedb_ivfpq")
+                               "ivf_rabitq_fastscan_refine", "scann", "scann_reorder",
+                               "lancedb_ivfpq")
 #: the package a system needs beyond the base install (the `bench` extra); a system whose
 #: package does not import is skipped with that reason
 PEER_PACKAGES: dict[str, str] = {"scann": "scann", "scann_reorder": "scann",

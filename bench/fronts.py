@@ -28,7 +28,7 @@ __all__ = ["FRONTS_FILE", "REFINE_SYSTEMS", "STAGE_ORDER", "FrontPoint", "accept
 FRONTS_FILE = "fronts.md"
 #: peers whose extra bytes are a refinement copy: measured and plotted, held against
 #: snapline once snapline has its own refinement (issue 13, acceptance)
-REFINE_SYSTEMS = ("ivfpq_fastscan_refine", "scann_reorder")
+REFINE_SYSTEMS = ("ivfpq_fastscan_refine", "ivf_rabitq_fastscan_refine", "scann_reorder")
 RECALL_FLOOR = 0.5
 RATIO_BAND = (0.8, 0.95)
 

@@ -22,7 +22,7 @@ __all__ = ["FAISS_SYSTEMS", "REFINE_K_FACTORS", "RABITQ_QBS", "lancedb_nlists", 
 logger = logging.getLogger(__name__)
 
 FAISS_SYSTEMS = ("ivfpq", "opq_ivfpq", "ivfpq_fastscan", "ivfpq_fastscan_refine",
-                 "ivf_rabitq", "ivf_rabitq_fastscan")
+                 "ivf_rabitq", "ivf_rabitq_fastscan", "ivf_rabitq_fastscan_refine")
 #: IndexRefine's k_factor: the refinement stage re-ranks k_factor * k candidates
 REFINE_K_FACTORS = (1, 2, 4, 8)
 #: RaBitQ's query quantization bits
@@ -58,15 +58,18 @@ def rabitq_bits(d: int, code_bytes: int, fastscan: bool = False) -> tuple[int, i
 
 def _faiss_plan(system: str, nlist: int, d: int, m: int) -> tuple[SystemPlan | None, str]:
     probes = _probes(nlist)
-    if system in ("ivf_rabitq", "ivf_rabitq_fastscan"):
-        fastscan = system.endswith("fastscan")
+    if system.startswith("ivf_rabitq"):
+        fastscan = "fastscan" in system
+        refine = system.endswith("refine")
         bits, size = rabitq_bits(d, m, fastscan)
         name = ("RaBitQfs" if fastscan else "RaBitQ") + ("" if bits == 1 else str(bits))
-        factory = f"IVF{nlist},{name}"
+        factory = f"IVF{nlist},{name}" + (",Refine(SQ8)" if refine else "")
         fit = (f"within the {m} B budget" if size <= m
                else f"over the {m} B budget: no bit count fits")
         index = f"{factory} ({bits} bit: {size} B code, {fit})"
         sweep = tuple({"nprobe": p, "qb": qb} for p in probes for qb in RABITQ_QBS)
+        if refine:
+            sweep = tuple({**point, "k_factor": f} for point in sweep for f in REFINE_K_FACTORS[:2])
         return SystemPlan(system, index, nlist, sweep, factory=factory,
                           variant=f"bits={bits}"), ""
     # PQ "np": no polysemous training, which only serves polysemous_ht filtering (off here)

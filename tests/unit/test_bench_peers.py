@@ -53,6 +53,9 @@ def test_every_system_planned_at_every_nlist():
     rabitq = by_key["ivf_rabitq", 256]
     assert rabitq.factory == "IVF256,RaBitQ" and "1 bit: 20 B code, over the 16 B" in rabitq.index
     assert by_key["ivf_rabitq_fastscan", 256].factory == "IVF256,RaBitQfs"
+    rabitq_refine = by_key["ivf_rabitq_fastscan_refine", 256]
+    assert rabitq_refine.factory == "IVF256,RaBitQfs,Refine(SQ8)"
+    assert {"nprobe": 4, "qb": 8, "k_factor": 2} in rabitq_refine.sweep
     assert {"nprobe": 256, "qb": 8} in rabitq.sweep
     refine = by_key["ivfpq_fastscan_refine", 128]
     assert refine.factory == "IVF128,PQ32x4fs,Refine(SQ8)"
@@ -108,7 +111,7 @@ def peer_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("peers")
     data_dir = _write_dataset(root / "tiny-synth")
     systems = ("ivfpq_fastscan_refine", "ivf_rabitq", "ivf_rabitq_fastscan",
-               "scann", "scann_reorder", "lancedb_ivfpq")
+               "ivf_rabitq_fastscan_refine", "scann", "scann_reorder", "lancedb_ivfpq")
     cfg = BenchConfig(data_dir=data_dir, out_dir=root / "out", code_bytes=8, threads=1,
                       systems=systems, repeats=1, nlists=(4, 8))
     return cfg, run_benchmark(cfg)
