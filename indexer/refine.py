@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from indexer.refine_kernel import refine_rows
 from indexer.validation import check_vectors
 from shards.shape import METRICS
 
 #: the dtypes a vector store may hold (`VLQIndex(stored_vectors=...)`)
 STORE_DTYPES = {"uint8": np.uint8, "float16": np.float16, "float32": np.float32}
-#: candidate vectors gathered per chunk of queries (elements), bounding refine's memory
-_CHUNK_ELEMENTS = 1 << 22
 
 
 def check_metric(metric) -> str:
@@ -123,18 +122,6 @@ def similarity_from_l2(dist: np.ndarray, pos: np.ndarray) -> np.ndarray:
     return np.where(pos >= 0, 1.0 - dist / 2.0, -np.inf).astype(np.float32)
 
 
-def exact_scores(q: np.ndarray, x: np.ndarray, metric: str) -> np.ndarray:
-    """Exact distances between queries (nq, d) and each query's vectors (nq, r, d), float32
-    computations: squared L2, inner product, or cosine of the normalised vectors."""
-    if metric == "l2":
-        diff = x - q[:, None, :]
-        return np.einsum("nrd,nrd->nr", diff, diff)
-    if metric == "cosine":
-        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), np.float32(1e-30))
-        x = x / np.maximum(np.linalg.norm(x, axis=2, keepdims=True), np.float32(1e-30))
-    return np.einsum("nrd,nd->nr", x, q)
-
-
 def refine(queries: np.ndarray, positions: np.ndarray, vectors: np.ndarray, metric: str,
            k: int) -> tuple[np.ndarray, np.ndarray]:
     """Re-rank candidates by their exact distance to the query and keep the k best.
@@ -149,18 +136,4 @@ def refine(queries: np.ndarray, positions: np.ndarray, vectors: np.ndarray, metr
                          f"{positions.shape} of {vectors.shape[1]}-d vectors")
     if k <= 0 or k > r:
         raise ValueError(f"refine: k={k} must lie in [1, {r}] (the candidates per query)")
-    out_d = np.empty((nq, k), dtype=np.float32)
-    out_p = np.empty((nq, k), dtype=np.int64)
-    step = max(1, _CHUNK_ELEMENTS // max(1, r * vectors.shape[1]))
-    sign = np.float32(-1.0 if larger_is_better(metric) else 1.0)
-    for s in range(0, nq, step):
-        pos = positions[s:s + step]
-        cand = vectors[np.maximum(pos, 0)].astype(np.float32)
-        scores = exact_scores(queries[s:s + step].astype(np.float32), cand, metric)
-        key = np.where(pos >= 0, sign * scores, np.float32(np.inf))
-        best = np.argsort(key, axis=1, kind="stable")[:, :k]
-        chosen = np.take_along_axis(pos, best, axis=1)
-        out_p[s:s + step] = chosen
-        out_d[s:s + step] = np.where(chosen >= 0, np.take_along_axis(scores, best, axis=1),
-                                     empty_score(metric))
-    return out_d, out_p
+    return refine_rows(queries, positions, vectors, metric, k, empty_score(metric))
