@@ -93,8 +93,8 @@ def plan_reencode(root: IndexRoot, base: Manifest, model_version: str,
         origin = (f"written from {metas[i].source_uri!r} without a source row range"
                   if metas[i].source_uri else "no source recorded")
         raise StaleCheckError(
-            f"index {base.name!r} {base.version}: shard {i} ({base.shards[i].key}) cannot be "
-            f"re-encoded: the index stores no vectors and the shard has no recoverable "
+            f"index {base.name!r} {base.version}: shard {i} ({_file(base, base.shards[i])}) "
+            f"cannot be re-encoded: the index stores no vectors and the shard has no recoverable "
             f"source ({origin}; an appended or compacted shard){_more(lost)}. Re-encoding "
             f"such shards needs an index with stored vectors")
     readers = {}
@@ -107,10 +107,16 @@ def plan_reencode(root: IndexRoot, base: Manifest, model_version: str,
         start, stop = (0, n) if meta.row_start is None else (meta.row_start, meta.row_stop)
         if not 0 <= start <= stop <= n:
             raise StaleCheckError(f"index {base.name!r} {base.version}: shard {i} "
-                                  f"({entry.key}) holds rows [{start}, {stop}) of {spec['uri']}, "
-                                  f"which now has {n} rows: refusing to re-encode")
+                                  f"({_file(base, entry)}) holds rows [{start}, {stop}) of "
+                                  f"{spec['uri']}, which now has {n} rows: refusing to "
+                                  f"re-encode")
         inputs.append(ShardInput(i, entry, meta, spec, start, stop))
     return ReencodePlan(base, model_version, shape, tuple(inputs))
+
+
+def _file(base: Manifest, entry: ShardEntry) -> str:
+    """A shard's file, named by the version folder that holds it."""
+    return f"{entry.version or base.version}/{entry.path}"
 
 
 def _more(lost: list[int]) -> str:
