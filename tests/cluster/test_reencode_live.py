@@ -157,3 +157,26 @@ def test_reencode_from_the_source_refuses_a_moved_current_and_an_unrecoverable_s
     assert root.current_version() == "v000006"
     assert sorted(p.name for p in Path(store).glob("indexes/sift/v*")) == \
         [f"v{i:06d}" for i in (1, 2, 4, 5, 6)]                          # no folder claimed
+
+
+def test_the_check_reads_where_each_shard_came_from(store_uri, tmp_path, small_data):
+    """No Ray: the plan from each shard's footer, on a local folder and on S3."""
+    source = str(tmp_path / "base.fbin")
+    x = small_data["base"][:3000]
+    write_vectors(source, x)
+    index = VLQIndex(small_data["d"], nlist=16, nedge=4, code_bytes=8, nlambda=32)
+    index.train(small_data["learn"])
+    index.add(x)
+    root = Store(store_uri).index("idx")
+    model = publish(root, index.to_arrays(), rows_per_shard=1000,
+                    source={"uri": source, "rows": 3000}).model_version
+    plan = check_reencode(ReencodeRequest(store_uri, "idx", model=model)).plan
+    assert plan.vectors_from == "source"
+    assert [(s.shard, s.source["uri"], s.row_start, s.row_stop) for s in plan.inputs] == \
+        [(i, source, 0, 3000) for i in range(3)]
+    publish_append(root, encoded(index, x[:10], 9000 + np.arange(10), False),
+                   source_uri="s3://elsewhere/new.fbin")
+    with pytest.raises(StaleCheckError, match=r"shard 3 \(v000002/shards/part-00003-.*written "
+                                              r"from 's3://elsewhere/new.fbin' without a "
+                                              r"source row range"):
+        check_reencode(ReencodeRequest(store_uri, "idx", model=model))

@@ -12,6 +12,7 @@ from cluster.build.pipeline import check_build, memory_needs
 from cluster.build.config import build_config_from_dict
 from cluster.estimate import refuse_unless_fits
 from cluster.updates.reencode import ReencodeRequest, check_reencode
+from cluster.updates.reencode_plan import reencode_memory
 from shards import Store, publish, write_vectors
 
 
@@ -56,6 +57,11 @@ def test_check_reencode_verifies_the_model_and_opens_the_source_once(published, 
     assert [(s.shard, s.row_start, s.row_stop) for s in plan.inputs] == \
         [(0, 0, 20000), (1, 0, 20000), (2, 0, 20000)]
     assert {s.source["uri"] for s in plan.inputs} == {manifest.source["uri"]}
+    needs = reencode_memory(plan, workers=3)
+    assert [n.part for n in needs] == ["encode workers"]
+    with pytest.raises(ValueError, match=r"re-encode of idx does not fit: encode workers: "
+                                         r"required 1\.\d GB vs available 1\.0 GB"):
+        refuse_unless_fits(needs, 1.0e9, "re-encode of idx")
 
 
 def test_check_build_with_a_model_checks_it_once(published, calls):
