@@ -179,7 +179,9 @@ def check_reencode(req: ReencodeRequest) -> CheckedReencode:
     if shape.metric != manifest.shape.metric:
         raise StaleCheckError(f"model {model} was trained for metric {shape.metric!r}, index "
                               f"{req.name!r} ranks by {manifest.shape.metric!r}")
-    return CheckedReencode(req, plan_reencode(root, manifest, model, shape))
+    plan = plan_reencode(root, manifest, model, shape)
+    root.location.check_writable()      # PermissionError naming the store, before Ray
+    return CheckedReencode(req, plan)
 
 
 def reencode(req: ReencodeRequest, address: str | None = None) -> dict:
