@@ -6,7 +6,9 @@
     1  an environmental failure, in one line: an unreachable store (StoreUnavailableError,
        botocore's connection and credential errors), no Ray cluster or a Ray failure
        (ConnectionError, ray.exceptions.RayError), a service that did not answer
-       (ServiceUnavailableError, PartialResultError), a full disk or another OSError
+       (ServiceUnavailableError, PartialResultError), another writer that changed the
+       index first (shards.PublishConflict: nothing was published, run it again), a
+       full disk or another OSError
 
 Anything else is a bug and keeps its traceback. `-v` prints the traceback of the
 classified failures too.
@@ -42,11 +44,13 @@ def _cause(exc: BaseException) -> BaseException:
 def exit_code(exc: BaseException) -> int | None:
     """2 (bad input), 1 (environment) or None (a bug: let it raise)."""
     from cluster.serving.types import PartialResultError
+    from shards.commit import PublishConflict
 
     exc = _cause(exc)
     if isinstance(exc, _BAD_INPUT_TYPES):
         return BAD_INPUT
-    if isinstance(exc, (ConnectionError, TimeoutError, PartialResultError, OSError)):
+    if isinstance(exc, (ConnectionError, TimeoutError, PartialResultError, OSError,
+                        PublishConflict)):
         return ENVIRONMENT
     if _ray_error(exc) or type(exc).__module__.split(".")[0] in _ENVIRONMENT_MODULES:
         return ENVIRONMENT

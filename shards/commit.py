@@ -134,13 +134,14 @@ def advance_current(root: IndexRoot, version: str,
 
 def commit(root: IndexRoot, version: str, model_version: str, shape: IndexShape,
            entries: Sequence[ShardEntry], *, next_id: int, source: dict | None = None,
-           on_step: Callable[..., None] = no_step, **content) -> Manifest:
+           on_step: Callable[..., None] = no_step, expect_current: str | None = None,
+           **content) -> Manifest:
     """`commit_manifest` of the manifest of `entries` (content: tombstones, attributes,
-    vectors, as `make_manifest` takes them)."""
+    vectors, as `make_manifest` takes them; `expect_current` as commit_manifest takes it)."""
     root = as_root(root)
     manifest = make_manifest(version, model_version, shape, entries, next_id,
                              name=root.name, source=source, **content)
-    return commit_manifest(root, manifest, on_step=on_step)
+    return commit_manifest(root, manifest, expect_current=expect_current, on_step=on_step)
 
 
 def commit_manifest(root: IndexRoot, manifest: Manifest, *, expect_current: str | None = None,
@@ -208,17 +209,21 @@ def publish_parts(root: IndexRoot, version: str, model_version: str, shape: Inde
                   entries: Sequence[ShardEntry], source: dict, *,
                   tombstones: np.ndarray | None = None,
                   attributes: dict[str, str] | None = None,
-                  vectors: str | None = None) -> Manifest:
+                  vectors: str | None = None, next_id: int | None = None,
+                  expect_current: str | None = None) -> Manifest:
     """Publish a build's claimed version from its parts (listed in part order, written by
     `shard_writer.write_part`): part files not listed are removed, then the commit.
-    Ids are source rows, so the next id is the source's row count. A re-encode passes
-    the tombstone set it keeps (written into the version folder) and the attribute
-    types / vector dtype its parts carry (as the manifest records them)."""
+    Ids are source rows, so the next id is the source's row count unless `next_id` is
+    given. A re-encode passes the tombstone set it keeps (written into the version
+    folder), the attribute types / vector dtype its parts carry (as the manifest records
+    them), the next id of the version it re-encodes and that version as
+    `expect_current` (PublishConflict if CURRENT moved away from it meanwhile)."""
     root = as_root(root)
     vloc = root.version_location(version)
     remove_unlisted(vloc, entries)
     ntotal = sum(e.rows for e in entries)
     tomb_entry = None if tombstones is None else write_tombstones(vloc, tombstones)
-    return commit(root, version, model_version, shape, entries,
-                  next_id=int(source.get("rows", ntotal)), source=source,
-                  tombstones=tomb_entry, attributes=attributes, vectors=vectors)
+    next_id = int(source.get("rows", ntotal)) if next_id is None else int(next_id)
+    return commit(root, version, model_version, shape, entries, next_id=next_id,
+                  source=source, expect_current=expect_current, tombstones=tomb_entry,
+                  attributes=attributes, vectors=vectors)

@@ -22,7 +22,7 @@ from shards.index_arrays import IndexArrays
 from shards.manifest import MANIFEST_FILE, Manifest, ShardEntry, read_manifest
 from shards.models import model_shape, read_model
 from shards.references import holder_folder
-from shards.shard_file import ShardData, attribute_types, decode_shard
+from shards.shard_file import ShardData, ShardMeta, attribute_types, decode_shard
 from shards.tombstones import read_tombstones
 from shards.store import CURRENT_FILE, INDEXES_DIR, MODELS_DIR, IndexRoot, Store, read_current
 
@@ -84,6 +84,22 @@ def read_part_ids(loc: Location, entry: ShardEntry) -> np.ndarray:
     if ids.shape[0] != entry.rows:
         raise ValueError(f"{where}: {ids.shape[0]} rows, manifest says {entry.rows}")
     return ids.astype(np.uint64)
+
+
+def read_part_meta(loc: Location, entry: ShardEntry) -> ShardMeta:
+    """The key-value metadata (model, shape, source URI and row range) of a shard of the
+    version folder loc, read from the Parquet footer alone: the file is not verified
+    here (`read_part` verifies it when its rows are read)."""
+    folder = holder_folder(loc, entry.version)
+    where = f"{folder.uri}/{entry.path}"
+    try:
+        with folder.fs.open(folder.inside(entry.path), "rb") as f:
+            schema = pq.read_schema(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{where}: no such file") from None
+    except (pa.ArrowException, OSError) as exc:
+        raise ValueError(f"{where}: not a readable Parquet shard ({exc})") from None
+    return ShardMeta.from_kv(schema.metadata, where)
 
 
 def read_part(loc: Location, entry: ShardEntry) -> ShardData:

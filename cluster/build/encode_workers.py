@@ -93,7 +93,7 @@ class ShardEncoder:
                                codes, meta)
         return {"part": number, "path": entry.path, "rows": entry.rows, "bytes": entry.bytes,
                 "sha256": entry.sha256, "skipped": skipped,
-                "seconds": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb(),
+                "seconds": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb(),
                 "node": self.node, "worker": self.worker}
 
 
@@ -106,7 +106,8 @@ class RayShardEncoder(ShardEncoder):
                          worker=context.get_actor_id() or "")
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB (what an encode result row reports)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0   # KiB on Linux
 
 

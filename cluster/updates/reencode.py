@@ -6,34 +6,48 @@ on demand, when stale, or on a schedule; old versions retired after a retention 
     snapline reencode --store S --name N [--model VERSION|latest] [--if-stale]
     snapline schedule --store S --name N --every 1h        # cluster.updates.scheduler
 
-A re-encode is the build pipeline (cluster.build.pipeline.run_build) with the model given and the
-source, row ranges and shard size of the published version, so it resumes like a build
-when it is interrupted. One re-encode of an index runs at a time: a lease in the store.
-Each operation checks once: check_reencode verifies the model and opens the source, and
-its CheckedReencode is what run_reencode (and the scheduler's first run) takes.
+A re-encode works shard by shard on the version CURRENT names (SPEC 7: appended shards,
+tombstones, attribute columns and stored vectors are kept): shard i becomes part i of a
+new version with the same ids, attribute rows and stored vectors and the new model's
+codes; its vectors come from the stored `vector` column, else from the source rows the
+shard records (cluster.updates.reencode_plan; a shard with neither is refused before any
+work); deleted rows are dropped. The parts are written by an actor pool of encode
+workers (cluster.updates.reencode_workers) into a claimed version folder, named by their
+content, so a killed re-encode resumes. The commit is made from the checked version: if
+CURRENT moved meanwhile (an append or a delete landed), CurrentMovedError and nothing is
+published; a rerun re-encodes the newer version. One re-encode of an index runs at a
+time: a lease in the store. Each operation checks once: check_reencode verifies the
+model and opens the sources, and its CheckedReencode is what run_reencode (and the
+scheduler's first run) takes.
 """
 from __future__ import annotations
 
 import logging
 import math
 import threading
+import time
 from dataclasses import dataclass
+from typing import Callable
 
 import ray
 
-from cluster.build.pipeline import CheckedBuild, check_build, memory_needs, run_build, train_model
-from cluster.estimate import refuse_unless_fits
-from cluster.ray_session import available_memory, connect
 from cluster.build.config import (
     BuildConfig,
     IndexConfig,
     SampleConfig,
-    ShardsConfig,
     SourceConfig,
     WorkersConfig,
 )
-from shards import Store, load_model, open_vectors, resolve
-from shards.manifest import Manifest, check_name
+from cluster.build.pipeline import check_build, memory_needs, train_model
+from cluster.estimate import refuse_unless_fits
+from cluster.ray_session import available_memory, connect
+from cluster.updates.reencode_plan import ReencodePlan, StaleCheckError, plan_reencode, \
+    reencode_memory
+from cluster.updates.reencode_workers import reencode_shards
+from shards import IndexRoot, PublishConflict, Store, load_model, publish_parts, resolve
+from shards.claims import claim_build
+from shards.commit import no_step
+from shards.manifest import MANIFEST_FILE, Manifest, ShardEntry, check_name
 from shards.models import model_shape
 from shards.registry import Lease, latest_model, retain_versions
 from trainers.train_encoder import EncoderConfig
@@ -41,10 +55,6 @@ from trainers.train_encoder import EncoderConfig
 log = logging.getLogger(__name__)
 
 DEFAULT_KEEP = 3
-
-
-class StaleCheckError(ValueError):
-    """The index and the requested model or source cannot be re-encoded together."""
 
 
 def _published(store: str, name: str) -> Manifest:
@@ -59,7 +69,7 @@ def _source_of(manifest: Manifest) -> SourceConfig:
     src = manifest.source
     if not src.get("uri"):
         raise StaleCheckError(f"index {manifest.name!r} {manifest.version}: its manifest names "
-                              f"no source to re-encode from")
+                              f"no source to sample a training set from")
     return SourceConfig(uri=src["uri"], format=src.get("format"), column=src.get("column"))
 
 
@@ -130,16 +140,27 @@ class ReencodeRequest:
 
 @dataclass(frozen=True)
 class CheckedReencode:
-    """What check_reencode established: the build to run and the version it replaces."""
+    """What check_reencode established: the version re-encoded, the model, where each
+    shard's vectors come from."""
 
     request: ReencodeRequest
-    build: CheckedBuild
-    manifest: Manifest
+    plan: ReencodePlan
+
+    @property
+    def manifest(self) -> Manifest:
+        """The version re-encoded (CURRENT when checked)."""
+        return self.plan.base
+
+
+class CurrentMovedError(PublishConflict):
+    """CURRENT moved past the version a re-encode started from (an append, a delete or
+    a compaction was published meanwhile): nothing was published."""
 
 
 def check_reencode(req: ReencodeRequest) -> CheckedReencode:
     """Everything that must hold before a re-encode starts; raises naming the problem.
-    The model is verified (every checksum) and the source opened once, here."""
+    The model is verified (every checksum) and each source opened once, here; every
+    shard of CURRENT has its vectors' origin (reencode_plan), or none is re-encoded."""
     if req.keep < 2:
         raise ValueError(f"keep must be >= 2 (the served version and the new one), got {req.keep}")
     manifest = _published(req.store, req.name)
@@ -149,26 +170,18 @@ def check_reencode(req: ReencodeRequest) -> CheckedReencode:
         raise StaleCheckError(f"{req.store}: no model version trained for index {req.name!r}")
     try:
         meta, _ = load_model(root.store, model)     # verifies every array's sha256
-        dim = model_shape(meta).dim
+        shape = model_shape(meta)
     except (FileNotFoundError, ValueError) as exc:
         raise StaleCheckError(f"model {model}: {exc}") from None
-    if dim != manifest.shape.dim:
-        raise StaleCheckError(f"model {model} takes {dim}-d vectors, index "
+    if shape.dim != manifest.shape.dim:
+        raise StaleCheckError(f"model {model} takes {shape.dim}-d vectors, index "
                               f"{req.name!r} holds {manifest.shape.dim}-d ones")
-    source = _source_of(manifest)
-    try:
-        reader = open_vectors(source.uri, source.format, column=source.column)
-    except (FileNotFoundError, ValueError) as exc:
-        raise StaleCheckError(f"index {req.name!r} source: {exc}") from None
-    rows = manifest.source.get("rows", manifest.ntotal)
-    if reader.n != rows or reader.d != manifest.shape.dim:
-        raise StaleCheckError(f"source {source.uri} now has {reader.n} rows of d={reader.d}; "
-                              f"index {req.name!r} {manifest.version} was built from {rows} "
-                              f"rows of d={manifest.shape.dim}: refusing to re-encode")
-    rows_per_shard = manifest.source.get("rows_per_shard") or max(s.rows for s in manifest.shards)
-    cfg = BuildConfig(name=req.name, store=req.store, source=source, model=model,
-                      shards=ShardsConfig(rows_per_shard=rows_per_shard), workers=req.workers)
-    return CheckedReencode(req, check_build(cfg, source=reader, model_meta=meta), manifest)
+    if shape.metric != manifest.shape.metric:
+        raise StaleCheckError(f"model {model} was trained for metric {shape.metric!r}, index "
+                              f"{req.name!r} ranks by {manifest.shape.metric!r}")
+    plan = plan_reencode(root, manifest, model, shape)
+    root.location.check_writable()      # PermissionError naming the store, before Ray
+    return CheckedReencode(req, plan)
 
 
 def reencode(req: ReencodeRequest, address: str | None = None) -> dict:
@@ -180,13 +193,18 @@ def reencode(req: ReencodeRequest, address: str | None = None) -> dict:
     return run_reencode(checked)
 
 
-def run_reencode(checked: CheckedReencode) -> dict:
+def run_reencode(checked: CheckedReencode, *,
+                 on_step: Callable[..., None] = no_step) -> dict:
     """The re-encode check_reencode cleared (needs a connected Ray): skip when up to
-    date (if_stale), take the lease, build, retire old versions."""
-    req, manifest, cfg = checked.request, checked.manifest, checked.build.config
-    if req.if_stale and cfg.model == manifest.model_version:
+    date (if_stale), take the lease, re-encode every shard, publish from the checked
+    version, retire old versions. CurrentMovedError when CURRENT moved past the checked
+    version (before the work or before the commit): CURRENT stays on the newer version,
+    a rerun re-encodes that one. `on_step("commit")` runs between the encode stage and
+    the commit (a test hook, as in shards' publishes)."""
+    req, manifest, plan = checked.request, checked.manifest, checked.plan
+    if req.if_stale and plan.model_version == manifest.model_version:
         return {"skipped": f"index {req.name!r} {manifest.version} is encoded with the newest "
-                           f"model {cfg.model}", "version": manifest.version}
+                           f"model {plan.model_version}", "version": manifest.version}
     root = Store(req.store).index(req.name)
     lease = Lease(root, ttl_s=req.lease_ttl_s)
     if not lease.acquire():
@@ -195,8 +213,7 @@ def run_reencode(checked: CheckedReencode) -> dict:
     renewer = threading.Thread(target=_renew_until, args=(lease, stop), daemon=True)
     renewer.start()
     try:
-        summary = run_build(checked.build)
-        summary["previous_version"] = manifest.version
+        summary = _reencode_shards(root, checked, on_step)
         summary["deleted_versions"] = retain_versions(root, req.keep,
                                                       protect=(manifest.version,))
         return summary
@@ -206,10 +223,87 @@ def run_reencode(checked: CheckedReencode) -> dict:
         lease.release()
 
 
+def _reencode_shards(root: IndexRoot, checked: CheckedReencode,
+                     on_step: Callable[..., None]) -> dict:
+    """Memory check, claim (or resume), encode stage, commit from the base; the summary."""
+    t0 = time.perf_counter()
+    req, base, plan = checked.request, checked.manifest, checked.plan
+    workers = req.workers
+    refuse_unless_fits(reencode_memory(plan, workers.encode), available_memory(),
+                       f"re-encode of {req.name}")
+    _refuse_if_moved(root, base)
+    claim = claim_build(root, plan.fingerprint())
+    log.info("%s re-encode of %s %s into %s with model %s: %d shards, vectors from %s",
+             "resuming" if claim.resumed else "starting", req.name, base.version,
+             claim.version, plan.model_version, len(plan.inputs), plan.vectors_from)
+    t1 = time.perf_counter()
+    rows = reencode_shards(root=root, version=claim.version, plan=plan, workers=workers.encode,
+                           cpus_per_worker=workers.cpus_per_worker,
+                           gpus_per_worker=workers.gpus_per_worker)
+    t2 = time.perf_counter()
+    on_step("commit")
+    listed = [r for r in rows if int(r["rows"]) > 0] or rows[:1]   # one empty part stays
+    entries = [ShardEntry(path=str(r["path"]), rows=int(r["rows"]), bytes=int(r["bytes"]),
+                          sha256=str(r["sha256"])) for r in listed]
+    manifest = _commit(root, claim.version, plan, entries)
+    written = [r for r in rows if not r["skipped"]]
+    return {
+        "name": req.name, "version": manifest.version, "model_version": plan.model_version,
+        "previous_version": base.version, "store": req.store, "ntotal": manifest.ntotal,
+        "shards": len(entries), "shards_written": len(written),
+        "shards_skipped": len(rows) - len(written), "shards_dropped": len(rows) - len(listed),
+        "rows_dropped": sum(int(r["dropped"]) for r in rows),
+        "tombstones_before": base.deleted, "vectors_from": plan.vectors_from,
+        "resumed": claim.resumed, "workers": workers.encode, "nlist": plan.shape.nlist,
+        "train_s": None, "encode_s": t2 - t1,
+        "encode_vectors_per_s": sum(int(r["rows"]) for r in written) / max(t2 - t1, 1e-9),
+        "encode_worker_s": sum(float(r["seconds"]) for r in written),
+        "peak_worker_rss_mb": max(float(r["peak_rss_mb"]) for r in rows),
+        "encode_actors": len({str(r["worker"]) for r in rows}),
+        "total_s": time.perf_counter() - t0,
+    }
+
+
+def _refuse_if_moved(root: IndexRoot, base: Manifest, claimed: str | None = None) -> None:
+    """CurrentMovedError when CURRENT no longer names `base`; the folder of an unfinished
+    re-encode (`claimed`, no manifest yet) is removed then: it can never be published."""
+    current = root.current_version()
+    if current == base.version:
+        return
+    if claimed is not None and not root.version_location(claimed).exists(MANIFEST_FILE):
+        root.location.remove(claimed, recursive=True)
+    raise CurrentMovedError(_moved_message(root.name, base.version, current))
+
+
+def _moved_message(name: str, base: str, current: str | None) -> str:
+    return (f"index {name!r}: CURRENT moved from {base} to {current} while re-encoding "
+            f"{base} (an append, delete or compaction was published); nothing was published, "
+            f"CURRENT stays {current}: run the re-encode again to re-encode {current}")
+
+
+def _commit(root: IndexRoot, version: str, plan: ReencodePlan,
+            entries: list[ShardEntry]) -> Manifest:
+    """Publish the parts from the base: refused (CurrentMovedError) if CURRENT moved past
+    it, before the manifest is written (checked) or by the compare-and-swap (a change
+    that lands in between)."""
+    base = plan.base
+    _refuse_if_moved(root, base, claimed=version)
+    try:
+        return publish_parts(root, version, plan.model_version, plan.shape, entries,
+                             base.source, tombstones=None, attributes=base.attributes,
+                             vectors=base.vectors, next_id=base.next_id,
+                             expect_current=base.version)
+    except PublishConflict as exc:
+        if root.current_version() == base.version:
+            raise
+        raise CurrentMovedError(_moved_message(root.name, base.version,
+                                               root.current_version())) from exc
+
+
 def _renew_until(lease: Lease, stop: threading.Event) -> None:
     while not stop.wait(lease.ttl_s / 3):
         lease.renew()
 
 
-__all__ = ["CheckedReencode", "ReencodeRequest", "StaleCheckError", "check_reencode", "is_stale",
-           "reencode", "run_reencode", "train_for_index"]
+__all__ = ["CheckedReencode", "CurrentMovedError", "ReencodeRequest", "StaleCheckError",
+           "check_reencode", "is_stale", "reencode", "run_reencode", "train_for_index"]

@@ -1,5 +1,5 @@
 """Each operation checks once: a re-encode verifies the model (every checksum) and opens
-the source once before it starts; a build with a model likewise. Counted by wrappers
+each source once before it starts; a build with a model likewise. Counted by wrappers
 around the real functions (nothing is replaced)."""
 import collections
 
@@ -7,10 +7,12 @@ import pytest
 
 import cluster.build.pipeline
 import cluster.updates.reencode
+import cluster.updates.reencode_plan
 from cluster.build.pipeline import check_build, memory_needs
 from cluster.build.config import build_config_from_dict
 from cluster.estimate import refuse_unless_fits
 from cluster.updates.reencode import ReencodeRequest, check_reencode
+from cluster.updates.reencode_plan import reencode_memory
 from shards import Store, publish, write_vectors
 
 
@@ -18,8 +20,11 @@ from shards import Store, publish, write_vectors
 def calls(monkeypatch):
     """Counts of load_model and open_vectors calls made by the cluster layer."""
     counts = collections.Counter()
-    for module in (cluster.build.pipeline, cluster.updates.reencode):
+    for module in (cluster.build.pipeline, cluster.updates.reencode,
+                   cluster.updates.reencode_plan):
         for name in ("load_model", "open_vectors"):
+            if not hasattr(module, name):
+                continue
             original = getattr(module, name)
 
             def counted(*args, _original=original, _name=name, **kwargs):
@@ -44,11 +49,19 @@ def published(tmp_path, trained_index, small_data):
 def test_check_reencode_verifies_the_model_and_opens_the_source_once(published, calls):
     store, manifest = published
     checked = check_reencode(ReencodeRequest(store, "idx", model=manifest.model_version))
-    assert calls == {"load_model": 1, "open_vectors": 1}
-    build = checked.build
-    assert (build.n_rows, build.dim, build.nlist, build.nedge) == (20000, 32, 32, 8)
-    assert build.config.model == manifest.model_version and build.n_train == 0
-    assert build.config.shards.rows_per_shard == 8000 and checked.manifest == manifest
+    assert calls == {"load_model": 1, "open_vectors": 1}     # one source for its 3 shards
+    plan = checked.plan
+    assert plan.model_version == manifest.model_version and checked.manifest == manifest
+    assert (plan.shape.dim, plan.shape.nlist, plan.shape.nedge) == (32, 32, 8)
+    # a single-process publish with a source: id == source row, the whole source
+    assert [(s.shard, s.row_start, s.row_stop) for s in plan.inputs] == \
+        [(0, 0, 20000), (1, 0, 20000), (2, 0, 20000)]
+    assert {s.source["uri"] for s in plan.inputs} == {manifest.source["uri"]}
+    needs = reencode_memory(plan, workers=3)
+    assert [n.part for n in needs] == ["encode workers"]
+    with pytest.raises(ValueError, match=r"re-encode of idx does not fit: encode workers: "
+                                         r"required 1\.\d GB vs available 1\.0 GB"):
+        refuse_unless_fits(needs, 1.0e9, "re-encode of idx")
 
 
 def test_check_build_with_a_model_checks_it_once(published, calls):
