@@ -1,4 +1,5 @@
-"""The exit-status policy of `snapline` (cluster.cli.main) and of `python -m cluster.build`.
+"""The exit-status policy of `snapline` (cluster.cli.main), `python -m cluster.build` and
+`python -m cluster.live`.
 
     0  done
     2  bad input: the argument, key or file is named in one line (ValueError and its
@@ -6,7 +7,8 @@
     1  an environmental failure, in one line: an unreachable store (StoreUnavailableError,
        botocore's connection and credential errors), no Ray cluster or a Ray failure
        (ConnectionError, ray.exceptions.RayError), a service that did not answer
-       (ServiceUnavailableError, PartialResultError), a full disk or another OSError
+       (ServiceUnavailableError, PartialResultError), another writer that published
+       first (PublishConflict: run again), a full disk or another OSError
 
 Anything else is a bug and keeps its traceback. `-v` prints the traceback of the
 classified failures too.
@@ -42,11 +44,13 @@ def _cause(exc: BaseException) -> BaseException:
 def exit_code(exc: BaseException) -> int | None:
     """2 (bad input), 1 (environment) or None (a bug: let it raise)."""
     from cluster.serving.types import PartialResultError
+    from shards import PublishConflict
 
     exc = _cause(exc)
     if isinstance(exc, _BAD_INPUT_TYPES):
         return BAD_INPUT
-    if isinstance(exc, (ConnectionError, TimeoutError, PartialResultError, OSError)):
+    if isinstance(exc, (ConnectionError, TimeoutError, PartialResultError, PublishConflict,
+                        OSError)):
         return ENVIRONMENT
     if _ray_error(exc) or type(exc).__module__.split(".")[0] in _ENVIRONMENT_MODULES:
         return ENVIRONMENT
