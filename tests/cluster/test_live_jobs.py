@@ -5,6 +5,8 @@ force over the live rows, with and without a filter."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -242,3 +244,95 @@ def test_twenty_appends_then_compaction_bounds_the_shards(local_ray, models, tmp
                       lambda t: np.isin(np.array(t["lang"].to_pylist()), ["fr", "de"]))
     assert live.cli("compact", "--max-shards", "2", capsys=capsys)["shards_after"] == 2
     live.check_search()
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(models, tmp_path_factory):
+    """A published index (attributes lang, year; ids 0..1199) and files that are wrong."""
+    root = tmp_path_factory.mktemp("bad-live")
+    live = Live(str(root / "store"), models["l2"])
+    write_vectors(str(root / "good.fbin"), blobs(40, 20))
+    write_vectors(str(root / "d16.fbin"), blobs(40, 21)[:, :16])
+    np.save(root / "short.npy", np.arange(2000, 2039))
+    np.save(root / "dup.npy", np.r_[np.arange(2000, 2039), 2003])
+    np.save(root / "taken.npy", np.r_[5, np.arange(2000, 2039)])
+    np.save(root / "ids.npy", np.arange(2000, 2040))
+    (root / "ids.txt").write_text("1\n2\n")
+    good = attrs(40, 22)
+    pq.write_table(good.slice(0, 39), root / "rows39.parquet")
+    pq.write_table(good.drop_columns(["year"]), root / "noyear.parquet")
+    pq.write_table(good.append_column("tenant", pa.array(range(40))), root / "extra.parquet")
+    pq.write_table(good.set_column(1, "year", pa.array(["abc"] * 40)), root / "badtype.parquet")
+    pq.write_table(good.append_column("id", pa.array(np.r_[np.arange(2000, 2039), 2000])),
+                   root / "dupkey.parquet")
+    return root, live
+
+
+BAD_LIVE = [  # (argv after the command's --store/--name, what the one line must name)
+    (["append", "--source", "{root}/missing.fbin"], "--source: {root}/missing.fbin: no such file"),
+    (["append", "--source", "{root}/d16.fbin"], "16-d vectors, index 'live' holds 32-d ones"),
+    (["append", "--source", "{root}/good.fbin", "--ids", "{root}/short.npy"],
+     "--ids {root}/short.npy: 39 ids for the 40 rows"),
+    (["append", "--source", "{root}/good.fbin", "--ids", "{root}/dup.npy"],
+     "id 2003 appears more than once"),
+    (["append", "--source", "{root}/good.fbin", "--ids", "{root}/taken.npy"],
+     "id 5 is already in index 'live' v000001"),
+    (["append", "--source", "{root}/good.fbin", "--ids", "{root}/ids.txt"],
+     "unsupported ids file .txt"),
+    (["append", "--source", "{root}/good.fbin"], "has attribute columns ['lang', 'year']"),
+    (["append", "--source", "{root}/good.fbin", "--attributes", "{root}/rows39.parquet"],
+     "39 rows for 40 appended rows"),
+    (["append", "--source", "{root}/good.fbin", "--attributes", "{root}/noyear.parquet"],
+     "no column 'year' (int64), an attribute column of index 'live'"),
+    (["append", "--source", "{root}/good.fbin", "--attributes", "{root}/extra.parquet"],
+     "column 'tenant' is not an attribute column of index 'live'"),
+    (["append", "--source", "{root}/good.fbin", "--attributes", "{root}/badtype.parquet"],
+     "column 'year' is string, index stores int64"),
+    (["append", "--source", "{root}/good.fbin", "--ids", "{root}/ids.npy", "--attributes",
+      "{root}/dupkey.parquet"], "id 2000 has more than one row"),
+    (["append", "--source", "{root}/good.fbin", "--workers", "0"], "--workers must be"),
+    (["delete", "--ids", "{root}/missing.npy"], "--ids {root}/missing.npy: no such file"),
+    (["compact", "--min-deleted", "1.5"], "--min-deleted must be a fraction"),
+    (["compact", "--max-shards", "0"], "--max-shards must be >= 1"),
+]
+
+
+@pytest.mark.parametrize("argv, culprit", BAD_LIVE, ids=[" ".join(a[:1] + a[-1:]) for a, _ in
+                                                         BAD_LIVE])
+def test_bad_input_is_exit_2_naming_it(bad_inputs, argv, culprit, capsys):
+    root, live = bad_inputs
+    argv = [a.format(root=root) for a in argv]
+    err = live.cli(argv[0], *argv[1:], code=2, capsys=capsys)["err"].strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith(f"snapline {argv[0]}: error: ") and culprit.format(root=root) in err
+    assert live.root.current_version() == "v000001"
+
+
+def test_unknown_index_and_metric_mismatch_are_refused(bad_inputs, tmp_path, capsys):
+    root, live = bad_inputs
+    for command, args in (("append", ["--source", f"{root}/good.fbin"]),
+                          ("delete", ["--ids", f"{root}/ids.npy"]), ("compact", [])):
+        assert cli.main([command, "--store", live.store, "--name", "nope", *args]) == 2
+        assert "no published index named 'nope'" in capsys.readouterr().err
+    # a manifest whose metric is not its model's (forged: the model is l2)
+    shutil.copytree(live.store, tmp_path / "store")
+    path = tmp_path / "store/indexes/live/v000001/manifest.json"
+    doc = json.loads(path.read_text())
+    doc["shape"]["metric"] = "ip"
+    path.write_text(json.dumps(doc))
+    assert cli.main(["append", "--store", str(tmp_path / "store"), "--name", "live",
+                     "--source", f"{root}/good.fbin", "--attributes", f"{root}/extra.parquet"]) == 2
+    err = capsys.readouterr().err
+    assert "ranks by metric 'ip' but its model" in err and "trained for 'l2'" in err
+
+
+def test_the_job_entry_is_python_m_cluster_live(bad_inputs):
+    """What `ray job submit ... -- python -m cluster.live ...` runs: same exit status and line."""
+    root, live = bad_inputs
+    done = subprocess.run([sys.executable, "-m", "cluster.live", "append", "--store", live.store,
+                           "--name", "live", "--source", f"{root}/d16.fbin"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        "python -m cluster.live append: error: --source")
