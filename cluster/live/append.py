@@ -26,8 +26,10 @@ version (shards are named by their content; an identical manifest is kept).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -170,9 +172,15 @@ def _attributes(req: AppendRequest, store: Store, m: Manifest, reader: VectorRea
     return match_attributes(table, ids, m, f"--source {req.source}")
 
 
+def _absolute(uri: str) -> str:
+    """A local path made absolute on the driver, so that actors read the same file."""
+    return uri if "://" in uri else os.path.abspath(uri)
+
+
 def check_append(req: AppendRequest) -> CheckedAppend:
     """Everything that must hold before an append starts (no Ray); raises naming the
     problem (ValueError / FileNotFoundError: bad input)."""
+    req = dataclasses.replace(req, store=_absolute(req.store), source=_absolute(req.source))
     store = checked_store(req.store, "--store", must_exist=True)
     root, m = _published(store, req.name)
     _check_model(store, m)

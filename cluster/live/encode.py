@@ -47,7 +47,11 @@ class RowEncoder:
 
     def encode(self, start: int, stop: int) -> dict[str, np.ndarray]:
         x = self.reader.read(start, stop)
-        list_ids, lambda_idx, codes = self.index.encode(x)
+        try:
+            list_ids, lambda_idx, codes = self.index.encode(x)
+        except ValueError as exc:         # a bad row: name the file and where its rows start
+            raise ValueError(f"--source {self.reader.uri}, rows [{start}, {stop}) counted "
+                             f"from {start}: {exc}") from None
         out = {"row": np.arange(start, stop, dtype=np.int64),
                "list_id": list_ids.astype(np.uint32), "lambda": lambda_idx.astype(np.uint8),
                "code": codes}
@@ -62,6 +66,9 @@ def encode_on_ray(*, store: Store, model_version: str, source: dict, n_rows: int
                   gpus_per_worker: float) -> dict[str, np.ndarray]:
     """Encode rows [0, n_rows) of the source on the connected Ray: (list_ids,
     lambda_idx, codes, vectors or None) in source row order."""
+    # a bad row (NaN, a value a uint8 store cannot hold) raises its own ValueError, not
+    # Ray Data's UserCodeException: bad input, exit 2 (cluster.exit_status)
+    ray.data.DataContext.get_current().raise_original_map_exception = True
     datasource = PartitionDatasource(n_rows, part_rows(n_rows, workers))
     ds = ray.data.read_datasource(datasource, override_num_blocks=len(datasource.parts),
                                   num_cpus=0)
@@ -72,9 +79,13 @@ def encode_on_ray(*, store: Store, model_version: str, source: dict, n_rows: int
         fn_constructor_kwargs=dict(store=store, model_version=model_version, source=source,
                                    stored=stored))
     chunks: dict[str, list[np.ndarray]] = {}
-    for batch in encoded.iter_batches(batch_size=None, batch_format="numpy"):
-        for key, value in batch.items():
-            chunks.setdefault(key, []).append(np.asarray(value))
+    try:
+        for batch in encoded.iter_batches(batch_size=None, batch_format="numpy"):
+            for key, value in batch.items():
+                chunks.setdefault(key, []).append(np.asarray(value))
+    except ValueError as exc:       # RayTaskError(ValueError): the actor's own first line
+        cause = getattr(exc, "cause", None) or exc
+        raise ValueError(str(cause.args[0] if cause.args else cause).splitlines()[0]) from None
     rows = np.concatenate(chunks.pop("row"))
     order = np.argsort(rows, kind="stable")
     if not np.array_equal(rows[order], np.arange(n_rows)):

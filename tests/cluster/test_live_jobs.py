@@ -198,14 +198,15 @@ def test_build_then_a_killed_append_and_its_rerun(local_ray, tmp_path, capsys):
     request = AppendRequest(store=store, name="live", source=str(tmp_path / "new.fbin"),
                             workers=1)
 
-    def stop_at(step, *_):
-        if step == "manifest":
-            raise Interrupt(step)
+    def stop_at(step):
+        raise Interrupt(step)
 
-    with pytest.raises(Interrupt):
-        append(request, on_step=stop_at)
     root = Store(store).index("live")
-    assert root.current_version() == "v000001"
+    for step in ("encoded", "manifest"):         # before any file, after the shards
+        with pytest.raises(Interrupt):
+            append(request, on_step=lambda at, *_: stop_at(at) if at == step else None)
+        assert root.current_version() == "v000001"
+    assert len(list((tmp_path / "store/indexes/live/v000002/shards").glob("*.parquet"))) == 1
     assert VLQIndex.load(root).ntotal == 3000
     s = cli.main(["append", "--store", store, "--name", "live", "--source",
                   str(tmp_path / "new.fbin"), "--workers", "1"])
@@ -259,6 +260,7 @@ def bad_inputs(models, tmp_path_factory):
     np.save(root / "ids.npy", np.arange(2000, 2040))
     (root / "ids.txt").write_text("1\n2\n")
     good = attrs(40, 22)
+    pq.write_table(good, root / "good.parquet")
     pq.write_table(good.slice(0, 39), root / "rows39.parquet")
     pq.write_table(good.drop_columns(["year"]), root / "noyear.parquet")
     pq.write_table(good.append_column("tenant", pa.array(range(40))), root / "extra.parquet")
@@ -336,3 +338,15 @@ def test_the_job_entry_is_python_m_cluster_live(bad_inputs):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith(
         "python -m cluster.live append: error: --source")
+
+
+def test_a_bad_row_found_by_an_encode_actor_is_exit_2_naming_it(local_ray, bad_inputs, capsys):
+    root, live = bad_inputs
+    x = blobs(40, 23)
+    x[33, 5] = np.nan
+    write_vectors(str(root / "nan.fbin"), x)
+    err = live.cli("append", "--source", f"{root}/nan.fbin", "--attributes",
+                   f"{root}/good.parquet", code=2, capsys=capsys)["err"]
+    assert err.strip() == (f"snapline append: error: --source {root}/nan.fbin, rows [20, 40) "
+                           f"counted from 20: encode: row 13 contains NaN or inf")
+    assert live.root.current_version() == "v000001"
