@@ -78,11 +78,12 @@ class AppendRequest:
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) \
                 or self.workers < 1:
             raise ValueError(f"--workers must be an integer >= 1, got {self.workers!r}")
-        for flag, value, low in (("--cpus-per-worker", self.cpus_per_worker, 0.0),
-                                 ("--gpus-per-worker", self.gpus_per_worker, 0.0)):
-            if not math.isfinite(value) or value < low or (flag[2] == "c" and value == 0):
-                raise ValueError(f"{flag} must be a finite number "
-                                 f"{'> 0' if flag[2] == 'c' else '>= 0'}, got {value!r}")
+        if not (math.isfinite(self.cpus_per_worker) and self.cpus_per_worker > 0):
+            raise ValueError(f"--cpus-per-worker must be a finite number > 0, got "
+                             f"{self.cpus_per_worker!r}")
+        if not (math.isfinite(self.gpus_per_worker) and self.gpus_per_worker >= 0):
+            raise ValueError(f"--gpus-per-worker must be a finite number >= 0, got "
+                             f"{self.gpus_per_worker!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -160,6 +161,8 @@ def _ids(req: AppendRequest, store: Store, root: IndexRoot, m: Manifest, n: int)
 
 def _attributes(req: AppendRequest, store: Store, m: Manifest, reader: VectorReader,
                 ids: np.ndarray) -> pa.Table | None:
+    if reader.n == 0:                # an empty source appends nothing, attributes or not
+        return None
     if req.attributes is not None:
         table = read_table(req.attributes, store.storage_options)
         return match_attributes(table, ids, m, f"--attributes {req.attributes}")
@@ -206,7 +209,7 @@ def run_append(checked: CheckedAppend, on_step: Callable[..., None] = no_step) -
     if n == 0:
         log.info("append: %s holds no rows; nothing to publish", req.source)
         return {**summary, "version": m.version, "shards": len(m.shards), "new_shards": 0,
-                "ntotal": m.ntotal, "encode_s": 0.0, "publish_s": 0.0,
+                "ntotal": m.ntotal, "deleted": m.deleted, "encode_s": 0.0, "publish_s": 0.0,
                 "vectors_per_s": 0.0, "total_s": time.perf_counter() - t0}
     rows = min(n, part_rows(n, req.workers))
     refuse_unless_fits([encode_memory(m.shape, rows, min(req.workers, math.ceil(n / rows)),
@@ -237,6 +240,8 @@ def append(req: AppendRequest, address: str | None = None,
     job's cluster under `ray job submit`, RAY_ADDRESS, else a new local Ray, left
     again at the end), run. Returns the summary."""
     checked = check_append(req)      # before Ray starts
+    if checked.reader.n == 0:        # nothing to encode: no Ray
+        return run_append(checked, on_step)
     started = not ray.is_initialized()
     connect(address)
     try:
@@ -247,6 +252,9 @@ def append(req: AppendRequest, address: str | None = None,
 
 
 def summary_line(s: dict) -> str:
+    if s["rows_appended"] == 0:
+        return (f"snapline append: {s['source']} holds no rows; {s['name']}/{s['version']} "
+                f"unchanged")
     return (f"snapline append: published {s['name']}/{s['version']} (from "
             f"{s['previous_version']}, model {s['model_version']}): {s['rows_appended']} rows "
             f"in {s['new_shards']} new shards, {s['shards']} shards in all, by {s['workers']} "

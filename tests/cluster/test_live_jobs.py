@@ -328,6 +328,14 @@ def test_unknown_index_and_metric_mismatch_are_refused(bad_inputs, tmp_path, cap
     assert "ranks by metric 'ip' but its model" in err and "trained for 'l2'" in err
 
 
+def test_an_empty_source_publishes_nothing(bad_inputs, capsys):
+    root, live = bad_inputs
+    write_vectors(str(root / "empty.fbin"), np.zeros((0, D), np.float32))
+    s = live.cli("append", "--source", f"{root}/empty.fbin", capsys=capsys)
+    assert (s["rows_appended"], s["version"], s["new_shards"]) == (0, "v000001", 0)
+    assert live.root.current_version() == "v000001"
+
+
 def test_the_job_entry_is_python_m_cluster_live(bad_inputs):
     """What `ray job submit ... -- python -m cluster.live ...` runs: same exit status and line."""
     root, live = bad_inputs
@@ -350,3 +358,15 @@ def test_a_bad_row_found_by_an_encode_actor_is_exit_2_naming_it(local_ray, bad_i
     assert err.strip() == (f"snapline append: error: --source {root}/nan.fbin, rows [20, 40) "
                            f"counted from 20: encode: row 13 contains NaN or inf")
     assert live.root.current_version() == "v000001"
+
+
+def test_the_append_memory_bound_is_the_documented_one():
+    """README: 10M rows of 16-byte codes, no stored vectors: ~0.9 GB besides the interpreter."""
+    from cluster.estimate import PROCESS_BYTES, append_memory
+    from shards import IndexShape
+
+    shape = IndexShape(128, 1024, 32, 16, 256)
+    need = append_memory(shape, 10_000_000, 0, 0)
+    assert 0.85e9 < need.bytes - PROCESS_BYTES < 0.95e9
+    with_vectors = append_memory(shape, 10_000_000, 128, 10**9)    # uint8 store, 1 GB attributes
+    assert with_vectors.bytes - need.bytes == 3 * 10_000_000 * 128 + 2 * 10**9
