@@ -46,8 +46,8 @@ from cluster.live.inputs import (first_duplicate, match_attributes, read_ids, re
 from cluster.ray_session import available_memory, connect
 from cluster.store_check import checked_store
 from indexer.refine import STORE_DTYPES
-from shards import EncodedRows, IndexRoot, Store, VectorReader, load_model, open_vectors
-from shards import publish_append, resolve
+from shards import (EncodedRows, IndexRoot, Store, VectorReader, load_model, open_vectors,
+                    publish_append, resolve)
 from shards.commit import no_step
 from shards.live_versions import read_base
 from shards.manifest import Manifest, check_name
@@ -199,8 +199,9 @@ def check_append(req: AppendRequest) -> CheckedAppend:
 
 
 def run_append(checked: CheckedAppend, on_step: Callable[..., None] = no_step) -> dict:
-    """Encode on the connected Ray, then publish (`on_step` goes to publish_append).
-    Returns the summary."""
+    """Encode on the connected Ray, then publish; returns the summary. `on_step(name,
+    ...)` is called with "encoded" between the two, then with publish_append's steps
+    ("shard", number; "manifest"; ...): a test's way to stop the job there."""
     t0 = time.perf_counter()
     req, m, n = checked.request, checked.manifest, checked.reader.n
     summary = {"name": req.name, "store": req.store, "source": req.source,
