@@ -114,3 +114,29 @@ def refuse_unless_fits(needs: list[MemoryNeed], available_bytes: float | None,
             raise ValueError(f"{what} does not fit: {need.part}: required "
                              f"{need.bytes / GB:.1f} GB vs available {available_bytes / GB:.1f} "
                              f"GB ({need.detail})")
+
+
+def append_memory(shape: IndexShape, rows: int, vector_bytes: int,
+                  attribute_bytes: int) -> MemoryNeed:
+    """The driver of an append (cluster.live.append): every appended row encoded (id,
+    list id, lambda, code and the stored vector's `vector_bytes`) held APPEND_COPIES times
+    (gathered, ordered, cut into shards) plus the attribute table twice (read, reordered)."""
+    per_row = stored_row_bytes(shape) + vector_bytes
+    total = PROCESS_BYTES + APPEND_COPIES * rows * per_row + 2 * attribute_bytes
+    return MemoryNeed("append driver", total, f"{rows} rows x {per_row} B x {APPEND_COPIES} "
+                      f"copies + attributes {attribute_bytes / GB:.2f} GB x 2")
+
+
+APPEND_COPIES = 3
+
+
+def local_available_memory() -> float | None:
+    """Bytes this machine reports available (Linux MemAvailable; None elsewhere)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None

@@ -1,4 +1,5 @@
-"""The exit-status policy of `snapline` (cluster.cli.main) and of `python -m cluster.build`.
+"""The exit-status policy of `snapline` (cluster.cli.main), `python -m cluster.build` and
+`python -m cluster.live`.
 
     0  done
     2  bad input: the argument, key or file is named in one line (ValueError and its

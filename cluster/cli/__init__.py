@@ -1,7 +1,7 @@
 """`snapline` command line: one subcommand per capability, each calling its library entry.
 
 The subcommands live by group (bench_commands, model_commands, build_commands,
-serve_commands); each handler parses nothing itself and calls one library function.
+serve_commands, fsck_commands, live_commands); each handler parses nothing itself and calls one library function.
 Exit status (cluster.exit_status, the one policy): 0 done, 2 bad input (one line naming
 the argument, key or file), 1 an environmental failure (one line: unreachable store, no
 Ray cluster, service unavailable, partial result); `-v` adds the traceback.
@@ -14,6 +14,7 @@ import logging
 from cluster.cli.bench_commands import add_bench_commands
 from cluster.cli.build_commands import add_build_commands
 from cluster.cli.fsck_commands import add_fsck_commands
+from cluster.cli.live_commands import add_live_commands
 from cluster.exit_status import OneLineArgumentParser, run_guarded
 from cluster.cli.model_commands import add_reencode_commands, add_train_commands
 from cluster.cli.serve_commands import add_serving_commands
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_build_commands(sub)
     add_serving_commands(sub)
     add_fsck_commands(sub)
+    add_live_commands(sub)
     return parser
 
 

@@ -94,6 +94,15 @@ BAD = [  # (argv, what the one line must name)
     (["bench", "{root}", "--out", "{root}/bo", "--repeats", "0"], "repeats=0"),
     (["serve", "--store", STORE, "--name", "a", "--replicas", "0"], "replicas"),
     (["nosuchcommand"], "invalid choice"),
+    (["append", "--store", "{root}/nostore", "--name", "a", "--source", LEARN],
+     "--store {root}/nostore: no such store"),
+    (["append", "--store", STORE, "--name", "a", "--source", LEARN, "--workers", "0"],
+     "--workers must be an integer >= 1"),
+    (["append", "--store", STORE, "--name", "a", "--source", LEARN], "no published index named 'a'"),
+    (["delete", "--store", STORE, "--name", "a"], "the following arguments are required: --ids"),
+    (["delete", "--store", STORE, "--name", "../a", "--ids", "x.npy"], "--name '../a'"),
+    (["compact", "--store", STORE, "--name", "a", "--min-deleted", "2"], "--min-deleted"),
+    (["compact", "--store", STORE, "--name", "a"], "no published index named 'a'"),
 ]
 
 
@@ -199,6 +208,8 @@ def test_policy_classifies_library_errors():
     assert exit_code(ray.exceptions.GetTimeoutError("x")) == 1
     assert exit_code(ray.exceptions.RaySystemError("x")) == 1
     assert exit_code(OSError(28, "No space left on device")) == 1
+    from shards import PublishConflict
+    assert exit_code(PublishConflict("v000003 was published first")) == 1   # run again
     empty = np.zeros((1, 1), dtype=np.float32)
     assert exit_code(PartialResultError(SearchResult(empty, empty.astype(np.int64), "v1",
                                                      (0,)))) == 1
