@@ -157,11 +157,14 @@ def _rerank(cand_pos, cand_line, line_list, line_b, line_c, line_alpha, lutq, ta
 
 def search_fastscan(quantizer, lists, q: np.ndarray, dist_qc: np.ndarray, k: int, nprobe: int,
                     nlines: int, rerank: int, stages: dict | None = None,
-                    scan_backend: str = "auto", allowed: np.ndarray | None = None):
+                    scan_backend: str = "auto", allowed: np.ndarray | None = None,
+                    exact: bool = True):
     """k nearest codes of encoded queries q (float32 (nq, d)), whose distances to all
     centroids are dist_qc (finite, `quantizer.centroid_distances`), by the fast scan: returns
     (exact ADC distances, code positions), ascending, padded with (inf, -1). `allowed`: None
-    or the bitset of the rows that may be returned (indexer.rowsets)."""
+    or the bitset of the rows that may be returned (indexer.rowsets). exact=False: the
+    scan's best max(rerank, k) by its approximate distance, without the exact re-rank (for
+    a refinement by stored vectors, which scores them exactly anyway)."""
     nq = q.shape[0]
     with timed(stages, "tables"):
         lutq = quantizer.query_tables(q)
@@ -178,10 +181,12 @@ def search_fastscan(quantizer, lists, q: np.ndarray, dist_qc: np.ndarray, k: int
                  t_min, t_span, line_list, line_probe, line_b, line_c, line_alpha, line_const,
                  lut8, scale)
     with timed(stages, "scan"):
-        _, cand_pos, cand_line = scan4(lut8, scale, line_list, line_probe, line_const, line_c,
+        approx, cand_pos, cand_line = scan4(lut8, scale, line_list, line_probe, line_const, line_c,
                                        line_alpha, lists.offsets, lists.packed, lists.lambda_idx,
                                        quantizer.lambda_values, max(rerank, k),
                                        allowed=allowed, backend=scan_backend)
+    if not exact:
+        return approx, cand_pos
     with timed(stages, "rerank"):
         out_d = np.empty((nq, k), dtype=np.float32)
         out_p = np.empty((nq, k), dtype=np.int64)

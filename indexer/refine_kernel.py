@@ -2,8 +2,8 @@
 vectors, and the k best, compiled (numba, parallel over queries).
 
 Stored vectors are uint8, float16 or float32 rows; float16 rows are read as their uint16
-bits through a 65536-entry float32 table (numba has no float16 on the CPU), uint8 rows
-through a 256-entry one, so that every dtype is one compiled loop without temporaries.
+bits through a 65536-entry float32 table (numba has no float16 on the CPU); uint8 and
+float32 rows are converted in the loop, one compiled loop per dtype, no temporaries.
 """
 from __future__ import annotations
 
@@ -13,11 +13,10 @@ import numpy as np
 __all__ = ["refine_rows"]
 
 _MODES = {"l2": 0, "ip": 1, "cosine": 2}
-_TABLES = {np.dtype(np.uint8): np.arange(256, dtype=np.float32),
-           np.dtype(np.float16): np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)}
+_TABLES = {np.dtype(np.float16): np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)}
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
 def _refine(q, pos, rows, table, mode, out_d, out_p, empty):
     nq, r = pos.shape
     d = q.shape[1]
@@ -40,20 +39,28 @@ def _refine(q, pos, rows, table, mode, out_d, out_p, empty):
             row = rows[p]
             dot = np.float32(0.0)
             sq = np.float32(0.0)
-            for t in range(d):
-                x = np.float32(row[t]) if direct else table[np.int64(row[t])]
-                if mode == 0:
-                    diff = x - qi[t]
-                    sq += diff * diff
-                else:
-                    dot += x * qi[t]
-                    sq += x * x
             if mode == 0:
+                if direct:
+                    for t in range(d):
+                        diff = np.float32(row[t]) - qi[t]
+                        sq += diff * diff
+                else:
+                    for t in range(d):
+                        diff = table[np.int64(row[t])] - qi[t]
+                        sq += diff * diff
                 s = sq
-            elif mode == 1:
-                s = dot
             else:
-                s = dot / (q_norm * max(np.sqrt(sq), np.float32(1e-30)))
+                if direct:
+                    for t in range(d):
+                        x = np.float32(row[t])
+                        dot += x * qi[t]
+                        sq += x * x
+                else:
+                    for t in range(d):
+                        x = table[np.int64(row[t])]
+                        dot += x * qi[t]
+                        sq += x * x
+                s = dot if mode == 1 else dot / (q_norm * max(np.sqrt(sq), np.float32(1e-30)))
             score[j] = s
             key[j] = s if mode == 0 else -s
         order = np.argsort(key, kind="mergesort")   # ties in candidate order

@@ -14,10 +14,11 @@ from indexer.validation import check_finite_rows
 __all__ = ["scan_batch"]
 
 
-def scan_batch(index, q, k, nprobe, nlines, rerank, row0, stages, allowed):
+def scan_batch(index, q, k, nprobe, nlines, rerank, row0, stages, allowed, exact=True):
     """(distances ascending, row positions) of the k best allowed rows for raw queries q
     (float32): l2 squared distances or, for the inner product, -<q, x_hat>; padded with
-    (inf, -1)."""
+    (inf, -1). exact=False lets the fast scan return its approximate best (a refinement
+    follows)."""
     quantizer, lists = index.quantizer, index.lists
     fast = index.pq_bits == 4 and index.backend == "numba"
     # one BLAS thread: OpenBLAS workers spinning after a GEMM would compete with the
@@ -32,7 +33,7 @@ def scan_batch(index, q, k, nprobe, nlines, rerank, row0, stages, allowed):
                           "for float32)")
         if fast:
             return search_fastscan(quantizer, lists, q, dist_qc, k, nprobe, nlines, rerank,
-                                   stages, allowed=allowed)
+                                   stages, allowed=allowed, exact=exact)
         with timed(stages, "tables"):
             lut = quantizer.query_tables(q)
     if index.backend == "numba":

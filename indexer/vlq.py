@@ -262,8 +262,9 @@ class VLQIndex:
         The scan ranks codes by an approximate distance (4-bit codes: uint8 tables summed
         with SIMD; 8-bit codes: float tables and an int16 ADC term), and its `rerank` best
         (default DEFAULT_RERANK_FACTOR[pq_bits] * k, at least k) are re-scored with exact
-        ADC. `refine=R` (>= k; needs stored vectors) re-ranks the R best of those by exact
-        distance to the stored vectors and returns the k best with exact distances. For
+        ADC. `refine=R` (>= k; needs stored vectors) re-ranks the R best (4-bit codes: of
+        the scan's approximate order, the exact ADC step skipped) by exact distance to the
+        stored vectors and returns the k best with exact distances. For
         ip and cosine, D holds similarities, largest first (empty slots: -inf, -1).
         `filter`, a SQL WHERE clause over the attribute columns (DuckDB): only rows it
         holds for are returned. With a filter that keeps a fraction s of the rows, nprobe
@@ -305,8 +306,9 @@ class VLQIndex:
         if exhaustive:      # a filter that few rows pass: score them all
             dist, pos = self._exhaustive(q, n, allowed, stages)
         else:
-            dist, pos = scan_batch(self, q, n, nprobe, nlines, max(rerank, n), row0, stages,
-                                   allowed)
+            # with refinement, the fast scan's approximate best go straight to it
+            dist, pos = scan_batch(self, q, n, nprobe, nlines, n if refine else max(rerank, n),
+                                   row0, stages, allowed, exact=refine is None)
             if n_allowed is not None and (short := short_rows(pos, n, n_allowed)).size:
                 dist[short], pos[short] = self._exhaustive(q[short], n, allowed, stages)
         # a distance that overflowed (inf, or NaN from inf - inf) answers nothing: refuse
