@@ -233,14 +233,17 @@ def kernel_cases():
         lut = rng.random((nq, m_sub, 256)).astype(np.float32) if lut is None else lut
         problems = []
         for nprobe, nlines in ((4, 10), (40, 240), (1, 1)):
-            D, P = search_numba(dist_qc, lut, edges, edge_len2, nprobe, nlines, lam_values,
-                                offsets, codes, lam_idx, terms, term_base, np.float32(1e-5),
-                                centroids, codebook, 20, 40)
-            if ((P < -1) | (P >= n)).any():
-                problems.append(f"positions out of range with nprobe={nprobe}")
-            ids, b, alpha, c = select_lines(dist_qc, edges, edge_len2, nprobe, nlines)
-            if ((ids < 0) | (ids >= k_cent * nedge)).any():
-                problems.append(f"select_lines: list ids out of range with nprobe={nprobe}")
+            for ip in (0, 1):      # the l2 and the inner-product line rules
+                rule = np.array([ip, lam_values.min(), lam_values.max()], dtype=np.float32)
+                D, P = search_numba(dist_qc, lut, edges, edge_len2, rule, nprobe, nlines,
+                                    lam_values, offsets, codes, lam_idx, terms, term_base,
+                                    np.float32(1e-5), centroids, codebook, 20, 40)
+                if ((P < -1) | (P >= n)).any():
+                    problems.append(f"positions out of range with nprobe={nprobe} ip={ip}")
+                ids, b, alpha, c = select_lines(dist_qc, edges, edge_len2, nprobe, nlines, rule)
+                if ((ids < 0) | (ids >= k_cent * nedge)).any():
+                    problems.append(f"select_lines: list ids out of range with nprobe={nprobe} "
+                                    f"ip={ip}")
         return problems
 
     base = rng.random((6, k_cent)).astype(np.float32) * 100
