@@ -116,12 +116,6 @@ def normalize_rows(x: np.ndarray, what: str, row_offset: int = 0) -> np.ndarray:
     return (x / norms[:, None]).astype(np.float32)
 
 
-def similarity_from_l2(dist: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    """Cosine similarity of unit vectors from their squared L2 distance (1 - d / 2); -inf
-    where the slot is empty (pos < 0)."""
-    return np.where(pos >= 0, 1.0 - dist / 2.0, -np.inf).astype(np.float32)
-
-
 def refine(queries: np.ndarray, positions: np.ndarray, vectors: np.ndarray, metric: str,
            k: int) -> tuple[np.ndarray, np.ndarray]:
     """Re-rank candidates by their exact distance to the query and keep the k best.

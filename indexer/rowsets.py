@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 
-__all__ = ["bitset_of", "rows_of", "count"]
+__all__ = ["bitset_of", "rows_of"]
 
 
 def bitset_of(mask: np.ndarray) -> np.ndarray:
@@ -27,8 +27,3 @@ def rows_of(bits: np.ndarray, n: int) -> np.ndarray:
     """The boolean row mask (n,) of a bitset."""
     as_bytes = np.ascontiguousarray(bits, dtype="<u4").view(np.uint8)
     return np.unpackbits(as_bytes, bitorder="little", count=n).astype(bool)
-
-
-def count(bits: np.ndarray) -> int:
-    """Rows in a bitset."""
-    return int(np.unpackbits(np.ascontiguousarray(bits, dtype="<u4").view(np.uint8)).sum())
