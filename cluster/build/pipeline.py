@@ -265,13 +265,15 @@ def summary_line(s: dict) -> str:
             f"{s['peak_worker_rss_mb']:.0f} MB; total {s['total_s']:.1f} s")
 
 
-def print_summary(summary: dict, summary_json: str | None = None) -> None:
-    """The job's output: the summary as JSON, its one-line form, and the JSON file."""
-    print(json.dumps(summary, indent=1))
-    print(summary_line(summary))
+def print_summary(summary: dict, summary_json: str | None = None,
+                  line: str | None = None) -> None:
+    """A job's output: the summary as JSON, its one-line form (default: the build's), and
+    the JSON file."""
+    print(json.dumps(summary, indent=1, default=str))
+    print(summary_line(summary) if line is None else line)
     if summary_json:
         with open(summary_json, "w") as f:
-            json.dump(summary, f, indent=1)
+            json.dump(summary, f, indent=1, default=str)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,18 +3,14 @@
 `ray job submit` runs (`live_main`). Each prints its summary as JSON, then one line."""
 from __future__ import annotations
 
-import json
 import logging
 
+from cluster.build.pipeline import print_summary
 from cluster.exit_status import OneLineArgumentParser, run_guarded
 
 
 def _print(summary: dict, line: str, summary_json: str | None) -> int:
-    print(json.dumps(summary, indent=1, default=str))
-    print(line)
-    if summary_json:
-        with open(summary_json, "w") as f:
-            json.dump(summary, f, indent=1, default=str)
+    print_summary(summary, summary_json, line)
     return 0
 
 

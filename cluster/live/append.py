@@ -43,8 +43,8 @@ from cluster.estimate import (append_memory, encode_memory, local_available_memo
 from cluster.live.encode import READ_CHUNK_ROWS, encode_on_ray, part_rows
 from cluster.live.inputs import (first_duplicate, match_attributes, read_ids, read_table,
                                  source_attributes)
+from cluster.live.jobs import published_root
 from cluster.ray_session import available_memory, connect
-from cluster.store_check import checked_store
 from indexer.refine import STORE_DTYPES
 from shards import (EncodedRows, IndexRoot, Store, VectorReader, load_model, open_vectors,
                     publish_append, resolve)
@@ -96,14 +96,6 @@ class CheckedAppend:
     reader: VectorReader
     ids: np.ndarray              # int64, one per source row
     attributes: pa.Table | None
-
-
-def _published(store: Store, name: str) -> tuple[IndexRoot, Manifest]:
-    root = store.index(name)
-    if root.current_version() is None:
-        raise FileNotFoundError(f"--name {name}: no published index named {name!r} in "
-                                f"{store.uri}")
-    return root, resolve(root)[0]
 
 
 def _check_model(store: Store, m: Manifest) -> None:
@@ -184,8 +176,8 @@ def check_append(req: AppendRequest) -> CheckedAppend:
     """Everything that must hold before an append starts (no Ray); raises naming the
     problem (ValueError / FileNotFoundError: bad input)."""
     req = dataclasses.replace(req, store=_absolute(req.store), source=_absolute(req.source))
-    store = checked_store(req.store, "--store", must_exist=True)
-    root, m = _published(store, req.name)
+    root = published_root(req.store, req.name)
+    store, m = root.store, resolve(root)[0]
     _check_model(store, m)
     reader = _open_source(req, store, m)
     ids = _ids(req, store, root, m, reader.n)
