@@ -85,21 +85,22 @@ def select_lines(dist_qc: np.ndarray, edges: np.ndarray, edge_len2: np.ndarray,
     -<q, c>, c = 0, alpha = a - b and a line ranks by its best b + lambda alpha over
     lambda in [rule[1], rule[2]] (as indexer.kernels._line_params).
     """
-    if rule is not None and rule[0] == 1:
-        return _select_lines_ip(dist_qc, edges, nprobe, nlines, rule)
     nq, k = dist_qc.shape
     nedge = edges.shape[1]
     rows = np.arange(nq)[:, None]
     probe = np.argpartition(dist_qc, nprobe - 1, axis=1)[:, :nprobe] if nprobe < k \
         else np.broadcast_to(np.arange(k), (nq, k))
-    b = dist_qc[rows, probe]                                     # (nq, nprobe)
-    nbr = edges[probe].reshape(nq, -1)                           # (nq, nprobe*nedge)
-    a = dist_qc[rows, nbr]
-    c = np.maximum(edge_len2[probe].reshape(nq, -1), _EPS)
-    b = np.repeat(b, nedge, axis=1)
-    alpha = a - b - c
+    b = np.repeat(dist_qc[rows, probe], nedge, axis=1)          # (nq, nprobe*nedge)
+    a = dist_qc[rows, edges[probe].reshape(nq, -1)]
     with np.errstate(over="ignore", invalid="ignore"):
-        line_dist = b - alpha * alpha / (4.0 * c)
+        if rule is not None and rule[0] == 1:                    # inner product
+            c = np.zeros_like(b)
+            alpha = a - b
+            line_dist = b + np.minimum(rule[1] * alpha, rule[2] * alpha)
+        else:
+            c = np.maximum(edge_len2[probe].reshape(nq, -1), _EPS)
+            alpha = a - b - c
+            line_dist = b - alpha * alpha / (4.0 * c)
     # NaN (inf - inf: an overflowing query or model) sorts last, as argpartition sorts a
     # NaN of dist_qc: every position picked is a valid line of a probed centroid
     line_dist[np.isnan(line_dist)] = np.inf
@@ -108,22 +109,3 @@ def select_lines(dist_qc: np.ndarray, edges: np.ndarray, edge_len2: np.ndarray,
         else np.broadcast_to(np.arange(nall), (nq, nall))
     list_ids = (probe.astype(np.int64)[rows, pick // nedge] * nedge + pick % nedge)
     return (list_ids, b[rows, pick], alpha[rows, pick], c[rows, pick])
-
-
-def _select_lines_ip(dist_qc, edges, nprobe, nlines, rule):
-    """select_lines for the inner product (see there)."""
-    nq, k = dist_qc.shape
-    nedge = edges.shape[1]
-    rows = np.arange(nq)[:, None]
-    probe = np.argpartition(dist_qc, nprobe - 1, axis=1)[:, :nprobe] if nprobe < k \
-        else np.broadcast_to(np.arange(k), (nq, k))
-    b = np.repeat(dist_qc[rows, probe], nedge, axis=1)
-    alpha = dist_qc[rows, edges[probe].reshape(nq, -1)] - b
-    with np.errstate(over="ignore", invalid="ignore"):
-        line_dist = b + np.minimum(rule[1] * alpha, rule[2] * alpha)
-    line_dist[np.isnan(line_dist)] = np.inf
-    nall = line_dist.shape[1]
-    pick = np.argpartition(line_dist, nlines - 1, axis=1)[:, :nlines] if nlines < nall \
-        else np.broadcast_to(np.arange(nall), (nq, nall))
-    list_ids = (probe.astype(np.int64)[rows, pick // nedge] * nedge + pick % nedge)
-    return list_ids, b[rows, pick], alpha[rows, pick], np.zeros(pick.shape, dtype=np.float32)
