@@ -96,9 +96,44 @@ struct EntryLess {  // a functor, so that nth_element and sort inline it
     }
 };
 
+// A float's bits as a uint32 that sorts as the float does (-0 is made +0 first, so that the
+// two zeros, equal as floats, get one key; NaN never enters: approx maps it to +inf).
+inline uint32_t order_key(float d) {
+    d = d + 0.0f;
+    uint32_t bits;
+    std::memcpy(&bits, &d, 4);
+    return bits ^ (static_cast<uint32_t>(static_cast<int32_t>(bits) >> 31) | 0x80000000u);
+}
+
+// The rank-th smallest (0-based) of keys[0..n), by most-significant-byte radix passes: a
+// histogram of one byte, the bucket holding the rank, the keys of that bucket kept (in place,
+// after the first pass into tmp). No data-dependent branch per key, unlike nth_element's
+// partitions on random floats (measured: compaction was a quarter of the 4-bit scan at r=100).
+inline uint32_t radix_select(const uint32_t* keys, Py_ssize_t n, Py_ssize_t rank, uint32_t* tmp) {
+    const uint32_t* cur = keys;
+    uint32_t prefix = 0;
+    for (int shift = 24;; shift -= 8) {
+        uint32_t hist[256] = {0};
+        for (Py_ssize_t i = 0; i < n; ++i) hist[(cur[i] >> shift) & 255u]++;
+        uint32_t b = 0;
+        while (rank >= static_cast<Py_ssize_t>(hist[b])) rank -= hist[b++];
+        prefix |= b << shift;
+        if (shift == 0) return prefix;
+        if (static_cast<Py_ssize_t>(hist[b]) == n) continue;  // one bucket: the next byte decides
+        Py_ssize_t kept = 0;
+        for (Py_ssize_t i = 0; i < n; ++i) {
+            tmp[kept] = cur[i];
+            kept += ((cur[i] >> shift) & 255u) == b;
+        }
+        if (kept == 1) return tmp[0];
+        cur = tmp;
+        n = kept;
+    }
+}
+
 struct TopR {
     std::vector<Entry> buf, ties;
-    std::vector<float> keys;
+    std::vector<uint32_t> keys, tmp;
     Py_ssize_t r = 0, size = 0;
     float thr = kInf;
 
@@ -110,27 +145,27 @@ struct TopR {
         buf.resize(cap);
         ties.resize(cap);
         keys.resize(cap);
+        tmp.resize(cap);
     }
     float threshold() const { return thr; }
 
-    // Keep the r smallest keys of the buffer: select the r-th approx t on a float copy (cheap
-    // compares), keep every entry below t, and among the entries equal to t the smallest keys.
+    // Keep the r smallest keys of the buffer: select the r-th approx t (radix_select on the
+    // order keys), keep every entry below t, and among the entries equal to t the smallest keys.
     void compact() {
-        for (Py_ssize_t i = 0; i < size; ++i) keys[i] = buf[i].d;
-        std::nth_element(keys.begin(), keys.begin() + (r - 1), keys.begin() + size);
-        const float t = keys[r - 1];
+        for (Py_ssize_t i = 0; i < size; ++i) keys[i] = order_key(buf[i].d);
+        const uint32_t kt = radix_select(keys.data(), size, r - 1, tmp.data());
         Py_ssize_t below = 0, tied = 0;
         for (Py_ssize_t i = 0; i < size; ++i) {
             const Entry e = buf[i];
             buf[below] = e;
-            below += e.d < t;
-            if (e.d == t) ties[tied++] = e;
+            below += keys[i] < kt;
+            if (keys[i] == kt) ties[tied++] = e;
         }
         const Py_ssize_t need = r - below;  // 1 <= need <= tied: t is the r-th smallest
         if (need < tied) std::nth_element(ties.begin(), ties.begin() + need, ties.begin() + tied, EntryLess());
         std::copy(ties.begin(), ties.begin() + need, buf.begin() + below);
         size = r;
-        thr = t;  // every kept approx is <= t
+        thr = ties[0].d + 0.0f;  // every kept approx is <= t (all tied entries have approx t)
     }
 
     // room for the 32 rows of one block (call before appending them)

@@ -152,6 +152,22 @@ if numba is not None:
                 _replace_root(heap_d, heap_p, nprobe, v, j)
 
     @numba.njit(cache=True, inline="always")
+    def _sort_probes(probe_d, probe_c, nprobe):
+        """The probes nearest first (ties by centroid id), so that the scans meet the best
+        lists first and their top-k thresholds tighten early (insertion sort: nprobe is
+        small)."""
+        for i in range(1, nprobe):
+            d = probe_d[i]
+            c = probe_c[i]
+            j = i - 1
+            while j >= 0 and (probe_d[j] > d or (probe_d[j] == d and probe_c[j] > c)):
+                probe_d[j + 1] = probe_d[j]
+                probe_c[j + 1] = probe_c[j]
+                j -= 1
+            probe_d[j + 1] = d
+            probe_c[j + 1] = c
+
+    @numba.njit(cache=True, inline="always")
     def _line_params(row, b, cen, e, edges, edge_len2, rule):
         """(c, alpha, line distance) of line e of centroid cen, b = row[cen].
 
@@ -175,6 +191,7 @@ if numba is not None:
         overflowing query or model) sorts last, so that the selection stays a total order."""
         nedge = edges.shape[1]
         _top_probes(row, nprobe, probe_d, probe_c)
+        _sort_probes(probe_d, probe_c, nprobe)
         for pi in range(nprobe):
             cen = probe_c[pi]
             b = probe_d[pi]
