@@ -105,6 +105,14 @@ inline uint32_t order_key(float d) {
     return bits ^ (static_cast<uint32_t>(static_cast<int32_t>(bits) >> 31) | 0x80000000u);
 }
 
+// The float whose order_key is k (k is the key of a float between two finite or infinite keys)
+inline float key_float(uint32_t k) {
+    const uint32_t bits = (k & 0x80000000u) ? (k ^ 0x80000000u) : ~k;
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+}
+
 // The rank-th smallest (0-based) of keys[0..n), by most-significant-byte radix passes: a
 // histogram of one byte, the bucket holding the rank, the keys of that bucket kept (in place,
 // after the first pass into tmp). No data-dependent branch per key, unlike nth_element's
@@ -132,58 +140,119 @@ inline uint32_t radix_select(const uint32_t* keys, Py_ssize_t n, Py_ssize_t rank
 }
 
 struct TopR {
-    std::vector<Entry> buf, ties;
+    // the buffer, as columns (so that a SIMD level appends a block's passing rows with
+    // compress stores, without a branch per row); 16 spare slots past the capacity
+    std::vector<float> d;
+    std::vector<int64_t> p;
+    std::vector<int32_t> l;
+    std::vector<Entry> ties;
     std::vector<uint32_t> keys, tmp;
-    Py_ssize_t r = 0, size = 0;
+    Py_ssize_t r = 0, size = 0, cap = 0;
     float thr = kInf;
 
     void reset(Py_ssize_t r_) {
         r = r_;
         size = 0;
         thr = kInf;
-        const size_t cap = static_cast<size_t>(2 * r_ + 64);
-        buf.resize(cap);
-        ties.resize(cap);
-        keys.resize(cap);
-        tmp.resize(cap);
+        cap = 2 * r_ + 64;
+        const size_t room = static_cast<size_t>(cap + 16);
+        d.resize(room);
+        p.resize(room);
+        l.resize(room);
+        ties.resize(room);
+        keys.resize(room);
+        tmp.resize(room);
     }
     float threshold() const { return thr; }
 
-    // Keep the r smallest keys of the buffer: select the r-th approx t (radix_select on the
-    // order keys), keep every entry below t, and among the entries equal to t the smallest keys.
+    // Keep at least the r smallest keys of the buffer and lower the threshold, cheaply: one
+    // histogram of the order keys over [min, max] in at most 256 buckets gives the bucket of
+    // the r-th smallest; every entry up to that bucket's upper edge is kept (r or a few more)
+    // and the threshold drops to the edge. When that keeps too many (a crowded bucket), the
+    // exact compaction. The final top-r is exact (drain).
     void compact() {
-        for (Py_ssize_t i = 0; i < size; ++i) keys[i] = order_key(buf[i].d);
+        uint32_t kmin = 0xffffffffu, kmax = 0;
+        for (Py_ssize_t i = 0; i < size; ++i) {
+            const uint32_t k = order_key(d[i]);
+            keys[i] = k;
+            kmin = std::min(kmin, k);
+            kmax = std::max(kmax, k);
+        }
+        const uint32_t span = kmax - kmin;
+        const int shift = span < 256u ? 0 : 24 - __builtin_clz(span);  // (span >> shift) < 256
+        uint32_t hist[256] = {0};
+        for (Py_ssize_t i = 0; i < size; ++i) hist[(keys[i] - kmin) >> shift]++;
+        Py_ssize_t seen = 0;
+        uint32_t b = 0;
+        while (seen + hist[b] < r) seen += hist[b++];
+        const Py_ssize_t kept = seen + hist[b];
+        if (shift == 0 || kept > (r + cap) / 2) {
+            compact_exact();
+            return;
+        }
+        // the bucket's last key, at most kmax (so a key of a float, never of a NaN)
+        const uint32_t edge = static_cast<uint32_t>(std::min<uint64_t>(
+            kmax, static_cast<uint64_t>(kmin) + ((static_cast<uint64_t>(b) + 1) << shift) - 1));
+        Py_ssize_t at = 0;
+        for (Py_ssize_t i = 0; i < size; ++i) {
+            d[at] = d[i];
+            p[at] = p[i];
+            l[at] = l[i];
+            at += keys[i] <= edge;
+        }
+        size = at;
+        thr = key_float(edge);
+    }
+
+    // Keep exactly the r smallest keys: the r-th approx t (radix_select on the order keys),
+    // every entry below t, and among the entries equal to t the smallest keys.
+    void compact_exact() {
+        for (Py_ssize_t i = 0; i < size; ++i) keys[i] = order_key(d[i]);
         const uint32_t kt = radix_select(keys.data(), size, r - 1, tmp.data());
         Py_ssize_t below = 0, tied = 0;
         for (Py_ssize_t i = 0; i < size; ++i) {
-            const Entry e = buf[i];
-            buf[below] = e;
+            const float di = d[i];
+            const int64_t pi = p[i];
+            const int32_t li = l[i];
+            d[below] = di;
+            p[below] = pi;
+            l[below] = li;
             below += keys[i] < kt;
-            if (keys[i] == kt) ties[tied++] = e;
+            if (keys[i] == kt) ties[tied++] = Entry{di, li, pi};
         }
         const Py_ssize_t need = r - below;  // 1 <= need <= tied: t is the r-th smallest
         if (need < tied) std::nth_element(ties.begin(), ties.begin() + need, ties.begin() + tied, EntryLess());
-        std::copy(ties.begin(), ties.begin() + need, buf.begin() + below);
+        for (Py_ssize_t i = 0; i < need; ++i) {
+            d[below + i] = ties[i].d;
+            p[below + i] = ties[i].p;
+            l[below + i] = ties[i].l;
+        }
         size = r;
         thr = ties[0].d + 0.0f;  // every kept approx is <= t (all tied entries have approx t)
     }
 
     // room for the 32 rows of one block (call before appending them)
     void make_room() {
-        if (size + 32 > static_cast<Py_ssize_t>(buf.size())) compact();
+        if (size + 32 > cap) compact();
     }
 
     // d is not NaN and d <= threshold()
-    void push(float d, int64_t p, int32_t l) { buf[size++] = Entry{d, l, p}; }
+    void push(float dv, int64_t pv, int32_t lv) {
+        d[size] = dv;
+        p[size] = pv;
+        l[size] = lv;
+        ++size;
+    }
 
     void drain(float* out_d, int64_t* out_p, int32_t* out_l) {
-        if (size > r) compact();
-        std::sort(buf.begin(), buf.begin() + size, EntryLess());
+        if (size > r) compact_exact();
+        for (Py_ssize_t i = 0; i < size; ++i) ties[i] = Entry{d[i], l[i], p[i]};
+        std::sort(ties.begin(), ties.begin() + size, EntryLess());
         for (Py_ssize_t i = 0; i < r; ++i) {
             if (i < size) {
-                out_d[i] = buf[i].d;
-                out_p[i] = buf[i].p;
-                out_l[i] = buf[i].l;
+                out_d[i] = ties[i].d;
+                out_p[i] = ties[i].p;
+                out_l[i] = ties[i].l;
             } else {
                 out_d[i] = kInf;
                 out_p[i] = -1;
@@ -207,12 +276,11 @@ struct LineParams {
     int32_t line;
 };
 
-// approx of one row, scalar: the order of operations of the contract
-inline float approx_scalar(float lam, uint32_t s, const LineParams& lp) {
+// approx of one row, scalar: the order of operations of the contract (u = scale * float(S))
+inline float approx_scalar(float lam, float u, const LineParams& lp) {
     float t = lam * lp.c;
     t = t + lp.alpha;
     t = lam * t;
-    float u = lp.scale * static_cast<float>(s);
     return (lp.cst + t) + u;
 }
 
@@ -238,12 +306,21 @@ void block_sums_portable(const uint8_t* block, const uint8_t* lut, const uint8_t
     for (int t = 0; t < 32; ++t) sums[t] = static_cast<uint16_t>(acc[t]);
 }
 
-void finish_block_portable(const Args& a, const uint16_t* sums, const uint8_t* lam_buf, uint32_t mask,
-                           int64_t first, const LineParams& lp, TopR& top) {
+// The per-row parts of approx shared by every line of a block: lam and u = scale * float(S)
+void block_terms_portable(const Args& a, const uint16_t* sums, const uint8_t* lam_rows, float scale, float* lam,
+                          float* u) {
+    for (int t = 0; t < 32; ++t) {
+        lam[t] = a.lam_values[lam_rows[t]];
+        u[t] = scale * static_cast<float>(sums[t]);
+    }
+}
+
+void finish_block_portable(const float* lam, const float* u, uint32_t mask, int64_t first, const LineParams& lp,
+                           TopR& top) {
     while (mask) {
         int t = __builtin_ctz(mask);
         mask &= mask - 1;
-        float d = approx_scalar(a.lam_values[lam_buf[t]], sums[t], lp);
+        float d = approx_scalar(lam[t], u[t], lp);
         if (d != d) d = kInf;
         if (d <= top.threshold()) top.push(d, first + t, lp.line);
     }
@@ -296,26 +373,34 @@ __attribute__((target("avx2"))) inline void block_sums_avx2(const uint8_t* block
     store_sums_avx2(acc_even, acc_odd, sums);
 }
 
-__attribute__((target("avx2"))) inline void finish_block_avx2(const Args& a, const uint16_t* sums,
-                                                        const uint8_t* lam_buf, uint32_t mask, int64_t first,
-                                                        const LineParams& lp, TopR& top) {
+__attribute__((target("avx2"))) inline void block_terms_avx2(const Args& a, const uint16_t* sums,
+                                                             const uint8_t* lam_rows, float scale, float* lam,
+                                                             float* u) {
+    const __m256 sc = _mm256_set1_ps(scale);
+    for (int k = 0; k < 4; ++k) {
+        __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(lam_rows + 8 * k)));
+        _mm256_store_ps(lam + 8 * k, _mm256_i32gather_ps(a.lam_values, idx, 4));
+        __m256 sv = _mm256_cvtepi32_ps(
+            _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sums + 8 * k))));
+        _mm256_store_ps(u + 8 * k, _mm256_mul_ps(sc, sv));
+    }
+}
+
+__attribute__((target("avx2"))) inline void finish_block_avx2(const float* lam_f, const float* u_f, uint32_t mask,
+                                                              int64_t first, const LineParams& lp, TopR& top) {
     const __m256 c = _mm256_set1_ps(lp.c), alpha = _mm256_set1_ps(lp.alpha);
-    const __m256 cst = _mm256_set1_ps(lp.cst), scale = _mm256_set1_ps(lp.scale);
+    const __m256 cst = _mm256_set1_ps(lp.cst);
     const __m256 inf = _mm256_set1_ps(kInf);
     alignas(32) float approx[32];
     uint32_t pass = 0;
     const __m256 thr = _mm256_set1_ps(top.threshold());
     for (int k = 0; k < 4; ++k) {
         if (!((mask >> (8 * k)) & 0xffu)) continue;  // no row of the line in these 8
-        __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(lam_buf + 8 * k)));
-        __m256 lam = _mm256_i32gather_ps(a.lam_values, idx, 4);
-        __m256 s = _mm256_cvtepi32_ps(
-            _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sums + 8 * k))));
+        __m256 lam = _mm256_load_ps(lam_f + 8 * k);
         __m256 t = _mm256_mul_ps(lam, c);
         t = _mm256_add_ps(t, alpha);
         t = _mm256_mul_ps(lam, t);
-        __m256 u = _mm256_mul_ps(scale, s);
-        __m256 d = _mm256_add_ps(_mm256_add_ps(cst, t), u);
+        __m256 d = _mm256_add_ps(_mm256_add_ps(cst, t), _mm256_load_ps(u_f + 8 * k));
         d = _mm256_blendv_ps(d, inf, _mm256_cmp_ps(d, d, _CMP_UNORD_Q));
         _mm256_store_ps(approx + 8 * k, d);
         pass |= static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(d, thr, _CMP_LE_OQ))) << (8 * k);
@@ -366,36 +451,47 @@ __attribute__((target("avx512f,avx512bw"))) inline void block_sums_avx512(const 
     store_sums_avx2(even, odd, sums);
 }
 
-__attribute__((target("avx512f,avx512bw"))) inline void finish_block_avx512(const Args& a, const uint16_t* sums,
-                                                                      const uint8_t* lam_buf, uint32_t mask,
-                                                                      int64_t first, const LineParams& lp,
-                                                                      TopR& top) {
+__attribute__((target("avx512f,avx512bw"))) inline void block_terms_avx512(const Args& a, const uint16_t* sums,
+                                                                     const uint8_t* lam_rows, float scale,
+                                                                     float* lam, float* u) {
+    const __m512 sc = _mm512_set1_ps(scale);
+    for (int k = 0; k < 2; ++k) {
+        __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lam_rows + 16 * k)));
+        _mm512_store_ps(lam + 16 * k, _mm512_i32gather_ps(idx, a.lam_values, 4));
+        __m512 sv = _mm512_cvtepi32_ps(
+            _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sums + 16 * k))));
+        _mm512_store_ps(u + 16 * k, _mm512_mul_ps(sc, sv));
+    }
+}
+
+__attribute__((target("avx512f,avx512bw"))) inline void finish_block_avx512(const float* lam_f, const float* u_f,
+                                                                      uint32_t mask, int64_t first,
+                                                                      const LineParams& lp, TopR& top) {
     const __m512 c = _mm512_set1_ps(lp.c), alpha = _mm512_set1_ps(lp.alpha);
-    const __m512 cst = _mm512_set1_ps(lp.cst), scale = _mm512_set1_ps(lp.scale);
+    const __m512 cst = _mm512_set1_ps(lp.cst);
     const __m512 inf = _mm512_set1_ps(kInf);
     const __m512 thr = _mm512_set1_ps(top.threshold());
-    alignas(64) float approx[32];
-    uint32_t pass = 0;
     for (int k = 0; k < 2; ++k) {
         __mmask16 valid = static_cast<__mmask16>(mask >> (16 * k));
         if (!valid) continue;
-        __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lam_buf + 16 * k)));
-        __m512 lam = _mm512_i32gather_ps(idx, a.lam_values, 4);
-        __m512 s = _mm512_cvtepi32_ps(
-            _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sums + 16 * k))));
+        __m512 lam = _mm512_load_ps(lam_f + 16 * k);
         __m512 t = _mm512_mul_ps(lam, c);
         t = _mm512_add_ps(t, alpha);
         t = _mm512_mul_ps(lam, t);
-        __m512 u = _mm512_mul_ps(scale, s);
-        __m512 d = _mm512_add_ps(_mm512_add_ps(cst, t), u);
+        __m512 d = _mm512_add_ps(_mm512_add_ps(cst, t), _mm512_load_ps(u_f + 16 * k));
         d = _mm512_mask_mov_ps(d, _mm512_cmp_ps_mask(d, d, _CMP_UNORD_Q), inf);
-        _mm512_store_ps(approx + 16 * k, d);
-        pass |= static_cast<uint32_t>(_mm512_mask_cmp_ps_mask(valid, d, thr, _CMP_LE_OQ)) << (16 * k);
-    }
-    while (pass) {
-        int t = __builtin_ctz(pass);
-        pass &= pass - 1;
-        top.push(approx[t], first + t, lp.line);
+        const __mmask16 pass = _mm512_mask_cmp_ps_mask(valid, d, thr, _CMP_LE_OQ);
+        // append the passing rows: compress into registers, full-width stores into the
+        // buffer's spare slots, size advanced by their count (no branch per row)
+        const Py_ssize_t at = top.size;
+        _mm512_storeu_ps(top.d.data() + at, _mm512_maskz_compress_ps(pass, d));
+        const __m512i pos_lo = _mm512_add_epi64(_mm512_set1_epi64(first + 16 * k), _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7));
+        const __m512i pos_hi = _mm512_add_epi64(pos_lo, _mm512_set1_epi64(8));
+        const __mmask8 pass_lo = static_cast<__mmask8>(pass), pass_hi = static_cast<__mmask8>(pass >> 8);
+        _mm512_storeu_si512(top.p.data() + at, _mm512_maskz_compress_epi64(pass_lo, pos_lo));
+        _mm512_storeu_si512(top.p.data() + at + __builtin_popcount(pass_lo), _mm512_maskz_compress_epi64(pass_hi, pos_hi));
+        _mm512_storeu_si512(top.l.data() + at, _mm512_set1_epi32(lp.line));
+        top.size = at + __builtin_popcount(pass);
     }
 }
 #endif  // FS_X86
@@ -413,19 +509,22 @@ struct Seg {
 };
 
 using SumsFn = void (*)(const uint8_t*, const uint8_t*, const uint8_t*, Py_ssize_t, uint16_t*);
-using FinishFn = void (*)(const Args&, const uint16_t*, const uint8_t*, uint32_t, int64_t, const LineParams&,
-                          TopR&);
+using TermsFn = void (*)(const Args&, const uint16_t*, const uint8_t*, float, float*, float*);
+using FinishFn = void (*)(const float*, const float*, uint32_t, int64_t, const LineParams&, TopR&);
 using RunFn = void (*)(const Args&, const Seg*, size_t, const uint8_t*, const uint8_t*, int64_t, TopR&);
 
 // The blocks of one run segs[0..count) (same probe, segs[i].hi == segs[i+1].lo): each block
 // summed once, then finished for every line with rows in it. Inlined into a function of
 // each SIMD level, so that the level's block functions inline into its loop.
-template <SumsFn Sums, FinishFn Finish>
+template <SumsFn Sums, TermsFn Terms, FinishFn Finish>
 __attribute__((always_inline)) inline void scan_run(const Args& a, const Seg* segs, size_t count, const uint8_t* lut,
                                                     const uint8_t* lut_wide, int64_t n, TopR& top) {
     const size_t block_bytes = static_cast<size_t>(a.m / 2) * 32;
     alignas(64) uint16_t sums[32];
     alignas(64) uint8_t lam_buf[32];
+    alignas(64) float lam[32];
+    alignas(64) float u[32];
+    const float scale = segs[0].lp.scale;
     const int64_t lo = segs[0].lo, hi = segs[count - 1].hi;
     size_t s = 0;
     for (int64_t b = lo / 32; b <= (hi - 1) / 32; ++b) {
@@ -436,12 +535,13 @@ __attribute__((always_inline)) inline void scan_run(const Args& a, const Seg* se
         else
             block_lam_idx(a, first, n, lam_buf);
         Sums(a.packed + static_cast<size_t>(b) * block_bytes, lut, lut_wide, a.m, sums);
+        Terms(a, sums, lam_rows, scale, lam, u);  // once per block, shared by its lines
         for (;;) {  // the lines of the run with rows in this block, in row order
             const Seg& g = segs[s];
             top.make_room();
             uint32_t rows = row_mask(b, g.lo, g.hi);
             if (a.allowed) rows &= a.allowed[b];
-            if (rows) Finish(a, sums, lam_rows, rows, first, g.lp, top);
+            if (rows) Finish(lam, u, rows, first, g.lp, top);
             if (g.hi > end) break;                    // it goes on in the next block
             if (++s == count || g.hi == end) break;   // the next line starts in the next block
         }
@@ -450,19 +550,19 @@ __attribute__((always_inline)) inline void scan_run(const Args& a, const Seg* se
 
 void scan_run_portable(const Args& a, const Seg* segs, size_t count, const uint8_t* lut, const uint8_t* lut_wide,
                        int64_t n, TopR& top) {
-    scan_run<block_sums_portable, finish_block_portable>(a, segs, count, lut, lut_wide, n, top);
+    scan_run<block_sums_portable, block_terms_portable, finish_block_portable>(a, segs, count, lut, lut_wide, n, top);
 }
 
 #if FS_X86
 __attribute__((target("avx2"))) void scan_run_avx2(const Args& a, const Seg* segs, size_t count, const uint8_t* lut,
                                                    const uint8_t* lut_wide, int64_t n, TopR& top) {
-    scan_run<block_sums_avx2, finish_block_avx2>(a, segs, count, lut, lut_wide, n, top);
+    scan_run<block_sums_avx2, block_terms_avx2, finish_block_avx2>(a, segs, count, lut, lut_wide, n, top);
 }
 
 __attribute__((target("avx512f,avx512bw"))) void scan_run_avx512(const Args& a, const Seg* segs, size_t count,
                                                                  const uint8_t* lut, const uint8_t* lut_wide,
                                                                  int64_t n, TopR& top) {
-    scan_run<block_sums_avx512, finish_block_avx512>(a, segs, count, lut, lut_wide, n, top);
+    scan_run<block_sums_avx512, block_terms_avx512, finish_block_avx512>(a, segs, count, lut, lut_wide, n, top);
 }
 #endif
 
@@ -480,8 +580,24 @@ void collect_segs(const Args& a, Py_ssize_t q, std::vector<Seg>& segs) {
     }
 }
 
+// Short lists sit at random places of the packed codes (megabytes, beyond L2): without help
+// the scan waits on a cache miss per run. Prefetch the first blocks (codes and lambda bytes)
+// of the run kPrefetchRuns ahead.
+constexpr size_t kPrefetchRuns = 4;
+constexpr int64_t kPrefetchBlocks = 2;
+
+inline void prefetch_run(const Args& a, const Seg& first, const Seg& last) {
+    const size_t block_bytes = static_cast<size_t>(a.m / 2) * 32;
+    const int64_t b0 = first.lo / 32, b1 = std::min<int64_t>((last.hi - 1) / 32, b0 + kPrefetchBlocks - 1);
+    for (int64_t b = b0; b <= b1; ++b) {
+        const char* p = reinterpret_cast<const char*>(a.packed) + static_cast<size_t>(b) * block_bytes;
+        for (size_t off = 0; off < block_bytes; off += 64) __builtin_prefetch(p + off, 0, 3);
+        __builtin_prefetch(a.lam_idx + b * 32, 0, 3);
+    }
+}
+
 void scan_query(const Args& a, Py_ssize_t q, int64_t n, TopR& top, std::vector<uint8_t>& lut512,
-                std::vector<char>& prepared, std::vector<Seg>& segs) {
+                std::vector<char>& prepared, std::vector<Seg>& segs, std::vector<size_t>& runs) {
     const Py_ssize_t m = a.m;
     const uint8_t* lut_q = a.lut8 + static_cast<size_t>(q) * a.nprobe * m * 16;
     RunFn run_fn = scan_run_portable;
@@ -492,10 +608,21 @@ void scan_query(const Args& a, Py_ssize_t q, int64_t n, TopR& top, std::vector<u
     top.reset(a.r);
     std::fill(prepared.begin(), prepared.end(), 0);
     collect_segs(a, q, segs);
+    runs.clear();
     for (size_t i = 0, j; i < segs.size(); i = j) {
         const int32_t probe = segs[i].probe;
         for (j = i + 1; j < segs.size() && segs[j].probe == probe && segs[j].lo == segs[j - 1].hi; ++j) {
         }
+        runs.push_back(i);
+    }
+    runs.push_back(segs.size());
+    const size_t nruns = runs.size() - 1;
+    for (size_t ri = 0; ri < std::min<size_t>(kPrefetchRuns, nruns); ++ri) prefetch_run(a, segs[runs[ri]], segs[runs[ri + 1] - 1]);
+    for (size_t ri = 0; ri < nruns; ++ri) {
+        const size_t i = runs[ri], j = runs[ri + 1];
+        if (ri + kPrefetchRuns < nruns)
+            prefetch_run(a, segs[runs[ri + kPrefetchRuns]], segs[runs[ri + kPrefetchRuns + 1] - 1]);
+        const int32_t probe = segs[i].probe;
         const uint8_t* lut = lut_q + static_cast<size_t>(probe) * m * 16;
         const uint8_t* wide = nullptr;
         if (a.level == LEVEL_AVX512) {
@@ -519,8 +646,10 @@ void run_scan(const Args& a, int64_t n, int threads) {
         std::vector<uint8_t> lut512(a.level == LEVEL_AVX512 ? static_cast<size_t>(a.nprobe) * (a.m / 4) * 128 : 0);
         std::vector<char> prepared(static_cast<size_t>(a.nprobe));
         std::vector<Seg> segs;
+        std::vector<size_t> runs;
         segs.reserve(static_cast<size_t>(a.nlines));
-        for (Py_ssize_t q = next++; q < a.nq; q = next++) scan_query(a, q, n, top, lut512, prepared, segs);
+        runs.reserve(static_cast<size_t>(a.nlines) + 1);
+        for (Py_ssize_t q = next++; q < a.nq; q = next++) scan_query(a, q, n, top, lut512, prepared, segs, runs);
     };
     int nthreads = static_cast<int>(std::max<Py_ssize_t>(1, std::min<Py_ssize_t>(threads, a.nq)));
     std::vector<std::thread> pool;

@@ -196,6 +196,29 @@ def test_nan_approx_counts_as_inf_in_both_backends():
     assert hit.any() and np.isinf(native[0][hit]).all()
 
 
+@needs_native
+@pytest.mark.parametrize("seed", [11, 12])
+def test_wide_spread_approx_and_infinities_keep_the_exact_top_r(seed):
+    # the buffer's threshold comes from a histogram over [min, max] of the kept approx:
+    # approx of both signs over 60 orders of magnitude, +-inf and inf - inf (NaN -> inf)
+    p = make_problem(seed, 8, 4, 16, 24, 9)
+    rng = np.random.default_rng(seed)
+    sign = rng.choice([-1.0, 1.0], p["line_const"].shape)
+    p["line_const"] = (sign * 10.0 ** rng.uniform(-30, 30, sign.shape)).astype(np.float32)
+    p["line_const"][:, 3] = np.inf
+    p["line_const"][:, 5] = -np.inf
+    p["lam_values"][1] = np.inf  # with line 5: -inf + inf
+    expected = scan4(**p, backend="numba")
+    assert_same(expected, brute_force(p))
+    previous = fastscan.simd_level()
+    try:
+        for level in fastscan.LEVELS[: fastscan.LEVELS.index(fastscan._cpu_level()) + 1]:
+            fastscan._set_level(level)
+            assert_same(scan4(**p, backend="native"), expected)
+    finally:
+        fastscan._set_level(previous)
+
+
 def make_short_lists(seed, m, r, nq=6, nedge=8, ncent=12):
     """The VLQ shape: lists of 0-40 rows (mostly shorter than a block, many sharing blocks),
     list id = centroid * nedge + edge, and per query runs of adjacent list ids of one probe,
