@@ -147,6 +147,7 @@ struct TopR {
     std::vector<int32_t> l;
     std::vector<Entry> ties;
     std::vector<uint32_t> keys, tmp;
+    std::vector<uint64_t> sorted, scratch;
     Py_ssize_t r = 0, size = 0, cap = 0;
     float thr = kInf;
 
@@ -162,6 +163,8 @@ struct TopR {
         ties.resize(room);
         keys.resize(room);
         tmp.resize(room);
+        sorted.resize(room);
+        scratch.resize(room);
     }
     float threshold() const { return thr; }
 
@@ -244,10 +247,41 @@ struct TopR {
         ++size;
     }
 
+    // The kept entries in key order into ties[0..size): an LSD radix sort of (order key << 32
+    // | slot) over the key's bytes (a byte every key shares is skipped), then runs of equal
+    // approx ordered by (pos, line). No comparison sort's mispredicted branches.
+    void sort_kept() {
+        for (Py_ssize_t i = 0; i < size; ++i)
+            sorted[i] = (static_cast<uint64_t>(order_key(d[i])) << 32) | static_cast<uint64_t>(i);
+        uint64_t* from = sorted.data();
+        uint64_t* to = scratch.data();
+        for (int shift = 32; shift < 64; shift += 8) {
+            Py_ssize_t count[256] = {0};
+            for (Py_ssize_t i = 0; i < size; ++i) count[(from[i] >> shift) & 255u]++;
+            if (count[(from[0] >> shift) & 255u] == size) continue;
+            Py_ssize_t start = 0;
+            for (int v = 0; v < 256; ++v) {
+                const Py_ssize_t c = count[v];
+                count[v] = start;
+                start += c;
+            }
+            for (Py_ssize_t i = 0; i < size; ++i) to[count[(from[i] >> shift) & 255u]++] = from[i];
+            std::swap(from, to);
+        }
+        for (Py_ssize_t i = 0; i < size; ++i) {
+            const Py_ssize_t slot = static_cast<Py_ssize_t>(from[i] & 0xffffffffu);
+            ties[i] = Entry{d[slot], l[slot], p[slot]};
+        }
+        for (Py_ssize_t i = 0, j; i < size; i = j) {  // equal approx: by (pos, line)
+            for (j = i + 1; j < size && (from[j] >> 32) == (from[i] >> 32); ++j) {
+            }
+            if (j - i > 1) std::sort(ties.begin() + i, ties.begin() + j, EntryLess());
+        }
+    }
+
     void drain(float* out_d, int64_t* out_p, int32_t* out_l) {
         if (size > r) compact_exact();
-        for (Py_ssize_t i = 0; i < size; ++i) ties[i] = Entry{d[i], l[i], p[i]};
-        std::sort(ties.begin(), ties.begin() + size, EntryLess());
+        if (size > 0) sort_kept();
         for (Py_ssize_t i = 0; i < r; ++i) {
             if (i < size) {
                 out_d[i] = ties[i].d;
