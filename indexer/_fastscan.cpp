@@ -617,7 +617,10 @@ void collect_segs(const Args& a, Py_ssize_t q, std::vector<Seg>& segs) {
 // Short lists sit at random places of the packed codes (megabytes, beyond L2): without help
 // the scan waits on a cache miss per run. Prefetch the first blocks (codes and lambda bytes)
 // of the run kPrefetchRuns ahead.
-constexpr size_t kPrefetchRuns = 4;
+#ifndef FS_PREFETCH_RUNS
+#define FS_PREFETCH_RUNS 4
+#endif
+constexpr size_t kPrefetchRuns = FS_PREFETCH_RUNS;
 constexpr int64_t kPrefetchBlocks = 2;
 
 inline void prefetch_run(const Args& a, const Seg& first, const Seg& last) {

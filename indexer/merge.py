@@ -67,8 +67,16 @@ def order_ties_by_id(D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarr
     rows = np.flatnonzero((D[:, 1:] == D[:, :-1]).any(axis=1))
     if rows.size == 0:
         return D, I
-    order = np.lexsort((I[rows], D[rows]), axis=1)
-    D, I = D.copy(), I.copy()
-    D[rows] = np.take_along_axis(D[rows], order, axis=1)
-    I[rows] = np.take_along_axis(I[rows], order, axis=1)
+    # D is sorted along each row: only the entries inside runs of equal D move; sort
+    # them at once by (run, id), run numbers increasing over the flattened rows
+    sub_d = D[rows]
+    same = np.zeros(sub_d.shape, dtype=bool)   # equal to a neighbour in its row
+    same[:, 1:] = sub_d[:, 1:] == sub_d[:, :-1]
+    run = np.cumsum(~same.ravel())
+    same[:, :-1] |= same[:, 1:]
+    tied = np.flatnonzero(same.ravel())
+    sub_i = I[rows].ravel()
+    sub_i[tied] = sub_i[tied[np.lexsort((sub_i[tied], run[tied]))]]
+    I = I.copy()
+    I[rows] = sub_i.reshape(sub_d.shape)
     return D, I

@@ -295,10 +295,11 @@ class VLQIndex:
         for s in range(0, qf.shape[0], step):
             out_d[s:s + step], out_i[s:s + step] = self._search_batch(
                 qf[s:s + step], k, rerank, s, stages, refine, plan)
-        sign = -1 if larger_is_better(self.metric) else 1
         with timed(stages, "merge"):   # the same order however the index is split
-            out_d, out_i = order_ties_by_id(sign * out_d, out_i)
-            return sign * out_d, out_i
+            if not larger_is_better(self.metric):
+                return order_ties_by_id(out_d, out_i)
+            out_d, out_i = order_ties_by_id(-out_d, out_i)
+            return -out_d, out_i
 
     def _search_batch(self, q, k, rerank, row0, stages, refine, plan):
         nprobe, nlines, allowed, n_allowed, exhaustive = plan

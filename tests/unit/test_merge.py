@@ -100,3 +100,18 @@ def test_descending_merge_is_the_topk_largest_of_the_union_with_ties_by_id():
     assert [ranks_descending(m) for m in ("l2", "ip", "cosine")] == [False, True, True]
     with pytest.raises(ValueError, match="metric must be one of"):
         ranks_descending("hamming")
+
+
+def test_order_ties_by_id_equals_sorting_each_row_by_distance_then_id():
+    from indexer.merge import order_ties_by_id
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        nq, k = int(rng.integers(1, 6)), int(rng.integers(2, 12))
+        D = rng.integers(0, 4, (nq, k)).astype(np.float32)
+        D[rng.random((nq, k)) < 0.15] = np.inf
+        D = np.sort(D, axis=1)
+        I = rng.integers(-1, 30, (nq, k))
+        out_d, out_i = order_ties_by_id(D, I)
+        for row in range(nq):
+            expect = sorted(zip(D[row].tolist(), I[row].tolist()))
+            assert list(zip(out_d[row].tolist(), out_i[row].tolist())) == expect
