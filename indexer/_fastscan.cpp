@@ -363,17 +363,6 @@ void finish_block_portable(const float* lam, const float* u, uint32_t mask, int6
 // The LUTs of one probe rearranged for 64-byte shuffles: for the pair group g (sub-code
 // pairs 2g, 2g+1) 64 bytes of low-nibble tables [m=4g, 4g, 4g+2, 4g+2] then 64 bytes of
 // high-nibble tables [4g+1, 4g+1, 4g+3, 4g+3] (each table repeated on two 128-bit lanes).
-void prepare_lut_avx512(const uint8_t* lut, Py_ssize_t m, uint8_t* out) {
-    for (Py_ssize_t g = 0; g < m / 4; ++g) {
-        uint8_t* dst = out + g * 128;
-        for (int lane = 0; lane < 4; ++lane) {
-            Py_ssize_t sub = 4 * g + (lane >= 2 ? 2 : 0);
-            std::memcpy(dst + lane * 16, lut + sub * 16, 16);
-            std::memcpy(dst + 64 + lane * 16, lut + (sub + 1) * 16, 16);
-        }
-    }
-}
-
 #if FS_X86
 // ---------------------------------------------------------------- AVX2 path
 __attribute__((target("avx2"))) inline void store_sums_avx2(__m256i acc_even, __m256i acc_odd,
@@ -448,6 +437,19 @@ __attribute__((target("avx2"))) inline void finish_block_avx2(const float* lam_f
 }
 
 // ---------------------------------------------------------------- AVX-512 path
+// The LUTs of one probe rearranged for 64-byte shuffles: for the pair group g (sub-code
+// pairs 2g, 2g+1) 64 bytes of low-nibble tables [m=4g, 4g, 4g+2, 4g+2] then 64 bytes of
+// high-nibble tables [4g+1, 4g+1, 4g+3, 4g+3] (each table repeated on two 128-bit lanes):
+// two 128-bit lane shuffles of the group's 64 table bytes.
+__attribute__((target("avx512f,avx512bw"))) void prepare_lut_avx512(const uint8_t* lut, Py_ssize_t m,
+                                                                     uint8_t* out) {
+    for (Py_ssize_t g = 0; g < m / 4; ++g) {
+        const __m512i t = _mm512_loadu_si512(lut + g * 64);  // tables 4g .. 4g+3
+        _mm512_storeu_si512(out + g * 128, _mm512_shuffle_i64x2(t, t, _MM_SHUFFLE(2, 2, 0, 0)));
+        _mm512_storeu_si512(out + g * 128 + 64, _mm512_shuffle_i64x2(t, t, _MM_SHUFFLE(3, 3, 1, 1)));
+    }
+}
+
 __attribute__((target("avx512f,avx512bw"))) inline void block_sums_avx512(const uint8_t* block, const uint8_t* lut,
                                                                     const uint8_t* lut512, Py_ssize_t m,
                                                                     uint16_t* sums) {
@@ -662,6 +664,7 @@ void scan_query(const Args& a, Py_ssize_t q, int64_t n, TopR& top, std::vector<u
         const int32_t probe = segs[i].probe;
         const uint8_t* lut = lut_q + static_cast<size_t>(probe) * m * 16;
         const uint8_t* wide = nullptr;
+#if FS_X86
         if (a.level == LEVEL_AVX512) {
             uint8_t* dst = lut512.data() + static_cast<size_t>(probe) * (m / 4) * 128;
             if (!prepared[probe]) {
@@ -670,6 +673,7 @@ void scan_query(const Args& a, Py_ssize_t q, int64_t n, TopR& top, std::vector<u
             }
             wide = dst;
         }
+#endif
         run_fn(a, segs.data() + i, j - i, lut, wide, n, top);
     }
     top.drain(a.out_d + static_cast<size_t>(q) * a.r, a.out_p + static_cast<size_t>(q) * a.r,
