@@ -247,21 +247,29 @@ struct TopR {
         ++size;
     }
 
-    // The kept entries in key order into ties[0..size): an LSD radix sort of (order key << 32
-    // | slot) over the key's bytes (a byte every key shares is skipped), then runs of equal
-    // approx ordered by (pos, line). No comparison sort's mispredicted branches.
+    // The kept entries in key order into ties[0..size): an LSD radix sort of ((order key -
+    // smallest key) << 32 | slot) over the bytes that span needs (a byte every key shares is
+    // skipped), then runs of equal approx ordered by (pos, line). No comparison sort's
+    // mispredicted branches.
     void sort_kept() {
-        for (Py_ssize_t i = 0; i < size; ++i)
-            sorted[i] = (static_cast<uint64_t>(order_key(d[i])) << 32) | static_cast<uint64_t>(i);
+        uint32_t kmin = 0xffffffffu, kmax = 0;
+        for (Py_ssize_t i = 0; i < size; ++i) {
+            keys[i] = order_key(d[i]);
+            kmin = std::min(kmin, keys[i]);
+            kmax = std::max(kmax, keys[i]);
+        }
+        for (Py_ssize_t i = 0; i < size; ++i)  // keys above the smallest: fewer bytes to sort
+            sorted[i] = (static_cast<uint64_t>(keys[i] - kmin) << 32) | static_cast<uint64_t>(i);
         uint64_t* from = sorted.data();
         uint64_t* to = scratch.data();
-        for (int shift = 32; shift < 64; shift += 8) {
-            Py_ssize_t count[256] = {0};
+        const uint64_t span = kmax - kmin;
+        for (int shift = 32; shift < 64 && (span >> (shift - 32)) != 0; shift += 8) {
+            uint32_t count[256] = {0};
             for (Py_ssize_t i = 0; i < size; ++i) count[(from[i] >> shift) & 255u]++;
-            if (count[(from[0] >> shift) & 255u] == size) continue;
-            Py_ssize_t start = 0;
+            if (static_cast<Py_ssize_t>(count[(from[0] >> shift) & 255u]) == size) continue;
+            uint32_t start = 0;
             for (int v = 0; v < 256; ++v) {
-                const Py_ssize_t c = count[v];
+                const uint32_t c = count[v];
                 count[v] = start;
                 start += c;
             }
@@ -279,8 +287,10 @@ struct TopR {
         }
     }
 
+    // The r smallest keys, sorted: a compaction (at least the r smallest kept), then all kept
+    // sorted and the first r written.
     void drain(float* out_d, int64_t* out_p, int32_t* out_l) {
-        if (size > r) compact_exact();
+        if (size > r) compact();
         if (size > 0) sort_kept();
         for (Py_ssize_t i = 0; i < r; ++i) {
             if (i < size) {
@@ -506,7 +516,10 @@ __attribute__((target("avx512f,avx512bw"))) inline void finish_block_avx512(cons
     const __m512 c = _mm512_set1_ps(lp.c), alpha = _mm512_set1_ps(lp.alpha);
     const __m512 cst = _mm512_set1_ps(lp.cst);
     const __m512 inf = _mm512_set1_ps(kInf);
-    const __m512 thr = _mm512_set1_ps(top.threshold());
+    const float thr_s = top.threshold();
+    const __m512 thr = _mm512_set1_ps(thr_s);
+    // a NaN approx counts as +inf: it can pass only while the threshold is +inf
+    const bool nan_can_pass = !(thr_s < kInf);
     for (int k = 0; k < 2; ++k) {
         __mmask16 valid = static_cast<__mmask16>(mask >> (16 * k));
         if (!valid) continue;
@@ -515,7 +528,7 @@ __attribute__((target("avx512f,avx512bw"))) inline void finish_block_avx512(cons
         t = _mm512_add_ps(t, alpha);
         t = _mm512_mul_ps(lam, t);
         __m512 d = _mm512_add_ps(_mm512_add_ps(cst, t), _mm512_load_ps(u_f + 16 * k));
-        d = _mm512_mask_mov_ps(d, _mm512_cmp_ps_mask(d, d, _CMP_UNORD_Q), inf);
+        if (nan_can_pass) d = _mm512_mask_mov_ps(d, _mm512_cmp_ps_mask(d, d, _CMP_UNORD_Q), inf);
         const __mmask16 pass = _mm512_mask_cmp_ps_mask(valid, d, thr, _CMP_LE_OQ);
         // append the passing rows: compress into registers, full-width stores into the
         // buffer's spare slots, size advanced by their count (no branch per row)
