@@ -1,11 +1,13 @@
 """VLQ coarse level: the centroid graph, line assignment and line selection (SPEC 2).
 
 A line is an edge (A, s) of the graph: A a centroid, s one of its `nedge` nearest other
-centroids; list id = A * nedge + edge. Pure numpy/faiss.
+centroids; list id = A * nedge + edge. numpy/faiss, and one numba pass for the probe
+distances.
 """
 from __future__ import annotations
 
 import faiss
+import numba
 import numpy as np
 
 _EPS = np.float32(1e-12)
@@ -33,14 +35,25 @@ def build_graph(centroids: np.ndarray, nedge: int) -> tuple[np.ndarray, np.ndarr
 
 def centroid_distances(x: np.ndarray, centroids: np.ndarray,
                        centroid_norms: np.ndarray) -> np.ndarray:
-    """Squared L2 distances (n, K) from rows of x to all centroids (one matrix product)."""
+    """Squared L2 distances (n, K) from rows of x to all centroids (one matrix product,
+    then |x|^2 + |c|^2 - 2 <x, c> clamped at 0 in one pass)."""
     x_norms = np.einsum("nd,nd->n", x, x)
     dist = x @ centroids.T
-    dist *= -2.0
-    dist += x_norms[:, None]
-    dist += centroid_norms[None, :]
-    np.maximum(dist, 0.0, out=dist)
+    _finish_distances(dist, x_norms.astype(np.float32, copy=False),
+                      centroid_norms.astype(np.float32, copy=False))
     return dist
+
+
+@numba.njit(cache=True)
+def _finish_distances(dot, x_norms, c_norms):
+    """dot <- max(x_norms[i] + c_norms[j] - 2 dot[i, j], 0), float32, in the order of
+    operations numpy's in-place steps had ((-2 dot + |x|^2) + |c|^2)."""
+    for i in range(dot.shape[0]):
+        xn = x_norms[i]
+        row = dot[i]
+        for j in range(row.shape[0]):
+            v = (row[j] * np.float32(-2.0) + xn) + c_norms[j]
+            row[j] = v if v > np.float32(0.0) else np.float32(0.0)
 
 
 def assign_lines(x: np.ndarray, centroids: np.ndarray, edges: np.ndarray,
