@@ -53,7 +53,7 @@ def _finish_distances(dot, x_norms, c_norms):
         row = dot[i]
         for j in range(row.shape[0]):
             v = (row[j] * np.float32(-2.0) + xn) + c_norms[j]
-            row[j] = v if v > np.float32(0.0) else np.float32(0.0)
+            row[j] = np.float32(0.0) if v <= np.float32(0.0) else v   # NaN stays NaN, as np.maximum
 
 
 def assign_lines(x: np.ndarray, centroids: np.ndarray, edges: np.ndarray,
