@@ -83,7 +83,7 @@ def select_lines(dist_qc: np.ndarray, edges: np.ndarray, edge_len2: np.ndarray,
     alpha = a - b - c, c = |c_A - c_s|^2, a = |q - c_s|^2.
     With an inner-product `rule` (`VLQQuantizer.line_rule`, rule[0] == 1) dist_qc holds
     -<q, c>, c = 0, alpha = a - b and a line ranks by its best b + lambda alpha over
-    lambda in [rule[1], rule[2]] (as indexer.kernels._line_params).
+    lambda in [rule[1], rule[2]] (as indexer.selection._line_params).
     """
     nq, k = dist_qc.shape
     nedge = edges.shape[1]

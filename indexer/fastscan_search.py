@@ -24,7 +24,7 @@ import numpy as np
 
 from indexer.fastscan import scan4
 from indexer.kernels import numba
-from indexer.selection import _select_lines, _select_smallest
+from indexer.selection import _divmod, _select_lines
 
 __all__ = ["search_fastscan", "timed"]
 
@@ -126,36 +126,55 @@ def _insert_best(out_d, out_p, filled, d, p):
 
 
 @numba.njit(cache=True, inline="always")
+def _code_sum(flat, lut, a, s, codes, p, sa, sd):
+    """One sub-space pair p of a code anchored at table offset a, far end at s: the terms
+    the original per-code loop adds to (sa, sd), in its order."""
+    byte = np.uint32(codes[p])
+    lo = np.uint32(32 * p) + (byte & np.uint32(15))
+    hi = np.uint32(32 * p + 16) + (byte >> np.uint32(4))
+    x = flat[a + lo]
+    y = flat[a + hi]
+    return (sa + (lut[lo] + x + lut[hi] + y),
+            sd + ((flat[s + lo] - x) + (flat[s + hi] - y)))
+
+
+@numba.njit(cache=True, inline="always")
 def _exact_distances(cand_pos, cand_line, n, line_list, line_b, line_c, line_alpha, lut,
                      tables, edges, packed, lam_idx, lam_values, codes, t_a, t_s, s_a, s_d,
                      dist):
-    """dist[:n] = exact ADC distances of the first n candidates of a query. Their codes
-    and table ids are gathered first, then the sums run one sub-space at a time over all
-    candidates (independent loads and sums instead of one dependent chain per code)."""
+    """dist[:n] = exact ADC distances of the first n candidates of a query (buffers: at
+    least n + 3 long). Their codes and table offsets are gathered first, then four codes
+    are summed at a time: four independent chains of loads and adds."""
     nedge = edges.shape[1]
     half = packed.shape[1]
     row = tables.shape[1] * tables.shape[2]
     flat = tables.reshape(-1)
     lut_flat = lut.reshape(-1)
+    inv = 1.0 / nedge
     for i in range(n):
         j = cand_pos[i]
-        lst = line_list[cand_line[i]]
-        t_a[i] = np.uint32(lst // nedge * row)
-        t_s[i] = np.uint32(edges[lst // nedge, lst % nedge] * row)
+        a, e = _divmod(line_list[cand_line[i]], nedge, inv)
+        t_a[i] = np.uint32(a * row)
+        t_s[i] = np.uint32(edges[a, e] * row)
         for p in range(half):
-            codes[p, i] = packed[j >> 5, p, j & 31]
-        s_a[i] = np.float32(0.0)
-        s_d[i] = np.float32(0.0)
-    for p in range(half):
-        o0 = np.uint32(2 * p * 16)
-        for i in range(n):
-            byte = np.uint32(codes[p, i])
-            lo = o0 + (byte & np.uint32(15))
-            hi = o0 + np.uint32(16) + (byte >> np.uint32(4))
-            a0 = flat[t_a[i] + lo]
-            a1 = flat[t_a[i] + hi]
-            s_a[i] += lut_flat[lo] + a0 + lut_flat[hi] + a1
-            s_d[i] += (flat[t_s[i] + lo] - a0) + (flat[t_s[i] + hi] - a1)
+            codes[i, p] = packed[j >> 5, p, j & 31]
+    for i in range(n, (n + 3) // 4 * 4):   # padding: any valid table, ignored
+        t_a[i] = 0
+        t_s[i] = 0
+        codes[i] = 0
+    for i in range(0, n, 4):
+        z = np.float32(0.0)
+        sa0, sd0, sa1, sd1, sa2, sd2, sa3, sd3 = z, z, z, z, z, z, z, z
+        for p in range(half):
+            sa0, sd0 = _code_sum(flat, lut_flat, t_a[i], t_s[i], codes[i], p, sa0, sd0)
+            sa1, sd1 = _code_sum(flat, lut_flat, t_a[i + 1], t_s[i + 1], codes[i + 1], p,
+                                 sa1, sd1)
+            sa2, sd2 = _code_sum(flat, lut_flat, t_a[i + 2], t_s[i + 2], codes[i + 2], p,
+                                 sa2, sd2)
+            sa3, sd3 = _code_sum(flat, lut_flat, t_a[i + 3], t_s[i + 3], codes[i + 3], p,
+                                 sa3, sd3)
+        s_a[i], s_a[i + 1], s_a[i + 2], s_a[i + 3] = sa0, sa1, sa2, sa3
+        s_d[i], s_d[i + 1], s_d[i + 2], s_d[i + 3] = sd0, sd1, sd2, sd3
     for i in range(n):
         li = cand_line[i]
         lam = lam_values[lam_idx[cand_pos[i]]]
@@ -172,11 +191,11 @@ def _rerank(cand_pos, cand_line, line_list, line_b, line_c, line_alpha, lutq, ta
     nq, r = cand_pos.shape
     k = out_d.shape[1]
     for block in numba.prange((nq + QUERY_BLOCK - 1) // QUERY_BLOCK):
-        codes = np.empty((packed.shape[1], r), dtype=np.uint8)
-        t_a = np.empty(r, dtype=np.uint32)
-        t_s = np.empty(r, dtype=np.uint32)
-        s_a = np.empty(r, dtype=np.float32)
-        s_d = np.empty(r, dtype=np.float32)
+        codes = np.empty((r + 3, packed.shape[1]), dtype=np.uint8)
+        t_a = np.empty(r + 3, dtype=np.uint32)
+        t_s = np.empty(r + 3, dtype=np.uint32)
+        s_a = np.empty(r + 3, dtype=np.float32)
+        s_d = np.empty(r + 3, dtype=np.float32)
         dist = np.empty(r, dtype=np.float32)
         for qi in range(block * QUERY_BLOCK, min(nq, (block + 1) * QUERY_BLOCK)):
             n = 0
