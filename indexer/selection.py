@@ -112,13 +112,23 @@ def _bucket_round(src, m, lo, scale, kth, counts, ids, out):
     return kept, kth - below
 
 
+@numba.njit(cache=True, inline="always")
+def _scale(lo, hi):
+    """Buckets per unit over [lo, hi]: 0 when lo == hi, +inf (no bucketing) when hi - lo
+    overflows float32 or is so small that its inverse does."""
+    width = hi - lo
+    if not np.isfinite(width):
+        return np.float32(np.inf)
+    return np.float32(_BUCKETS) / width if width > 0 else np.float32(0.0)
+
+
 @numba.njit(cache=True)
 def _kth_smallest(values, kth, scratch):
     """(the kth smallest (0-based) of values, whether values hold no NaN); scratch at
     least as long as values (overwritten; may be values itself)."""
     n = values.shape[0]
     lo, hi, finite = _range(values, n)
-    scale = np.float32(_BUCKETS) / (hi - lo) if hi > lo else np.float32(0.0)
+    scale = _scale(lo, hi)
     if not (finite and np.isfinite(scale)) or n <= _SMALL:
         ordered = _has_no_nan(values)
         a = scratch[:n]
@@ -133,7 +143,7 @@ def _kth_smallest(values, kth, scratch):
         lo, hi, finite = _range(scratch, m)
         if lo == hi:
             return lo, True
-        scale = np.float32(_BUCKETS) / (hi - lo)
+        scale = _scale(lo, hi)
         if m <= _SMALL or not np.isfinite(scale):
             return _quickselect(scratch[:m], kth), True
         m, kth = _bucket_round(scratch, m, lo, scale, kth, counts, ids, scratch)
