@@ -87,3 +87,27 @@ def test_divmod_equals_python():
     for d in (1, 3, 7, 32, 33, 1000, 4097):
         for x in np.concatenate([np.arange(0, 3 * d), rng.integers(0, 2**40, 1000)]):
             assert _divmod(np.int64(x), d, 1.0 / d) == divmod(int(x), d)
+
+
+def test_centroid_distances_equal_the_numpy_steps():
+    """indexer.coarse.centroid_distances' one-pass finish rounds as the four numpy steps
+    did, keeps a NaN (what check_finite_rows looks for) and clamps at 0."""
+    from indexer.coarse import centroid_distances
+    rng = np.random.default_rng(0)
+    for trial in range(30):
+        x = (rng.normal(size=(50, 16)) * 10.0 ** rng.integers(-3, 20)).astype(np.float32)
+        c = rng.normal(size=(40, 16)).astype(np.float32)
+        c[0] = x[7]                                   # a zero distance, rounded below 0
+        if trial % 3 == 0:
+            x[3] = np.inf
+            x[5, 2] = np.nan
+        cn = np.einsum("kd,kd->k", c, c)
+        with np.errstate(invalid="ignore", over="ignore"):
+            got = centroid_distances(x, c, cn)
+            want = x @ c.T
+            want *= -2.0
+            want += np.einsum("nd,nd->n", x, x)[:, None]
+            want += cn[None, :]
+            np.maximum(want, 0.0, out=want)
+        np.testing.assert_array_equal(got, want)      # NaN where NaN
+        assert trial % 3 or np.isnan(got[5]).all()
