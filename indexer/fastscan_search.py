@@ -23,7 +23,8 @@ from contextlib import contextmanager, nullcontext
 import numpy as np
 
 from indexer.fastscan import scan4
-from indexer.kernels import _select_lines, _select_smallest, numba
+from indexer.kernels import numba
+from indexer.selection import _divmod, _select_lines
 
 __all__ = ["search_fastscan", "timed"]
 
@@ -92,7 +93,7 @@ def _prepare(dist_qc, edges, edge_len2, rule, nprobe, nlines, lutq, tables, t_mi
         probe_d = np.empty(nprobe, dtype=np.float32)
         probe_c = np.empty(nprobe, dtype=np.int64)
         line_d = np.empty(nall, dtype=np.float32)
-        scratch = np.empty(nall, dtype=np.float32)
+        scratch = np.empty(max(nall, dist_qc.shape[1]), dtype=np.float32)
         pick = np.empty(nlines, dtype=np.int64)
         bias = np.empty(nprobe, dtype=np.float32)
         for qi in range(block * QUERY_BLOCK, min(nq, (block + 1) * QUERY_BLOCK)):
@@ -104,55 +105,111 @@ def _prepare(dist_qc, edges, edge_len2, rule, nprobe, nlines, lutq, tables, t_mi
                 line_const[qi, li] = line_b[qi, li] + bias[line_probe[qi, li]]
 
 
+@numba.njit(cache=True, inline="always")
+def _insert_best(out_d, out_p, filled, d, p):
+    """Insert (d, p) into the ascending out_d[:filled] (k = out_d.size places), after its
+    equals (so ties keep their arrival order) and NaN last; returns the new fill."""
+    k = out_d.shape[0]
+    if filled == k:
+        last = out_d[k - 1]
+        if not (d < last or (last != last and d == d)):
+            return filled
+        filled -= 1
+    j = filled - 1
+    while j >= 0 and (d < out_d[j] or (out_d[j] != out_d[j] and d == d)):
+        out_d[j + 1] = out_d[j]
+        out_p[j + 1] = out_p[j]
+        j -= 1
+    out_d[j + 1] = d
+    out_p[j + 1] = p
+    return filled + 1
+
+
+@numba.njit(cache=True, inline="always")
+def _code_sum(flat, lut, a, s, codes, p, sa, sd):
+    """One sub-space pair p of a code anchored at table offset a, far end at s: the terms
+    the original per-code loop adds to (sa, sd), in its order."""
+    byte = np.uint32(codes[p])
+    lo = np.uint32(32 * p) + (byte & np.uint32(15))
+    hi = np.uint32(32 * p + 16) + (byte >> np.uint32(4))
+    x = flat[a + lo]
+    y = flat[a + hi]
+    return (sa + (lut[lo] + x + lut[hi] + y),
+            sd + ((flat[s + lo] - x) + (flat[s + hi] - y)))
+
+
+@numba.njit(cache=True, inline="always")
+def _exact_distances(cand_pos, cand_line, n, line_list, line_b, line_c, line_alpha, lut,
+                     tables, edges, packed, lam_idx, lam_values, codes, t_a, t_s, s_a, s_d,
+                     dist):
+    """dist[:n] = exact ADC distances of the first n candidates of a query (buffers: at
+    least n + 3 long). Their codes and table offsets are gathered first, then four codes
+    are summed at a time: four independent chains of loads and adds."""
+    nedge = edges.shape[1]
+    half = packed.shape[1]
+    row = tables.shape[1] * tables.shape[2]
+    flat = tables.reshape(-1)
+    lut_flat = lut.reshape(-1)
+    inv = 1.0 / nedge
+    for i in range(n):
+        j = cand_pos[i]
+        a, e = _divmod(line_list[cand_line[i]], nedge, inv)
+        t_a[i] = np.uint32(a * row)
+        t_s[i] = np.uint32(edges[a, e] * row)
+        for p in range(half):
+            codes[i, p] = packed[j >> 5, p, j & 31]
+    for i in range(n, (n + 3) // 4 * 4):   # padding: any valid table, ignored
+        t_a[i] = 0
+        t_s[i] = 0
+        codes[i] = 0
+    for i in range(0, n, 4):
+        z = np.float32(0.0)
+        sa0, sd0, sa1, sd1, sa2, sd2, sa3, sd3 = z, z, z, z, z, z, z, z
+        for p in range(half):
+            sa0, sd0 = _code_sum(flat, lut_flat, t_a[i], t_s[i], codes[i], p, sa0, sd0)
+            sa1, sd1 = _code_sum(flat, lut_flat, t_a[i + 1], t_s[i + 1], codes[i + 1], p,
+                                 sa1, sd1)
+            sa2, sd2 = _code_sum(flat, lut_flat, t_a[i + 2], t_s[i + 2], codes[i + 2], p,
+                                 sa2, sd2)
+            sa3, sd3 = _code_sum(flat, lut_flat, t_a[i + 3], t_s[i + 3], codes[i + 3], p,
+                                 sa3, sd3)
+        s_a[i], s_a[i + 1], s_a[i + 2], s_a[i + 3] = sa0, sa1, sa2, sa3
+        s_d[i], s_d[i + 1], s_d[i + 2], s_d[i + 3] = sd0, sd1, sd2, sd3
+    for i in range(n):
+        li = cand_line[i]
+        lam = lam_values[lam_idx[cand_pos[i]]]
+        dist[i] = (line_b[li] + lam * (lam * line_c[li] + line_alpha[li]) + s_a[i]
+                   + lam * s_d[i])
+
+
 @numba.njit(parallel=True, cache=True)
 def _rerank(cand_pos, cand_line, line_list, line_b, line_c, line_alpha, lutq, tables, edges,
             packed, lam_idx, lam_values, out_d, out_p):
     """Exact ADC distances of the candidates; the k best per query, ascending (ties in
-    candidate order, i.e. by the scan's (approx, pos) order)."""
+    candidate order, i.e. by the scan's (approx, pos) order: the candidates come nearly
+    sorted, so that an insertion into the sorted best is short)."""
     nq, r = cand_pos.shape
     k = out_d.shape[1]
-    nedge = edges.shape[1]
-    half = packed.shape[1]
-    for qi in numba.prange(nq):
+    for block in numba.prange((nq + QUERY_BLOCK - 1) // QUERY_BLOCK):
+        codes = np.empty((r + 3, packed.shape[1]), dtype=np.uint8)
+        t_a = np.empty(r + 3, dtype=np.uint32)
+        t_s = np.empty(r + 3, dtype=np.uint32)
+        s_a = np.empty(r + 3, dtype=np.float32)
+        s_d = np.empty(r + 3, dtype=np.float32)
         dist = np.empty(r, dtype=np.float32)
-        scratch = np.empty(r, dtype=np.float32)
-        best = np.empty(k, dtype=np.int64)
-        lut = lutq[qi]
-        n = 0
-        for i in range(r):
-            j = cand_pos[qi, i]
-            if j < 0:
-                break          # the scan pads at the end
-            li = cand_line[qi, i]
-            lst = line_list[qi, li]
-            t_a = tables[lst // nedge]
-            t_s = tables[edges[lst // nedge, lst % nedge]]
-            lam = lam_values[lam_idx[j]]
-            s_a = np.float32(0.0)
-            s_d = np.float32(0.0)
-            blk = packed[j >> 5]
-            t = j & 31
-            for p in range(half):
-                byte = blk[p, t]
-                lo = byte & 15
-                hi = byte >> 4
-                s_a += lut[2 * p, lo] + t_a[2 * p, lo] + lut[2 * p + 1, hi] + t_a[2 * p + 1, hi]
-                s_d += (t_s[2 * p, lo] - t_a[2 * p, lo]) + (t_s[2 * p + 1, hi] - t_a[2 * p + 1, hi])
-            dist[i] = (line_b[qi, li] + lam * (lam * line_c[qi, li] + line_alpha[qi, li])
-                       + s_a + lam * s_d)
-            n += 1
-        kk = min(k, n)
-        _select_smallest(dist[:n], kk, scratch, best)
-        chosen = best[:kk]
-        # ascending distance, ties by candidate order
-        order = np.argsort(dist[chosen] + np.float32(0.0), kind="mergesort")
-        tie_sorted = chosen[order]
-        for i in range(kk):
-            out_d[qi, i] = dist[tie_sorted[i]]
-            out_p[qi, i] = cand_pos[qi, tie_sorted[i]]
-        for i in range(kk, k):
-            out_d[qi, i] = np.inf
-            out_p[qi, i] = -1
+        for qi in range(block * QUERY_BLOCK, min(nq, (block + 1) * QUERY_BLOCK)):
+            n = 0
+            while n < r and cand_pos[qi, n] >= 0:   # the scan pads at the end
+                n += 1
+            _exact_distances(cand_pos[qi], cand_line[qi], n, line_list[qi], line_b[qi],
+                             line_c[qi], line_alpha[qi], lutq[qi], tables, edges, packed,
+                             lam_idx, lam_values, codes, t_a, t_s, s_a, s_d, dist)
+            filled = 0
+            for i in range(n):
+                filled = _insert_best(out_d[qi], out_p[qi], filled, dist[i], cand_pos[qi, i])
+            for i in range(filled, k):
+                out_d[qi, i] = np.inf
+                out_p[qi, i] = -1
 
 
 def search_fastscan(quantizer, lists, q: np.ndarray, dist_qc: np.ndarray, k: int, nprobe: int,

@@ -27,6 +27,8 @@ _SENTINEL = np.float32(np.finfo(np.float32).max)
 QUERY_BLOCK = 16  # queries per parallel task: scratch buffers are allocated once per block
 
 if numba is not None:
+    from indexer.selection import _select_lines, _select_smallest, _top_probes  # noqa: F401
+
     @numba.njit(cache=True, inline="always")
     def _replace_root(heap_d, heap_p, k, d, p):
         """Replace the root of a max-heap of size k and restore the heap property."""
@@ -70,145 +72,6 @@ if numba is not None:
             out_d[last] = heap_d[0]
             out_p[last] = heap_p[0]
             _replace_root(heap_d, heap_p, last, heap_d[last], heap_p[last])
-
-    @numba.njit(cache=True)
-    def _kth_smallest(values, kth, scratch):
-        """The kth smallest (0-based) of values: quickselect on a scratch copy."""
-        n = values.shape[0]
-        a = scratch[:n]
-        a[:] = values
-        lo = 0
-        hi = n - 1
-        while hi > lo:
-            x = a[lo]
-            y = a[(lo + hi) >> 1]
-            z = a[hi]
-            pivot = max(min(x, y), min(max(x, y), z))
-            i = lo
-            j = hi
-            while i <= j:
-                while a[i] < pivot:
-                    i += 1
-                while a[j] > pivot:
-                    j -= 1
-                if i <= j:
-                    tmp = a[i]
-                    a[i] = a[j]
-                    a[j] = tmp
-                    i += 1
-                    j -= 1
-            if kth <= j:
-                hi = j
-            elif kth >= i:
-                lo = i
-            else:
-                break
-        return a[kth]
-
-    @numba.njit(cache=True)
-    def _select_smallest(values, n, scratch, out):
-        """Positions of the n smallest values into out[:n] (unordered; ties by position).
-
-        Exactly n distinct positions in [0, values.size) are written whatever values
-        holds: callers map NaN to +inf first (so that values are totally ordered), and a
-        NaN that slips through only fills the positions left over, never an index."""
-        total = values.shape[0]
-        if n >= total:
-            for i in range(total):
-                out[i] = i
-            return
-        threshold = _kth_smallest(values, n - 1, scratch)
-        count = 0
-        for i in range(total):
-            if count < n and values[i] < threshold:
-                out[count] = i
-                count += 1
-        for i in range(total):
-            if count == n:
-                break
-            if values[i] == threshold:
-                out[count] = i
-                count += 1
-        for i in range(total):  # only with NaN values (unordered): fill with the rest
-            if count == n:
-                break
-            if not (values[i] < threshold or values[i] == threshold):
-                out[count] = i
-                count += 1
-
-    @numba.njit(cache=True)
-    def _top_probes(dist_row, nprobe, heap_d, heap_p):
-        """The nprobe smallest entries of dist_row (unordered) into the heap arrays; a NaN
-        distance counts as +inf (positions are always valid centroid ids)."""
-        filled = 0
-        for j in range(dist_row.shape[0]):
-            v = dist_row[j]
-            if v != v:
-                v = np.float32(np.inf)
-            if filled < nprobe:
-                _push(heap_d, heap_p, filled, v, j)
-                filled += 1
-            elif v < heap_d[0]:
-                _replace_root(heap_d, heap_p, nprobe, v, j)
-
-    @numba.njit(cache=True, inline="always")
-    def _sort_probes(probe_d, probe_c, nprobe):
-        """The probes nearest first (ties by centroid id), so that the scans meet the best
-        lists first and their top-k thresholds tighten early (insertion sort: nprobe is
-        small)."""
-        for i in range(1, nprobe):
-            d = probe_d[i]
-            c = probe_c[i]
-            j = i - 1
-            while j >= 0 and (probe_d[j] > d or (probe_d[j] == d and probe_c[j] > c)):
-                probe_d[j + 1] = probe_d[j]
-                probe_c[j + 1] = probe_c[j]
-                j -= 1
-            probe_d[j + 1] = d
-            probe_c[j + 1] = c
-
-    @numba.njit(cache=True, inline="always")
-    def _line_params(row, b, cen, e, edges, edge_len2, rule):
-        """(c, alpha, line distance) of line e of centroid cen, b = row[cen].
-
-        rule[0] == 0 (l2): row holds squared distances to the centroids; c = |c_A - c_s|^2,
-        alpha = a - b - c and the distance is that of q to the line. rule[0] == 1 (inner
-        product): row holds -<q, c>; c = 0, alpha = row[s] - b (the score is linear in
-        lambda) and the line's score is its best over lambda in [rule[1], rule[2]]."""
-        if rule[0] == 0:
-            c = max(edge_len2[cen, e], np.float32(1e-12))
-            alpha = row[edges[cen, e]] - b - c
-            return c, alpha, b - alpha * alpha / (np.float32(4.0) * c)
-        alpha = row[edges[cen, e]] - b
-        return np.float32(0.0), alpha, b + min(rule[1] * alpha, rule[2] * alpha)
-
-    @numba.njit(cache=True, inline="always")
-    def _select_lines(row, edges, edge_len2, rule, nprobe, nlines, probe_d, probe_c, line_d,
-                      scratch, pick, line_list, line_probe, line_b, line_c, line_alpha):
-        """nprobe nearest centroids, then the nlines nearest of their lines (SPEC 2 steps
-        1-2), with each selected line's list id, probe index, b, c and alpha (`_line_params`;
-        `rule` from `VLQQuantizer.line_rule`). A NaN line distance (inf - inf from an
-        overflowing query or model) sorts last, so that the selection stays a total order."""
-        nedge = edges.shape[1]
-        _top_probes(row, nprobe, probe_d, probe_c)
-        _sort_probes(probe_d, probe_c, nprobe)
-        for pi in range(nprobe):
-            cen = probe_c[pi]
-            b = probe_d[pi]
-            for e in range(nedge):
-                dl = _line_params(row, b, cen, e, edges, edge_len2, rule)[2]
-                line_d[pi * nedge + e] = dl if dl == dl else np.float32(np.inf)
-        _select_smallest(line_d, nlines, scratch, pick)
-        for li in range(nlines):
-            pi = pick[li] // nedge
-            e = pick[li] % nedge
-            cen = probe_c[pi]
-            c, alpha, _ = _line_params(row, probe_d[pi], cen, e, edges, edge_len2, rule)
-            line_list[li] = cen * nedge + e
-            line_probe[li] = pi
-            line_b[li] = probe_d[pi]
-            line_c[li] = c
-            line_alpha[li] = alpha
 
     @numba.njit(cache=True, inline="always")
     def row_sum8(flat, codes64, j):
@@ -283,7 +146,7 @@ if numba is not None:
             probe_d = np.empty(nprobe, dtype=np.float32)
             probe_c = np.empty(nprobe, dtype=np.int64)
             line_d = np.empty(nall, dtype=np.float32)
-            scratch = np.empty(nall, dtype=np.float32)
+            scratch = np.empty(max(nall, dist_qc.shape[1]), dtype=np.float32)
             line_p = np.empty(nlines, dtype=np.int64)
             line_list = np.empty(nlines, dtype=np.int64)
             line_probe = np.empty(nlines, dtype=np.int32)

@@ -205,7 +205,7 @@ def kernel_cases():
 
     def probes(values, nprobe):
         heap_d, heap_p = np.empty(nprobe, np.float32), np.full(nprobe, -7, np.int64)
-        _top_probes(values, nprobe, heap_d, heap_p)
+        _top_probes(values, nprobe, heap_d, heap_p, np.empty_like(values))
         ok = ((heap_p >= 0) & (heap_p < values.size)).all() and np.unique(heap_p).size == nprobe
         finite_first = np.isfinite(values).sum() >= nprobe and not np.isnan(heap_d).any()
         return [] if ok and (finite_first or np.isfinite(values).sum() < nprobe) else \
