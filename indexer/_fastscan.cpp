@@ -710,6 +710,203 @@ void run_scan(const Args& a, int64_t n, int threads) {
     for (auto& t : pool) t.join();
 }
 
+// ---------------------------------------------------------------- exact re-rank
+// rerank4: per query, the exact ADC distance of each candidate (cand_pos[q, i] >= 0; the
+// scan pads with -1 at the end) of line l = cand_line[q, i], list = line_list[q, l] (anchor
+// centroid A = list / nedge, far end s = edges[A, list % nedge]):
+//   sa = sum over pairs p of ((lut[lo] + TA[lo]) + lut[hi]) + TA[hi]        (in p order)
+//   sd = sum over pairs p of (TS[lo] - TA[lo]) + (TS[hi] - TA[hi])
+//   d = ((b + lam * ((lam * c) + alpha)) + sa) + lam * sd
+// with lo = 32p + (byte & 15), hi = 32p + 16 + (byte >> 4), lut the query's float tables,
+// TA/TS the float tables of A and s (indexer.fastscan_search._rerank's float32 operations,
+// in its order: both give the same bits). Then the k smallest, ascending, ties in candidate
+// order, NaN last, padded with (inf, -1).
+struct RerankArgs {
+    const int64_t* cand_pos;   // (nq, r)
+    const int32_t* cand_line;  // (nq, r)
+    const int64_t* line_list;  // (nq, nlines)
+    const float* line_b;
+    const float* line_c;
+    const float* line_alpha;
+    const float* lutq;         // (nq, M, 16)
+    const float* tables;       // (ncent, M, 16)
+    const int32_t* edges;      // (ncent, nedge)
+    const uint8_t* packed;
+    const uint8_t* lam_idx;
+    const float* lam_values;
+    float* out_d;              // (nq, k)
+    int64_t* out_p;
+    Py_ssize_t nq, r, nlines, m, ncent, nedge, nlambda, k, n;
+    int level;
+    std::atomic<int> bad{0};   // a candidate out of range (a caller's bug): raise, never read
+};
+
+struct RerankScratch {
+    std::vector<uint8_t> codes;   // (M/2, rpad): codes of the candidates, pair-major
+    std::vector<int32_t> ta, ts;  // table offsets of the anchor and far end
+    std::vector<float> b, c, alpha, lam, dist;
+    Py_ssize_t rpad = 0;
+    void reset(Py_ssize_t r, Py_ssize_t m) {
+        rpad = (r + 15) / 16 * 16;
+        codes.assign(static_cast<size_t>(m / 2) * rpad, 0);
+        for (auto* v : {&ta, &ts}) v->assign(rpad, 0);
+        for (auto* v : {&b, &c, &alpha, &lam, &dist}) v->assign(rpad, 0.0f);
+    }
+};
+
+// Gather the candidates of query q into the scratch; returns how many (or -1: out of range).
+Py_ssize_t rerank_gather(const RerankArgs& a, Py_ssize_t q, RerankScratch& w) {
+    const Py_ssize_t half = a.m / 2, row = a.m * 16;
+    const int64_t* pos = a.cand_pos + q * a.r;
+    const int32_t* line = a.cand_line + q * a.r;
+    Py_ssize_t n = 0;
+    while (n < a.r && pos[n] >= 0) ++n;
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        const int64_t j = pos[i];
+        const int32_t li = line[i];
+        if (j >= a.n || li < 0 || li >= a.nlines) return -1;
+        const int64_t lst = a.line_list[q * a.nlines + li];
+        if (lst < 0 || lst >= a.ncent * a.nedge) return -1;
+        const int64_t cen = lst / a.nedge, far = a.edges[lst];
+        if (far < 0 || far >= a.ncent || a.lam_idx[j] >= a.nlambda) return -1;
+        w.ta[i] = static_cast<int32_t>(cen * row);
+        w.ts[i] = static_cast<int32_t>(far * row);
+        w.b[i] = a.line_b[q * a.nlines + li];
+        w.c[i] = a.line_c[q * a.nlines + li];
+        w.alpha[i] = a.line_alpha[q * a.nlines + li];
+        w.lam[i] = a.lam_values[a.lam_idx[j]];
+        const uint8_t* blk = a.packed + static_cast<size_t>(j >> 5) * half * 32 + (j & 31);
+        for (Py_ssize_t p = 0; p < half; ++p) w.codes[p * w.rpad + i] = blk[p * 32];
+    }
+    for (Py_ssize_t i = n; i < w.rpad; ++i) {  // padding: valid offsets, ignored
+        w.ta[i] = w.ts[i] = 0;
+        for (Py_ssize_t p = 0; p < half; ++p) w.codes[p * w.rpad + i] = 0;
+    }
+    return n;
+}
+
+inline float rerank_finish(float b, float c, float alpha, float lam, float sa, float sd) {
+    float t = lam * c;
+    t = t + alpha;
+    t = lam * t;
+    float d = b + t;
+    d = d + sa;
+    return d + lam * sd;
+}
+
+void rerank_dist_portable(const RerankArgs& a, const float* lut, Py_ssize_t n, RerankScratch& w) {
+    const Py_ssize_t half = a.m / 2;
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        const float* ta = a.tables + w.ta[i];
+        const float* ts = a.tables + w.ts[i];
+        float sa = 0.0f, sd = 0.0f;
+        for (Py_ssize_t p = 0; p < half; ++p) {
+            const uint32_t byte = w.codes[p * w.rpad + i];
+            const Py_ssize_t lo = 32 * p + (byte & 15u), hi = 32 * p + 16 + (byte >> 4);
+            const float x = ta[lo], y = ta[hi];
+            sa = sa + (((lut[lo] + x) + lut[hi]) + y);
+            sd = sd + ((ts[lo] - x) + (ts[hi] - y));
+        }
+        w.dist[i] = rerank_finish(w.b[i], w.c[i], w.alpha[i], w.lam[i], sa, sd);
+    }
+}
+
+#if FS_X86
+// 16 candidates at a time: six gathers per sub-code pair, the scalar path's operations lane
+// by lane (so the same bits)
+__attribute__((target("avx512f,avx512bw"))) void rerank_dist_avx512(const RerankArgs& a, const float* lut,
+                                                                    Py_ssize_t n, RerankScratch& w) {
+    const Py_ssize_t half = a.m / 2;
+    const __m512i low4 = _mm512_set1_epi32(15);
+    for (Py_ssize_t i0 = 0; i0 < n; i0 += 16) {
+        const __m512i ta = _mm512_loadu_si512(w.ta.data() + i0);
+        const __m512i ts = _mm512_loadu_si512(w.ts.data() + i0);
+        __m512 sa = _mm512_setzero_ps(), sd = _mm512_setzero_ps();
+        for (Py_ssize_t p = 0; p < half; ++p) {
+            const __m512i byte = _mm512_cvtepu8_epi32(
+                _mm_loadu_si128(reinterpret_cast<const __m128i*>(w.codes.data() + p * w.rpad + i0)));
+            const __m512i lo = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(32 * p)),
+                                                _mm512_and_si512(byte, low4));
+            const __m512i hi = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(32 * p + 16)),
+                                                _mm512_srli_epi32(byte, 4));
+            const __m512 lut_lo = _mm512_i32gather_ps(lo, lut, 4);
+            const __m512 lut_hi = _mm512_i32gather_ps(hi, lut, 4);
+            const __m512 x = _mm512_i32gather_ps(_mm512_add_epi32(ta, lo), a.tables, 4);
+            const __m512 y = _mm512_i32gather_ps(_mm512_add_epi32(ta, hi), a.tables, 4);
+            const __m512 s_lo = _mm512_i32gather_ps(_mm512_add_epi32(ts, lo), a.tables, 4);
+            const __m512 s_hi = _mm512_i32gather_ps(_mm512_add_epi32(ts, hi), a.tables, 4);
+            sa = _mm512_add_ps(sa, _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(lut_lo, x), lut_hi), y));
+            sd = _mm512_add_ps(sd, _mm512_add_ps(_mm512_sub_ps(s_lo, x), _mm512_sub_ps(s_hi, y)));
+        }
+        const __m512 lam = _mm512_loadu_ps(w.lam.data() + i0);
+        __m512 t = _mm512_mul_ps(lam, _mm512_loadu_ps(w.c.data() + i0));
+        t = _mm512_add_ps(t, _mm512_loadu_ps(w.alpha.data() + i0));
+        t = _mm512_mul_ps(lam, t);
+        __m512 d = _mm512_add_ps(_mm512_loadu_ps(w.b.data() + i0), t);
+        d = _mm512_add_ps(d, sa);
+        d = _mm512_add_ps(d, _mm512_mul_ps(lam, sd));
+        _mm512_storeu_ps(w.dist.data() + i0, d);
+    }
+}
+#endif
+
+// (d, p) into the ascending best[:filled] of k places after its equals, NaN last
+inline Py_ssize_t insert_best(float* best_d, int64_t* best_p, Py_ssize_t filled, Py_ssize_t k, float d,
+                              int64_t p) {
+    auto before = [](float x, float y) { return x < y || (y != y && x == x); };
+    if (filled == k) {
+        if (!before(d, best_d[k - 1])) return filled;
+        --filled;
+    }
+    Py_ssize_t j = filled - 1;
+    while (j >= 0 && before(d, best_d[j])) {
+        best_d[j + 1] = best_d[j];
+        best_p[j + 1] = best_p[j];
+        --j;
+    }
+    best_d[j + 1] = d;
+    best_p[j + 1] = p;
+    return filled + 1;
+}
+
+void rerank_query(RerankArgs& a, Py_ssize_t q, RerankScratch& w) {
+    const Py_ssize_t n = rerank_gather(a, q, w);
+    float* best_d = a.out_d + q * a.k;
+    int64_t* best_p = a.out_p + q * a.k;
+    Py_ssize_t filled = 0;
+    if (n < 0) {
+        a.bad = 1;
+    } else {
+        const float* lut = a.lutq + q * a.m * 16;
+#if FS_X86
+        if (a.level == LEVEL_AVX512)
+            rerank_dist_avx512(a, lut, n, w);
+        else
+#endif
+            rerank_dist_portable(a, lut, n, w);
+        const int64_t* pos = a.cand_pos + q * a.r;
+        for (Py_ssize_t i = 0; i < n; ++i) filled = insert_best(best_d, best_p, filled, a.k, w.dist[i], pos[i]);
+    }
+    for (Py_ssize_t i = filled; i < a.k; ++i) {
+        best_d[i] = kInf;
+        best_p[i] = -1;
+    }
+}
+
+void run_rerank(RerankArgs& a, int threads) {
+    std::atomic<Py_ssize_t> next{0};
+    auto worker = [&]() {
+        RerankScratch w;
+        w.reset(a.r, a.m);
+        for (Py_ssize_t q = next++; q < a.nq; q = next++) rerank_query(a, q, w);
+    };
+    int nthreads = static_cast<int>(std::max<Py_ssize_t>(1, std::min<Py_ssize_t>(threads, a.nq)));
+    std::vector<std::thread> pool;
+    for (int i = 1; i < nthreads; ++i) pool.emplace_back(worker);
+    worker();
+    for (auto& t : pool) t.join();
+}
+
 // ---------------------------------------------------------------- Python glue
 struct Buffers {
     Py_buffer b[15];
@@ -766,6 +963,60 @@ PyObject* py_scan4(PyObject*, PyObject* args) {
     Py_RETURN_NONE;
 }
 
+PyObject* py_rerank4(PyObject*, PyObject* args) {
+    Buffers bufs;
+    Py_buffer* v = bufs.b;
+    Py_ssize_t nq, r, nlines, m, ncent, nedge, nlambda, k;
+    int threads, level;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*y*y*y*y*w*w*nnnnnnnnii", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+                          &v[6], &v[7], &v[8], &v[9], &v[10], &v[11], &v[12], &v[13], &nq, &r, &nlines, &m, &ncent,
+                          &nedge, &nlambda, &k, &threads, &level))
+        return nullptr;
+    bufs.count = 14;
+    if (m < 2 || m > 64 || m % 2 || r < 1 || k < 1 || nlambda < 1 || nedge < 1 || ncent < 1 || level < 0 ||
+        level > cpu_level() || ncent * m * 16 >= (int64_t{1} << 31)) {
+        PyErr_SetString(PyExc_ValueError, "_fastscan.rerank4: bad M, r, k, nlambda, nedge, tables or level");
+        return nullptr;
+    }
+    const int64_t n = v[10].len;
+    const Py_ssize_t expect[14] = {nq * r * 8, nq * r * 4, nq * nlines * 8, nq * nlines * 4, nq * nlines * 4,
+                                   nq * nlines * 4, nq * m * 16 * 4, ncent * m * 16 * 4, ncent * nedge * 4,
+                                   ((n + 31) / 32) * (m / 2) * 32, n, nlambda * 4, nq * k * 4, nq * k * 8};
+    for (int i = 0; i < 14; ++i) {
+        bool ok = (i == 9) ? v[i].len >= expect[i] : v[i].len == expect[i];
+        if (!ok) {
+            PyErr_Format(PyExc_ValueError, "_fastscan.rerank4: argument %d has %zd bytes, expected %zd", i, v[i].len,
+                         expect[i]);
+            return nullptr;
+        }
+    }
+    RerankArgs a;
+    a.cand_pos = static_cast<const int64_t*>(v[0].buf);
+    a.cand_line = static_cast<const int32_t*>(v[1].buf);
+    a.line_list = static_cast<const int64_t*>(v[2].buf);
+    a.line_b = static_cast<const float*>(v[3].buf);
+    a.line_c = static_cast<const float*>(v[4].buf);
+    a.line_alpha = static_cast<const float*>(v[5].buf);
+    a.lutq = static_cast<const float*>(v[6].buf);
+    a.tables = static_cast<const float*>(v[7].buf);
+    a.edges = static_cast<const int32_t*>(v[8].buf);
+    a.packed = static_cast<const uint8_t*>(v[9].buf);
+    a.lam_idx = static_cast<const uint8_t*>(v[10].buf);
+    a.lam_values = static_cast<const float*>(v[11].buf);
+    a.out_d = static_cast<float*>(v[12].buf);
+    a.out_p = static_cast<int64_t*>(v[13].buf);
+    a.nq = nq; a.r = r; a.nlines = nlines; a.m = m; a.ncent = ncent; a.nedge = nedge; a.nlambda = nlambda;
+    a.k = k; a.n = n; a.level = level;
+    Py_BEGIN_ALLOW_THREADS
+    run_rerank(a, threads);
+    Py_END_ALLOW_THREADS
+    if (a.bad) {
+        PyErr_SetString(PyExc_ValueError, "_fastscan.rerank4: a candidate's row, line, list or far end is out of range");
+        return nullptr;
+    }
+    Py_RETURN_NONE;
+}
+
 PyObject* py_cpu_level(PyObject*, PyObject*) { return PyLong_FromLong(cpu_level()); }
 
 PyMethodDef methods[] = {
@@ -773,6 +1024,10 @@ PyMethodDef methods[] = {
      "scan4(lut8, scale, line_list, line_probe, line_const, line_c, line_alpha, offsets, packed, lam_idx, "
      "lam_values, allowed, out_d, out_p, out_l, nq, nprobe, M, nlines, nlists, nlambda, r, threads, level): "
      "the 4-bit fast scan; use indexer.fastscan.scan4, which checks the arguments"},
+    {"rerank4", py_rerank4, METH_VARARGS,
+     "rerank4(cand_pos, cand_line, line_list, line_b, line_c, line_alpha, lutq, tables, edges, packed, lam_idx, "
+     "lam_values, out_d, out_p, nq, r, nlines, M, ncent, nedge, nlambda, k, threads, level): the exact ADC "
+     "re-rank of the fast scan's candidates; use indexer.fastscan_search, which checks the arguments"},
     {"cpu_level", py_cpu_level, METH_NOARGS, "best SIMD level of this CPU: 0 portable, 1 avx2, 2 avx512"},
     {nullptr, nullptr, 0, nullptr}};
 

@@ -39,6 +39,8 @@ def sift_index4():
     index = VLQIndex(128, nlist=64, nedge=8, code_bytes=16, pq_bits=4)
     index.train(learn)
     index.add(base)
+    index.lists.compact()   # search() does it; the tests below call search_fastscan directly
+    assert index.lists.nrows == base.shape[0]
     query = open_vectors(str(SIFT_SMALL / "query.u8bin")).read(0, 50).astype(np.float32)
     return index, query
 
@@ -105,6 +107,47 @@ def test_native_and_numba_scans_return_identical_neighbours(sift_index4):
                                    scan_backend=b) for b in ("native", "numba"))
     np.testing.assert_array_equal(native[1], ref[1])
     np.testing.assert_array_equal(native[0], ref[0])
+
+
+@pytest.mark.skipif(not fastscan.native_available(), reason="native kernel not built")
+def test_native_rerank_equals_the_numba_rerank_at_every_level(sift_index4, monkeypatch):
+    """indexer._fastscan.rerank4 (AVX-512 gathers or portable C++) gives the numba re-rank's
+    bits: full and short candidate lists (padding), k above the candidate count, a NaN
+    distance, and a candidate out of range is a ValueError, never a read."""
+    import indexer.fastscan_search as fss
+    index, q = sift_index4
+    enc = index.encoder.encode(q)
+    dist_qc = index.quantizer.centroid_distances(enc)
+    captured, native = {}, fss.rerank_native
+    monkeypatch.setattr(fss, "rerank_native", lambda *a: captured.setdefault("args", a)
+                        or fss._rerank(*a))
+    search_fastscan(index.quantizer, index.lists, enc, dist_qc, 10, 8, 64, 40, scan_backend="native")
+    args = list(captured["args"][:-2])
+    args[0] = args[0].copy()
+    args[0][3, 7:] = -1                         # a query with 7 candidates: padded output
+    lam_values = args[11].copy()
+    lam_values[args[10][args[0][5, 2]]] = np.nan  # NaN distances (sorted last)
+    args[11] = lam_values
+    for k in (10, 40, 55):
+        expected = (np.empty((q.shape[0], k), np.float32), np.empty((q.shape[0], k), np.int64))
+        fss._rerank(*args, *expected)
+        levels = fastscan.LEVELS[: fastscan.LEVELS.index(fastscan._cpu_level()) + 1]
+        previous = fastscan.simd_level()
+        try:
+            for level in levels:
+                fastscan._set_level(level)
+                got = (np.empty_like(expected[0]), np.empty_like(expected[1]))
+                native(*args, *got, threads=2)
+                np.testing.assert_array_equal(got[0].view(np.uint32), expected[0].view(np.uint32))
+                np.testing.assert_array_equal(got[1], expected[1])
+        finally:
+            fastscan._set_level(previous)
+    assert np.isnan(expected[0][5]).any() and (expected[1][3, 7:] == -1).all()
+    bad = list(args)
+    bad[0] = args[0].copy()
+    bad[0][1, 0] = index.lists.nrows            # a row past the end
+    with pytest.raises(ValueError, match="out of range"):
+        native(*bad, np.empty((q.shape[0], 10), np.float32), np.empty((q.shape[0], 10), np.int64))
 
 
 def test_save_load_keeps_4bit_codes(index4, small_data, tmp_path):
