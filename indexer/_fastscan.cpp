@@ -691,9 +691,24 @@ void scan_query(const Args& a, Py_ssize_t q, int64_t n, TopR& top, std::vector<u
               a.out_l + static_cast<size_t>(q) * a.r);
 }
 
-void run_scan(const Args& a, int64_t n, int threads) {
+// Queries 0..nq-1 handed out one at a time to min(threads, nq) threads (this one included);
+// make_worker() gives each thread its function of a query (with its own scratch).
+template <class MakeWorker>
+void over_queries(Py_ssize_t nq, int threads, MakeWorker make_worker) {
     std::atomic<Py_ssize_t> next{0};
-    auto worker = [&]() {
+    auto run = [&]() {
+        auto work = make_worker();
+        for (Py_ssize_t q = next++; q < nq; q = next++) work(q);
+    };
+    int nthreads = static_cast<int>(std::max<Py_ssize_t>(1, std::min<Py_ssize_t>(threads, nq)));
+    std::vector<std::thread> pool;
+    for (int i = 1; i < nthreads; ++i) pool.emplace_back(run);
+    run();
+    for (auto& t : pool) t.join();
+}
+
+void run_scan(const Args& a, int64_t n, int threads) {
+    over_queries(a.nq, threads, [&]() {
         TopR top;
         std::vector<uint8_t> lut512(a.level == LEVEL_AVX512 ? static_cast<size_t>(a.nprobe) * (a.m / 4) * 128 : 0);
         std::vector<char> prepared(static_cast<size_t>(a.nprobe));
@@ -701,13 +716,11 @@ void run_scan(const Args& a, int64_t n, int threads) {
         std::vector<size_t> runs;
         segs.reserve(static_cast<size_t>(a.nlines));
         runs.reserve(static_cast<size_t>(a.nlines) + 1);
-        for (Py_ssize_t q = next++; q < a.nq; q = next++) scan_query(a, q, n, top, lut512, prepared, segs, runs);
-    };
-    int nthreads = static_cast<int>(std::max<Py_ssize_t>(1, std::min<Py_ssize_t>(threads, a.nq)));
-    std::vector<std::thread> pool;
-    for (int i = 1; i < nthreads; ++i) pool.emplace_back(worker);
-    worker();
-    for (auto& t : pool) t.join();
+        return [&a, n, top = std::move(top), lut512 = std::move(lut512), prepared = std::move(prepared),
+                segs = std::move(segs), runs = std::move(runs)](Py_ssize_t q) mutable {
+            scan_query(a, q, n, top, lut512, prepared, segs, runs);
+        };
+    });
 }
 
 // ---------------------------------------------------------------- exact re-rank
@@ -894,17 +907,11 @@ void rerank_query(RerankArgs& a, Py_ssize_t q, RerankScratch& w) {
 }
 
 void run_rerank(RerankArgs& a, int threads) {
-    std::atomic<Py_ssize_t> next{0};
-    auto worker = [&]() {
+    over_queries(a.nq, threads, [&]() {
         RerankScratch w;
         w.reset(a.r, a.m);
-        for (Py_ssize_t q = next++; q < a.nq; q = next++) rerank_query(a, q, w);
-    };
-    int nthreads = static_cast<int>(std::max<Py_ssize_t>(1, std::min<Py_ssize_t>(threads, a.nq)));
-    std::vector<std::thread> pool;
-    for (int i = 1; i < nthreads; ++i) pool.emplace_back(worker);
-    worker();
-    for (auto& t : pool) t.join();
+        return [&a, w = std::move(w)](Py_ssize_t q) mutable { rerank_query(a, q, w); };
+    });
 }
 
 // ---------------------------------------------------------------- Python glue
