@@ -923,6 +923,17 @@ struct Buffers {
     }
 };
 
+// The sizes Python promised (a mismatch is a bug in the caller, never a crash): buffer i
+// holds expect[i] bytes, the packed codes (at_least) at least that many. Sets the error.
+bool sizes_match(const char* fn, const Py_buffer* v, const Py_ssize_t* expect, int count, int at_least) {
+    for (int i = 0; i < count; ++i) {
+        if (i == at_least ? v[i].len >= expect[i] : v[i].len == expect[i]) continue;
+        PyErr_Format(PyExc_ValueError, "%s: argument %d has %zd bytes, expected %zd", fn, i, v[i].len, expect[i]);
+        return false;
+    }
+    return true;
+}
+
 PyObject* py_scan4(PyObject*, PyObject* args) {
     Buffers bufs;
     Py_buffer* v = bufs.b;
@@ -948,14 +959,7 @@ PyObject* py_scan4(PyObject*, PyObject* args) {
                      static_cast<Py_ssize_t>(((n + 31) / 32) * 4));
         return nullptr;
     }
-    for (int i = 0; i < 14; ++i) {
-        bool ok = (i == 8) ? v[i].len >= expect[i] : v[i].len == expect[i];
-        if (!ok) {
-            PyErr_Format(PyExc_ValueError, "_fastscan.scan4: argument %d has %zd bytes, expected %zd", i, v[i].len,
-                         expect[i]);
-            return nullptr;
-        }
-    }
+    if (!sizes_match("_fastscan.scan4", v, expect, 14, 8)) return nullptr;
     Args a{static_cast<const uint8_t*>(v[0].buf), static_cast<const float*>(v[1].buf),
            static_cast<const int64_t*>(v[2].buf), static_cast<const int32_t*>(v[3].buf),
            static_cast<const float*>(v[4].buf), static_cast<const float*>(v[5].buf),
@@ -989,14 +993,7 @@ PyObject* py_rerank4(PyObject*, PyObject* args) {
     const Py_ssize_t expect[14] = {nq * r * 8, nq * r * 4, nq * nlines * 8, nq * nlines * 4, nq * nlines * 4,
                                    nq * nlines * 4, nq * m * 16 * 4, ncent * m * 16 * 4, ncent * nedge * 4,
                                    ((n + 31) / 32) * (m / 2) * 32, n, nlambda * 4, nq * k * 4, nq * k * 8};
-    for (int i = 0; i < 14; ++i) {
-        bool ok = (i == 9) ? v[i].len >= expect[i] : v[i].len == expect[i];
-        if (!ok) {
-            PyErr_Format(PyExc_ValueError, "_fastscan.rerank4: argument %d has %zd bytes, expected %zd", i, v[i].len,
-                         expect[i]);
-            return nullptr;
-        }
-    }
+    if (!sizes_match("_fastscan.rerank4", v, expect, 14, 9)) return nullptr;
     RerankArgs a;
     a.cand_pos = static_cast<const int64_t*>(v[0].buf);
     a.cand_line = static_cast<const int32_t*>(v[1].buf);
