@@ -33,11 +33,13 @@ def plot_recall_qps(results: dict, path: str | Path, recall_key: str = "recall@1
     fig = Figure(figsize=(9, 6.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    markers = "os^Dv<>pX*"
+    markers = "os^Dv<>pX*hP"
+    # matplotlib's ten colours, then others (an 11th system drew in snapline's colour)
+    palette = [f"C{j}" for j in range(10)] + ["black", "darkgoldenrod", "navy", "lime"]
     by_system = system_points(results, recall_key)
     for i, (system, points) in enumerate(by_system.items()):
         front = pareto(points)
-        color = f"C{i % 10}"
+        color = palette[i % len(palette)]
         ax.scatter([p.recall for p in points], [p.qps for p in points], s=6, color=color,
                    alpha=0.25)
         nlists = sorted({p.nlist for p in points if p.nlist is not None})
