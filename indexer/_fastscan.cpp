@@ -627,27 +627,8 @@ void collect_segs(const Args& a, Py_ssize_t q, std::vector<Seg>& segs) {
     }
 }
 
-// Short lists sit at random places of the packed codes (megabytes, beyond L2): without help
-// the scan waits on a cache miss per run. Prefetch the first blocks (codes and lambda bytes)
-// of the run kPrefetchRuns ahead.
-#ifndef FS_PREFETCH_RUNS
-#define FS_PREFETCH_RUNS 4
-#endif
-constexpr size_t kPrefetchRuns = FS_PREFETCH_RUNS;
-constexpr int64_t kPrefetchBlocks = 2;
-
-inline void prefetch_run(const Args& a, const Seg& first, const Seg& last) {
-    const size_t block_bytes = static_cast<size_t>(a.m / 2) * 32;
-    const int64_t b0 = first.lo / 32, b1 = std::min<int64_t>((last.hi - 1) / 32, b0 + kPrefetchBlocks - 1);
-    for (int64_t b = b0; b <= b1; ++b) {
-        const char* p = reinterpret_cast<const char*>(a.packed) + static_cast<size_t>(b) * block_bytes;
-        for (size_t off = 0; off < block_bytes; off += 64) __builtin_prefetch(p + off, 0, 3);
-        __builtin_prefetch(a.lam_idx + b * 32, 0, 3);
-    }
-}
-
 void scan_query(const Args& a, Py_ssize_t q, int64_t n, TopR& top, std::vector<uint8_t>& lut512,
-                std::vector<char>& prepared, std::vector<Seg>& segs, std::vector<size_t>& runs) {
+                std::vector<char>& prepared, std::vector<Seg>& segs) {
     const Py_ssize_t m = a.m;
     const uint8_t* lut_q = a.lut8 + static_cast<size_t>(q) * a.nprobe * m * 16;
     RunFn run_fn = scan_run_portable;
@@ -658,21 +639,10 @@ void scan_query(const Args& a, Py_ssize_t q, int64_t n, TopR& top, std::vector<u
     top.reset(a.r);
     std::fill(prepared.begin(), prepared.end(), 0);
     collect_segs(a, q, segs);
-    runs.clear();
     for (size_t i = 0, j; i < segs.size(); i = j) {
         const int32_t probe = segs[i].probe;
         for (j = i + 1; j < segs.size() && segs[j].probe == probe && segs[j].lo == segs[j - 1].hi; ++j) {
         }
-        runs.push_back(i);
-    }
-    runs.push_back(segs.size());
-    const size_t nruns = runs.size() - 1;
-    for (size_t ri = 0; ri < std::min<size_t>(kPrefetchRuns, nruns); ++ri) prefetch_run(a, segs[runs[ri]], segs[runs[ri + 1] - 1]);
-    for (size_t ri = 0; ri < nruns; ++ri) {
-        const size_t i = runs[ri], j = runs[ri + 1];
-        if (ri + kPrefetchRuns < nruns)
-            prefetch_run(a, segs[runs[ri + kPrefetchRuns]], segs[runs[ri + kPrefetchRuns + 1] - 1]);
-        const int32_t probe = segs[i].probe;
         const uint8_t* lut = lut_q + static_cast<size_t>(probe) * m * 16;
         const uint8_t* wide = nullptr;
 #if FS_X86
@@ -713,13 +683,9 @@ void run_scan(const Args& a, int64_t n, int threads) {
         std::vector<uint8_t> lut512(a.level == LEVEL_AVX512 ? static_cast<size_t>(a.nprobe) * (a.m / 4) * 128 : 0);
         std::vector<char> prepared(static_cast<size_t>(a.nprobe));
         std::vector<Seg> segs;
-        std::vector<size_t> runs;
         segs.reserve(static_cast<size_t>(a.nlines));
-        runs.reserve(static_cast<size_t>(a.nlines) + 1);
         return [&a, n, top = std::move(top), lut512 = std::move(lut512), prepared = std::move(prepared),
-                segs = std::move(segs), runs = std::move(runs)](Py_ssize_t q) mutable {
-            scan_query(a, q, n, top, lut512, prepared, segs, runs);
-        };
+                segs = std::move(segs)](Py_ssize_t q) mutable { scan_query(a, q, n, top, lut512, prepared, segs); };
     });
 }
 
