@@ -27,7 +27,7 @@ _SENTINEL = np.float32(np.finfo(np.float32).max)
 QUERY_BLOCK = 16  # queries per parallel task: scratch buffers are allocated once per block
 
 if numba is not None:
-    from indexer.selection import _select_lines, _select_smallest, _top_probes  # noqa: F401
+    from indexer.selection import _select_lines
 
     @numba.njit(cache=True, inline="always")
     def _replace_root(heap_d, heap_p, k, d, p):

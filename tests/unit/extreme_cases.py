@@ -169,7 +169,8 @@ def kernel_cases():
     """The compiled selections and the fused scan called directly with NaN/inf inputs:
     every position they return must be valid, whatever the values."""
     from indexer.coarse import select_lines
-    from indexer.kernels import _select_smallest, _top_probes, search_numba
+    from indexer.kernels import search_numba
+    from indexer.selection import _select_smallest, _top_probes
 
     rng = np.random.default_rng(0)
 
