@@ -38,7 +38,8 @@ try:
 except ImportError:  # not built (e.g. a source tree without `pip install -e .`)
     _native = None
 
-__all__ = ["native_available", "pack_codes4", "scan4", "simd_level", "unpack_codes4"]
+__all__ = ["native_available", "pack_codes4", "rerank4_native", "resolve_backend", "scan4",
+           "simd_level", "unpack_codes4"]
 
 logger = logging.getLogger(__name__)
 
@@ -313,7 +314,8 @@ def _check_scan_args(lut8, scale, line_list, line_probe, line_const, line_c, lin
             checked["line_alpha"], offsets, packed, lam_idx, lam_values)
 
 
-def _resolve_backend(backend: str) -> str:
+def resolve_backend(backend: str) -> str:
+    """"native" or "numba" for a backend argument ("auto": native when built)."""
     global _auto_logged
     if backend not in ("auto", "native", "numba"):
         raise ValueError(f"backend={backend!r}: expected 'auto', 'native' or 'numba'")
@@ -348,7 +350,7 @@ def scan4(lut8, scale, line_list, line_probe, line_const, line_c, line_alpha, of
     thread count."""
     args = _check_scan_args(lut8, scale, line_list, line_probe, line_const, line_c, line_alpha,
                             offsets, packed, lam_idx, lam_values, r)
-    chosen = _resolve_backend(backend)
+    chosen = resolve_backend(backend)
     threads = _resolve_threads(threads)
     n = args[9].shape[0]
     if allowed is None:
@@ -376,3 +378,21 @@ def scan4(lut8, scale, line_list, line_probe, line_const, line_c, line_alpha, of
     finally:
         numba.set_num_threads(previous)
     return out_d, out_p, out_l
+
+
+def rerank4_native(cand_pos, cand_line, line_list, line_b, line_c, line_alpha, lutq, tables,
+                   edges, packed, lam_idx, lam_values, out_d, out_p, threads=None):
+    """indexer.fastscan_search's exact re-rank (`_rerank`) by the native kernel
+    (`_fastscan.rerank4`: AVX-512 gathers of 16 candidates, else portable C++; the same
+    float32 operations, so the same bits), at the level `scan4` runs; a candidate out of
+    range raises ValueError."""
+    nq, r = cand_pos.shape
+    ncent, m = tables.shape[:2]
+    c = np.ascontiguousarray
+    _native.rerank4(
+        c(cand_pos, np.int64), c(cand_line, np.int32), c(line_list, np.int64),
+        c(line_b, np.float32), c(line_c, np.float32), c(line_alpha, np.float32),
+        c(lutq, np.float32), c(tables, np.float32), c(edges, np.int32), c(packed, np.uint8),
+        c(lam_idx, np.uint8), c(lam_values, np.float32), out_d, out_p, nq, r,
+        line_list.shape[1], m, ncent, edges.shape[1], lam_values.shape[0], out_d.shape[1],
+        _resolve_threads(threads), LEVELS.index(_level))

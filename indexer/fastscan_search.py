@@ -22,8 +22,7 @@ from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
-from indexer import fastscan as _fastscan
-from indexer.fastscan import scan4
+from indexer.fastscan import rerank4_native, resolve_backend, scan4
 from indexer.kernels import numba
 from indexer.selection import _divmod, _select_lines
 
@@ -250,26 +249,9 @@ def search_fastscan(quantizer, lists, q: np.ndarray, dist_qc: np.ndarray, k: int
         out_p = np.empty((nq, k), dtype=np.int64)
         args = (cand_pos, cand_line, line_list, line_b, line_c, line_alpha, lutq, tables,
                 quantizer.edges, lists.packed, lists.lambda_idx, quantizer.lambda_values)
-        if _fastscan._resolve_backend(scan_backend) == "native":
-            rerank_native(*args, out_d, out_p)
+        if resolve_backend(scan_backend) == "native":
+            rerank4_native(*args, out_d, out_p)
         else:
             _rerank(*args, out_d, out_p)
     return out_d, out_p
 
-
-def rerank_native(cand_pos, cand_line, line_list, line_b, line_c, line_alpha, lutq, tables,
-                  edges, packed, lam_idx, lam_values, out_d, out_p, threads=None):
-    """`_rerank` by the native kernel (`indexer._fastscan.rerank4`: AVX-512 gathers of 16
-    candidates, else portable C++; the same float32 operations, so the same bits). The
-    arrays are the scan's and the quantizer's (shapes as `_rerank`); a candidate out of
-    range raises ValueError."""
-    nq, r = cand_pos.shape
-    ncent, m = tables.shape[:2]
-    c = np.ascontiguousarray
-    _fastscan._native.rerank4(
-        c(cand_pos, np.int64), c(cand_line, np.int32), c(line_list, np.int64),
-        c(line_b, np.float32), c(line_c, np.float32), c(line_alpha, np.float32),
-        c(lutq, np.float32), c(tables, np.float32), c(edges, np.int32), c(packed, np.uint8),
-        c(lam_idx, np.uint8), c(lam_values, np.float32), out_d, out_p, nq, r,
-        line_list.shape[1], m, ncent, edges.shape[1], lam_values.shape[0], out_d.shape[1],
-        _fastscan._resolve_threads(threads), _fastscan.LEVELS.index(_fastscan._level))

@@ -118,8 +118,8 @@ def test_native_rerank_equals_the_numba_rerank_at_every_level(sift_index4, monke
     index, q = sift_index4
     enc = index.encoder.encode(q)
     dist_qc = index.quantizer.centroid_distances(enc)
-    captured, native = {}, fss.rerank_native
-    monkeypatch.setattr(fss, "rerank_native", lambda *a: captured.setdefault("args", a)
+    captured, native = {}, fss.rerank4_native
+    monkeypatch.setattr(fss, "rerank4_native", lambda *a: captured.setdefault("args", a)
                         or fss._rerank(*a))
     search_fastscan(index.quantizer, index.lists, enc, dist_qc, 10, 8, 64, 40, scan_backend="native")
     args = list(captured["args"][:-2])
