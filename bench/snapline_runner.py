@@ -15,13 +15,14 @@ __all__ = ["SnaplineRunner"]
 
 
 def _store_for(x: np.ndarray) -> str:
-    """The vector store "as the source is": uint8 for byte vectors (read as float32 here),
-    else float16."""
+    """The vector store for refinement: uint8 for byte vectors (read as float32 here: exact
+    at one byte a value), else sq8 (one byte a value and four a row: the peers' SQ8
+    refinement copies cost as much)."""
     if np.issubdtype(x.dtype, np.integer) or (
             x.size and float(x.min()) >= 0 and float(x.max()) <= 255
             and bool(np.all(x == np.round(x)))):
         return "uint8"
-    return "float16"
+    return "sq8"
 
 
 class SnaplineRunner:

@@ -16,8 +16,9 @@ What is resident per vector, all of it counted by `nbytes` (SPEC 2):
   / 65535); the scalar scan adds it, then re-ranks its best codes with the exact term; the
   fast scan keeps none (it recomputes the terms of the codes it re-ranks);
 - the offsets (int64 per list);
-- with a vector store (`vector_dtype`), each row's input vector as added (uint8, float16
-  or float32), in the same row order as the codes, for exact re-ranking (`refine`).
+- with a vector store (`vector_dtype`, `vector_width`), each row's input vector as the
+  store keeps it (`shards.vector_store`: uint8, float16, float32 or sq8), in the same row
+  order as the codes, for re-ranking (`refine`).
 
 Rows may carry attributes (a pyarrow Table, one row per row, kept in the same order) for
 filters. Removed rows are cleared in the `live` bitset (None: every row is live), so that
@@ -51,7 +52,7 @@ def unpack_blocks(packed: np.ndarray, n: int) -> np.ndarray:
 
 class InvertedLists:
     def __init__(self, nlists: int, code_bytes: int, *, blocked: bool = False,
-                 with_terms: bool = True, vector_dtype=None, dim: int = 0):
+                 with_terms: bool = True, vector_dtype=None, vector_width: int = 0):
         self.nlists = nlists
         self.code_bytes = code_bytes
         self.blocked = blocked          # codes held in the fast-scan block layout
@@ -67,7 +68,7 @@ class InvertedLists:
         self.term_scale = np.float32(1.0)
         self.vector_dtype = None if vector_dtype is None else np.dtype(vector_dtype)
         self.vectors = (None if vector_dtype is None
-                        else np.empty((0, dim), dtype=self.vector_dtype))
+                        else np.empty((0, vector_width), dtype=self.vector_dtype))
         self.attributes: pa.Table | None = None
         self.live: np.ndarray | None = None   # bitset of the live rows; None: all
         self._ndead = 0

@@ -7,6 +7,7 @@ from indexer.encoders import encoder_from_arrays
 from indexer.quantizer import VLQQuantizer
 from shards import IndexArrays
 from shards.models import check_model
+from shards.vector_store import store_of
 
 
 def model_meta(index) -> dict:
@@ -46,7 +47,7 @@ def index_from_arrays(cls, data: IndexArrays, *, backend, device, stored_vectors
     shape = check_model(meta, arrays, "model")
     vectors = getattr(data, "vectors", None)
     if stored_vectors is None and vectors is not None:
-        stored_vectors = vectors.dtype.name
+        stored_vectors = store_of(vectors, shape.dim)
     index = cls(shape.dim, shape.nlist, shape.nedge, shape.code_bytes, shape.nlambda,
                 pq_bits=shape.pq_bits, encoder=encoder_from_arrays(meta, arrays),
                 seed=meta.get("seed", 0), metric=shape.metric, stored_vectors=stored_vectors,

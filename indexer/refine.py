@@ -14,9 +14,8 @@ import numpy as np
 from indexer.refine_kernel import refine_rows
 from indexer.validation import check_vectors
 from shards.shape import METRICS
-
-#: the dtypes a vector store may hold (`VLQIndex(stored_vectors=...)`)
-STORE_DTYPES = {"uint8": np.uint8, "float16": np.float16, "float32": np.float32}
+from shards.vector_store import (STORES, encode_sq8, store_dtype, store_nbytes, store_of,
+                                 store_width)
 
 
 def check_metric(metric) -> str:
@@ -36,27 +35,33 @@ def empty_score(metric: str) -> np.float32:
 
 
 def check_store(stored_vectors) -> str | None:
-    if stored_vectors is not None and stored_vectors not in STORE_DTYPES:
-        raise ValueError(f"stored_vectors must be None, {', '.join(map(repr, STORE_DTYPES))}; "
+    if stored_vectors is not None and stored_vectors not in STORES:
+        raise ValueError(f"stored_vectors must be None, {', '.join(map(repr, STORES))}; "
                          f"got stored_vectors={stored_vectors!r}")
     return stored_vectors
 
 
 def store_bytes(store: str | None, dim: int) -> int:
     """Bytes a vector store keeps per vector (0 without one)."""
-    return 0 if store is None else dim * np.dtype(STORE_DTYPES[store]).itemsize
+    return store_nbytes(store, dim)
 
 
 def stored_input(vectors, store: str | None, dim: int, n: int, what: str):
     """What a store keeps of `vectors` given beside n codes (`add_encoded`): required with
-    a store, refused without; (n, dim), cast as `store_rows` casts."""
+    a store, refused without; (n, dim) vectors, cast or encoded as `store_rows` does, or n
+    rows already in the store's format (sq8 rows as a saved index holds them)."""
     if (vectors is None) != (store is None):
         raise ValueError(f"{what}: the index has stored_vectors={store!r}; "
                          f"{'pass' if vectors is None else 'do not pass'} vectors")
     if vectors is None:
         return None
+    width = store_width(store, dim)
+    if isinstance(vectors, np.ndarray) and vectors.shape == (n, width) and \
+            vectors.dtype == store_dtype(store):
+        return np.ascontiguousarray(vectors)
     if not isinstance(vectors, np.ndarray) or vectors.shape != (n, dim):
-        raise ValueError(f"{what}: vectors must be an (n={n}, dim={dim}) numpy array, got "
+        raise ValueError(f"{what}: vectors must be an (n={n}, dim={dim}) numpy array"
+                         f"{f' or {store} rows (n, {width})' if width != dim else ''}, got "
                          f"{getattr(vectors, 'shape', type(vectors).__name__)}")
     if n:
         check_vectors(vectors, None, f"{what}: vectors")
@@ -68,7 +73,7 @@ def check_refine(refine, k: int, store: str | None, ntotal: int) -> int:
     store; at most ntotal)."""
     if store is None:
         raise ValueError(f"search: refine={refine!r} needs stored vectors; build the index "
-                         f"with VLQIndex(..., stored_vectors='uint8'|'float16'|'float32')")
+                         f"with VLQIndex(..., stored_vectors='uint8'|'float16'|'float32'|'sq8')")
     if isinstance(refine, bool) or not isinstance(refine, (int, np.integer)) or refine <= 0:
         raise ValueError(f"search: refine must be a positive integer or None, got "
                          f"refine={refine!r}")
@@ -79,10 +84,12 @@ def check_refine(refine, k: int, store: str | None, ntotal: int) -> int:
 
 
 def store_rows(x: np.ndarray, store: str, what: str, row_offset: int = 0) -> np.ndarray:
-    """Rows of x (checked (n, dim), any supported dtype) cast to the store's dtype; refuses
-    a uint8 store of values that are not integers in 0..255, and a float16 store of values
-    beyond float16, naming the first bad row."""
-    dtype = np.dtype(STORE_DTYPES[store])
+    """Rows of x (checked (n, dim), any supported dtype) as the store keeps them (cast, or
+    sq8-encoded); refuses a uint8 store of values that are not integers in 0..255, and a
+    float16 or sq8 store of values beyond float16, naming the first bad row."""
+    if store == "sq8":
+        return encode_sq8(x, what, row_offset)
+    dtype = store_dtype(store)
     if x.dtype == dtype:
         return np.ascontiguousarray(x)
     if store == "uint8":
@@ -118,16 +125,20 @@ def normalize_rows(x: np.ndarray, what: str, row_offset: int = 0) -> np.ndarray:
 
 def refine(queries: np.ndarray, positions: np.ndarray, vectors: np.ndarray, metric: str,
            k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Re-rank candidates by their exact distance to the query and keep the k best.
+    """Re-rank candidates by their distance to the query, computed from the stored rows
+    (exact for uint8/float16/float32 rows; for sq8 rows, to the decoded rows), and keep the
+    k best.
 
-    queries (nq, d) float32; positions (nq, r) int64 row numbers into `vectors` (n, d)
-    (-1: no candidate); metric as `check_metric`. Returns D float32 (nq, k) and the
-    positions (nq, k), best first (ties in candidate order), empty slots last."""
+    queries (nq, d) float32; positions (nq, r) int64 row numbers into `vectors`, stored rows
+    of d-d vectors in a `shards.vector_store` format (-1: no candidate); metric as
+    `check_metric`. Returns D float32 (nq, k) and the positions (nq, k), best first (ties
+    in candidate order), empty slots last."""
     check_metric(metric)
     nq, r = positions.shape
-    if queries.shape != (nq, vectors.shape[1]):
+    if queries.ndim != 2 or queries.shape[0] != nq:
         raise ValueError(f"refine: queries {queries.shape} do not match candidates "
-                         f"{positions.shape} of {vectors.shape[1]}-d vectors")
+                         f"{positions.shape}")
+    store = store_of(vectors, queries.shape[1])
     if k <= 0 or k > r:
         raise ValueError(f"refine: k={k} must lie in [1, {r}] (the candidates per query)")
-    return refine_rows(queries, positions, vectors, metric, k, empty_score(metric))
+    return refine_rows(queries, positions, vectors, store, metric, k, empty_score(metric))

@@ -1,9 +1,11 @@
-"""The refinement kernel: exact distances between each query and its candidates' stored
+"""The refinement kernel: distances between each query and its candidates' stored
 vectors, and the k best, compiled (numba, parallel over queries).
 
-Stored vectors are uint8, float16 or float32 rows; float16 rows are read as their uint16
-bits through a 65536-entry float32 table (numba has no float16 on the CPU); uint8 and
-float32 rows are converted in the loop, one compiled loop per dtype, no temporaries.
+Stored rows are uint8, float16, float32 or sq8 (`shards.vector_store`); float16 values
+(rows, and an sq8 row's offset and step) are read as their uint16 bits through a
+65536-entry float32 table (numba has no float16 on the CPU); uint8 and float32 rows are
+converted in the loop, one compiled loop per dtype, no temporaries. An sq8 row is decoded
+value by value as offset + code * step (the float32 operations of `decode_rows`).
 """
 from __future__ import annotations
 
@@ -13,11 +15,12 @@ import numpy as np
 __all__ = ["refine_rows"]
 
 _MODES = {"l2": 0, "ip": 1, "cosine": 2}
-_TABLES = {np.dtype(np.float16): np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)}
+_F16 = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)
+_NO_TABLE = np.empty(0, dtype=np.float32)
 
 
 @numba.njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
-def _refine(q, pos, rows, table, mode, out_d, out_p, empty):
+def _refine(q, pos, rows, table, sq8, mode, out_d, out_p, empty):
     nq, r = pos.shape
     d = q.shape[1]
     k = out_d.shape[1]
@@ -39,28 +42,28 @@ def _refine(q, pos, rows, table, mode, out_d, out_p, empty):
             row = rows[p]
             dot = np.float32(0.0)
             sq = np.float32(0.0)
+            if sq8:
+                offset = table[np.int64(row[d]) | (np.int64(row[d + 1]) << 8)]
+                step = table[np.int64(row[d + 2]) | (np.int64(row[d + 3]) << 8)]
+            for t in range(d):
+                if sq8:
+                    x = offset + np.float32(row[t]) * step
+                elif direct:
+                    x = np.float32(row[t])
+                else:
+                    x = table[np.int64(row[t])]
+                if mode == 0:
+                    diff = x - qi[t]
+                    sq += diff * diff
+                else:
+                    dot += x * qi[t]
+                    sq += x * x
             if mode == 0:
-                if direct:
-                    for t in range(d):
-                        diff = np.float32(row[t]) - qi[t]
-                        sq += diff * diff
-                else:
-                    for t in range(d):
-                        diff = table[np.int64(row[t])] - qi[t]
-                        sq += diff * diff
                 s = sq
+            elif mode == 1:
+                s = dot
             else:
-                if direct:
-                    for t in range(d):
-                        x = np.float32(row[t])
-                        dot += x * qi[t]
-                        sq += x * x
-                else:
-                    for t in range(d):
-                        x = table[np.int64(row[t])]
-                        dot += x * qi[t]
-                        sq += x * x
-                s = dot if mode == 1 else dot / (q_norm * max(np.sqrt(sq), np.float32(1e-30)))
+                s = dot / (q_norm * max(np.sqrt(sq), np.float32(1e-30)))
             score[j] = s
             key[j] = s if mode == 0 else -s
         order = np.argsort(key, kind="mergesort")   # ties in candidate order
@@ -70,16 +73,16 @@ def _refine(q, pos, rows, table, mode, out_d, out_p, empty):
             out_d[i, j] = score[c] if pos[i, c] >= 0 else empty
 
 
-def refine_rows(queries: np.ndarray, positions: np.ndarray, vectors: np.ndarray, metric: str,
-                k: int, empty: np.float32) -> tuple[np.ndarray, np.ndarray]:
-    """(D float32 (nq, k), positions (nq, k)) of the k best candidates by exact distance
-    (squared L2 ascending, ip / cosine descending), ties in candidate order; empty slots
-    (position -1) last with D = empty."""
-    rows = vectors.view(np.uint16) if vectors.dtype == np.float16 else vectors
-    table = _TABLES.get(vectors.dtype, np.empty(0, dtype=np.float32))
+def refine_rows(queries: np.ndarray, positions: np.ndarray, vectors: np.ndarray, store: str,
+                metric: str, k: int, empty: np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """(D float32 (nq, k), positions (nq, k)) of the k best candidates by their distance
+    to the stored rows (`store` their format; squared L2 ascending, ip / cosine
+    descending), ties in candidate order; empty slots (position -1) last with D = empty."""
+    rows = vectors.view(np.uint16) if store == "float16" else vectors
+    table = _F16 if store in ("float16", "sq8") else _NO_TABLE
     out_d = np.empty((positions.shape[0], k), dtype=np.float32)
     out_p = np.empty((positions.shape[0], k), dtype=np.int64)
     _refine(np.ascontiguousarray(queries, dtype=np.float32),
-            np.ascontiguousarray(positions, dtype=np.int64), rows, table, _MODES[metric],
-            out_d, out_p, np.float32(empty))
+            np.ascontiguousarray(positions, dtype=np.int64), rows, table, store == "sq8",
+            _MODES[metric], out_d, out_p, np.float32(empty))
     return out_d, out_p

@@ -22,7 +22,7 @@ from indexer.live import (RowSets, check_new_attributes, exhaustive_search, remo
 from indexer.merge import order_ties_by_id
 from indexer.persistence import index_from_arrays, index_from_trained, index_to_arrays, model_meta
 from indexer.quantizer import VLQQuantizer
-from indexer.refine import (STORE_DTYPES, check_metric, check_refine, check_store,
+from indexer.refine import (check_metric, check_refine, check_store,
                             larger_is_better, normalize_rows, refine as refine_candidates,
                             store_bytes, store_rows, stored_input)
 from indexer.search_paths import scan_batch
@@ -39,6 +39,7 @@ from indexer.validation import (
 from shards import (IndexArrays, IndexRoot, IndexShape, Store, load_arrays, load_model,
                     save_copy, save_model)
 from shards.index_arrays import DEFAULT_ROWS_PER_SHARD
+from shards.vector_store import store_dtype, store_width
 
 ID_BYTES = 4      # ids kept as uint32 above a base (int64 when they span >= 2**32)
 LAMBDA_BYTES = 1
@@ -83,7 +84,9 @@ class VLQIndex:
         self.stored_vectors = check_store(stored_vectors)   # dtype name of the vector store
         self.lists = InvertedLists(self.nlist * self.nedge, self.code_bytes,
                                    blocked=pq_bits == 4, with_terms=pq_bits == 8,
-                                   vector_dtype=STORE_DTYPES.get(stored_vectors), dim=self.dim)
+                                   vector_dtype=None if stored_vectors is None else
+                                   store_dtype(stored_vectors),
+                                   vector_width=store_width(stored_vectors or "uint8", self.dim))
         self._next_id = 0
         self._device_lists = None
         self._row_sets = RowSets()

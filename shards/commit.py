@@ -71,7 +71,7 @@ def make_manifest(version: str, model_version: str, shape: IndexShape,
 def columns_of(data: IndexArrays) -> dict:
     """The manifest fields that describe an IndexArrays' optional columns."""
     return {"attributes": attribute_types(data.attributes),
-            "vectors": None if data.vectors is None else data.vectors.dtype.name}
+            "vectors": data.store}
 
 
 def choose_version(root: IndexRoot, model_version: str, entries: Sequence[ShardEntry],

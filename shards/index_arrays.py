@@ -21,7 +21,7 @@ class IndexArrays:
     """Model metadata and arrays, and the encoded rows (any order).
 
     attributes: a pyarrow Table, one row per row (column names are plain identifiers),
-    or None; vectors: (n, dim) uint8/float16/float32 stored vectors, or None;
+    or None; vectors: stored vectors, n rows of a `shards.vector_store` format, or None;
     tombstones: sorted unique uint64 deleted ids (`load_arrays` has already dropped
     their rows; a publish writes the set as given and the rows as given)."""
 
@@ -39,8 +39,7 @@ class IndexArrays:
     def __post_init__(self):
         n = int(np.shape(self.ids)[0])
         check_attributes(self.attributes, n)
-        if self.vectors is not None:
-            check_vectors(self.vectors, n, int(np.shape(self.vectors)[1]))
+        check_vectors(self.vectors, n, self.shape.dim)
         object.__setattr__(self, "tombstones", as_id_set(self.tombstones, "tombstones"))
 
     @classmethod
@@ -50,6 +49,11 @@ class IndexArrays:
         return cls(model_meta=model_meta, model_arrays=model_arrays, ids=np.empty(0, np.int64),
                    list_ids=np.empty(0, np.int64), lambda_idx=np.empty(0, np.uint8),
                    codes=np.empty((0, code_bytes), np.uint8), next_id=0)
+
+    @property
+    def store(self) -> str | None:
+        """The stored vectors' format (`shards.vector_store`), None without."""
+        return check_vectors(self.vectors, self.ntotal, self.shape.dim)
 
     @cached_property
     def shape(self) -> IndexShape:

@@ -181,7 +181,7 @@ def check_columns_match(attributes: pa.Table | None, vectors: np.ndarray | None,
     """New rows carry exactly the index's attribute columns (names, types) and stored
     vectors (dtype): a missing or extra one is an error naming it."""
     check_attributes(attributes, n)
-    check_vectors(vectors, n, m.shape.dim)
+    store = check_vectors(vectors, n, m.shape.dim)
     got, want = attribute_types(attributes) or {}, m.attributes or {}
     for name in sorted(set(want) | set(got)):
         if name not in got:
@@ -193,10 +193,9 @@ def check_columns_match(attributes: pa.Table | None, vectors: np.ndarray | None,
         if got[name] != want[name]:
             raise ValueError(f"attribute column {name!r} is {got[name]}, index {m.name!r} "
                              f"stores {want[name]}")
-    dtype = None if vectors is None else vectors.dtype.name
-    if dtype != m.vectors:
+    if store != m.vectors:
         raise ValueError(f"index {m.name!r} stores vectors as {m.vectors}, the new rows "
-                         f"bring {dtype}")
+                         f"bring {store}")
 
 
 def _new_tombstones(ids: np.ndarray, base: Base) -> np.ndarray:

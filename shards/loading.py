@@ -22,9 +22,10 @@ from shards.index_arrays import IndexArrays
 from shards.manifest import MANIFEST_FILE, Manifest, ShardEntry, read_manifest
 from shards.models import model_shape, read_model
 from shards.references import holder_folder
-from shards.shard_file import ShardData, ShardMeta, attribute_types, decode_shard
+from shards.shard_file import ShardData, ShardMeta, attribute_types, check_vectors, decode_shard
 from shards.tombstones import read_tombstones
 from shards.store import CURRENT_FILE, INDEXES_DIR, MODELS_DIR, IndexRoot, Store, read_current
+from shards.vector_store import store_dtype, store_width
 
 Loadable = IndexRoot | Store | str
 
@@ -143,7 +144,7 @@ def check_columns(manifest: Manifest, loc: Location, part: ShardData, i: int) ->
         if got[name] != kind:
             raise ValueError(f"{where}: attribute {name!r} is {got[name]}, the manifest "
                              f"says {kind}")
-    vectors = None if part.vectors is None else part.vectors.dtype.name
+    vectors = check_vectors(part.vectors, part.ids.shape[0], manifest.shape.dim)
     if vectors != manifest.vectors:
         raise ValueError(f"{where}: stored vectors {vectors}, the manifest says "
                          f"{manifest.vectors}")
@@ -163,7 +164,8 @@ def _concat(parts: list[ShardData], keep: list[np.ndarray], manifest: Manifest) 
            "codes": cat("codes", np.empty((0, m), np.uint8)),
            "vectors": None, "attributes": None}
     if manifest.vectors is not None:
-        out["vectors"] = cat("vectors", np.empty((0, dim), np.dtype(manifest.vectors)))
+        out["vectors"] = cat("vectors", np.empty(
+            (0, store_width(manifest.vectors, dim)), store_dtype(manifest.vectors)))
     if manifest.attributes is not None and parts:
         out["attributes"] = pa.concat_tables(
             [p.attributes.take(pa.array(np.flatnonzero(k))) for p, k in zip(parts, keep)])

@@ -18,6 +18,7 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from shards.shape import IndexShape
+from shards.vector_store import STORES
 
 MANIFEST_FORMAT = "snapline-index-manifest"
 MANIFEST_FORMAT_VERSION = 3     # 3: shards/tombstones of earlier versions, columns
@@ -106,7 +107,7 @@ class Manifest:
     created: str = ""
     tombstones: TombstoneEntry | None = None     # None: no row is deleted
     attributes: dict[str, str] | None = None     # attribute column -> arrow type name
-    vectors: str | None = None                   # stored vector dtype, None: not stored
+    vectors: str | None = None                   # stored vector format (shards.vector_store), None: not stored
 
     @property
     def content_id(self) -> str:
@@ -199,6 +200,9 @@ def _check_fields(manifest: Manifest, where: str) -> None:
         value = getattr(manifest, key)
         if value is not None and not isinstance(value, str):
             raise ValueError(f"{where}: {key} must be a string, got {value!r}")
+    if manifest.vectors is not None and manifest.vectors not in STORES:
+        raise ValueError(f"{where}: vectors {manifest.vectors!r} is not a stored vector format "
+                         f"({', '.join(STORES)})")
 
 
 def _check_paths(manifest: Manifest, where: str) -> None:

@@ -2,7 +2,7 @@
 
 Schema: id uint64, list_id uint32, lambda uint8, code fixed_size_binary[M], an
 optional `vector` fixed_size_list<uint8|float16|float32>[dim] column (raw vectors for
-refinement / re-encode) and optional attribute columns `attr.<name>` (any Arrow type,
+refinement / re-encode; or uint8[dim + 4], sq8 rows: `shards.vector_store`) and optional attribute columns `attr.<name>` (any Arrow type,
 read back as written; names are plain identifiers, the prefix keeps them apart from the
 code columns).
 zstd compression; row groups hold whole lists (a list larger than the row-group
@@ -22,13 +22,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shards.shape import SHAPE_FIELDS, IndexShape
+from shards.vector_store import store_of
 
 SHARD_FORMAT_VERSION = 3      # 3: attribute columns; 2: the whole shape in the metadata
 READABLE_SHARD_VERSIONS = (2, 3)
 ROW_GROUP_ROWS = 65536
 _PREFIX = "snapline."
 ATTRIBUTE_PREFIX = "attr."
-VECTOR_DTYPES = ("uint8", "float16", "float32")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CODE_COLUMNS = ["id", "list_id", "lambda", "code"]
 
@@ -50,15 +50,15 @@ def check_attributes(attributes: pa.Table | None, n: int, what: str = "attribute
         raise ValueError(f"{what}: a column name appears twice in {attributes.column_names}")
 
 
-def check_vectors(vectors: np.ndarray | None, n: int, dim: int) -> None:
-    """Stored vectors are (n, dim) uint8, float16 or float32."""
+def check_vectors(vectors: np.ndarray | None, n: int, dim: int) -> str | None:
+    """Stored vectors are n rows of one of `shards.vector_store`'s formats for dim-d
+    vectors; returns the format's name (None without vectors)."""
     if vectors is None:
-        return
-    if not isinstance(vectors, np.ndarray) or vectors.ndim != 2 or \
-            vectors.shape != (n, dim) or vectors.dtype.name not in VECTOR_DTYPES:
-        raise ValueError(f"vectors must be an ({n}, {dim}) array of "
-                         f"{'/'.join(VECTOR_DTYPES)}, got "
-                         f"{getattr(vectors, 'shape', None)} {getattr(vectors, 'dtype', None)}")
+        return None
+    name = store_of(vectors, dim)
+    if vectors.shape[0] != n:
+        raise ValueError(f"stored vectors hold {vectors.shape[0]} rows, expected {n}")
+    return name
 
 
 def attribute_types(attributes: pa.Table | None) -> dict[str, str] | None:
@@ -208,9 +208,11 @@ def decode_shard(blob: bytes, where: str) -> ShardData:
     if "vector" in table.column_names:
         vec = table.column("vector").combine_chunks()
         vectors = vec.flatten().to_numpy(zero_copy_only=False).reshape(n, vec.type.list_size)
-        if vectors.dtype.name not in VECTOR_DTYPES or vec.type.list_size != meta.shape.dim:
+        try:
+            store_of(vectors, meta.shape.dim)
+        except ValueError as err:
             raise ValueError(f"{where}: vector column of {vectors.dtype}[{vec.type.list_size}]"
-                             f", expected {'/'.join(VECTOR_DTYPES)}[{meta.shape.dim}]")
+                             f": {err}") from None
     names = [c for c in table.column_names if c.startswith(ATTRIBUTE_PREFIX)]
     attributes = None
     if names:

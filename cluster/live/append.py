@@ -45,13 +45,13 @@ from cluster.live.inputs import (first_duplicate, match_attributes, read_ids, re
                                  source_attributes)
 from cluster.live.jobs import published_root
 from cluster.ray_session import available_memory, connect
-from indexer.refine import STORE_DTYPES
 from shards import (EncodedRows, IndexRoot, Store, VectorReader, load_model, open_vectors,
                     publish_append, resolve)
 from shards.commit import no_step
 from shards.live_versions import read_base
 from shards.manifest import Manifest, check_name
 from shards.models import model_shape
+from shards.vector_store import store_nbytes
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +182,7 @@ def check_append(req: AppendRequest) -> CheckedAppend:
     reader = _open_source(req, store, m)
     ids = _ids(req, store, root, m, reader.n)
     attributes = _attributes(req, store, m, reader, ids)
-    vector_bytes = 0 if m.vectors is None else \
-        m.shape.dim * np.dtype(STORE_DTYPES[m.vectors]).itemsize
+    vector_bytes = store_nbytes(m.vectors, m.shape.dim)
     refuse_unless_fits([append_memory(m.shape, reader.n, vector_bytes,
                                       0 if attributes is None else attributes.nbytes)],
                        local_available_memory(), f"append to {req.name}")

@@ -35,6 +35,7 @@ from shards.loading import read_part_meta
 from shards.manifest import Manifest, ShardEntry
 from shards.shape import IndexShape
 from shards.shard_file import ShardMeta
+from shards.vector_store import store_nbytes
 
 
 class StaleCheckError(ValueError):
@@ -158,7 +159,7 @@ def reencode_memory(plan: ReencodePlan, workers: int) -> list[MemoryNeed]:
     if not plan.inputs:
         return []
     old, new = plan.base.shape, plan.shape
-    vector = 0 if plan.base.vectors is None else np.dtype(plan.base.vectors).itemsize * old.dim
+    vector = store_nbytes(plan.base.vectors, old.dim)
     biggest = max(plan.inputs, key=lambda s: (s.entry.rows, s.entry.bytes)).entry
     rows = biggest.rows
     shard = (2 * biggest.bytes + rows * (stored_row_bytes(old) + vector)

@@ -28,6 +28,7 @@ from shards.manifest import ShardEntry
 from shards.shard_file import ShardMeta
 from shards.shard_writer import encode_part, find_part, save_part
 from shards.tombstones import read_tombstones
+from shards.vector_store import decode_rows
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class ShardReencoder:
         if x.shape[0] == 0:
             return (np.empty(0, np.int64), np.empty(0, np.uint8),
                     np.empty((0, self.plan.shape.code_bytes), np.uint8))
-        return self.index.encode(x)
+        return self.index.encode(decode_rows(x, self.plan.base.vectors, self.plan.shape.dim))
 
     def _encode_from_source(self, shard: ShardInput, ids: np.ndarray):
         """Codes of the source rows `ids` (id == source row), in the order of ids: the

@@ -20,6 +20,7 @@ from indexer import VLQIndex
 from shards import (EncodedRows, Store, load_arrays, open_vectors, publish, publish_append,
                     publish_delete, write_vectors)
 from shards.live_versions import read_base
+from shards.vector_store import decode_rows, encode_sq8
 
 pytestmark = pytest.mark.slow
 BUNDLED = Path(__file__).resolve().parents[2] / "data" / "sift-small"
@@ -180,3 +181,29 @@ def test_the_check_reads_where_each_shard_came_from(store_uri, tmp_path, small_d
                                               r"from 's3://elsewhere/new.fbin' without a "
                                               r"source row range"):
         check_reencode(ReencodeRequest(store_uri, "idx", model=model))
+
+
+def test_reencode_of_an_sq8_store_encodes_its_decoded_rows_and_keeps_them(
+        local_ray, tmp_path, small_data):
+    store, d = str(tmp_path / "store"), small_data["d"]
+    root = Store(store).index("sq8")
+    x = small_data["base"][:4000]
+    old = VLQIndex(d, nlist=16, nedge=4, code_bytes=8, nlambda=32, stored_vectors="sq8")
+    old.train(small_data["learn"])
+    old.add(x)
+    publish(root, old.to_arrays(), rows_per_shard=1500)
+    new = VLQIndex(d, nlist=24, nedge=4, code_bytes=16, nlambda=32)
+    new.train(small_data["base"][10_000:16_000])
+    new_model = new.save_model(store, extra_meta={"build": {"name": "sq8"}})
+    summary = reencode(ReencodeRequest(store, "sq8", model=new_model))
+    assert summary["vectors_from"] == "stored"
+    manifest, data = load_arrays(root)
+    assert manifest.model_version == new_model and manifest.vectors == "sq8"
+    order = np.argsort(data.ids)
+    np.testing.assert_array_equal(data.vectors[order], encode_sq8(x))   # kept as stored
+    codes = new.encode(decode_rows(data.vectors, "sq8", d))             # from the decoded rows
+    assert all(np.array_equal(a, b) for a, b in
+               zip(codes, (data.list_ids, data.lambda_idx, data.codes)))
+    index = VLQIndex.load(root)
+    _, top = index.search(x[::50], k=1, refine=50, **exhaustive(index))
+    assert np.array_equal(top[:, 0], np.arange(0, 4000, 50))

@@ -14,6 +14,7 @@ from shards import shard_file
 from shards.compaction import plan_compaction
 from shards.fsck import fsck
 from shards.registry import retain_versions
+from shards.vector_store import encode_sq8
 
 BASE_ROWS = 1200
 ROWS_PER_SHARD = 300
@@ -131,7 +132,7 @@ def test_attribute_names_and_vector_types_are_checked(encoded):
     bad = encoded.attributes.rename_columns(["year", "lang", "score", "flag", "a b"])
     with pytest.raises(ValueError, match="column name 'a b' is not a plain identifier"):
         IndexArrays(**{**vars_of(encoded), "attributes": bad})
-    with pytest.raises(ValueError, match="uint8/float16/float32"):
+    with pytest.raises(ValueError, match=r"uint8\[32\], float16\[32\], float32\[32\] or sq8"):
         IndexArrays(**{**vars_of(encoded), "vectors": encoded.vectors.astype(np.float64)})
     with pytest.raises(ValueError, match="has 3 rows, expected one per row"):
         IndexArrays(**{**vars_of(encoded), "attributes": encoded.attributes.slice(0, 3)})
@@ -400,3 +401,29 @@ def test_a_shard_without_the_index_columns_is_refused_on_load(encoded, tmp_path)
     with pytest.raises(ValueError, match=r"shard 1 \(shards/part-00000-.*attribute columns "
                                          r"missing \['at', 'flag', 'lang', 'score', 'year'\]"):
         load_arrays(root_of(str(tmp_path)))
+
+
+def test_sq8_rows_append_compact_and_load_bitwise(encoded, store_uri):
+    """An sq8 store (dim + 4 bytes a row) is a format like the others: published,
+    appended, compacted and loaded as written; another format's rows are refused."""
+    rows = encode_sq8(encoded.vectors.astype(np.float32))
+    sq8 = IndexArrays(**{**vars_of(encoded), "vectors": rows})
+    root = root_of(store_uri, "sq8")
+    publish(root, IndexArrays(**{**vars_of(base_of(encoded)), "vectors": rows[:BASE_ROWS]}),
+            rows_per_shard=ROWS_PER_SHARD)
+    appended = rows_of(encoded, range(BASE_ROWS, 1600))
+    manifest = publish_append(root, EncodedRows(**{**vars(appended),
+                                                   "vectors": rows[BASE_ROWS:1600]}))
+    assert manifest.vectors == "sq8"
+    with pytest.raises(ValueError, match="stores vectors as sq8, the new rows bring float16"):
+        publish_append(root, rows_of(encoded, range(1600, 1700)))
+    publish_delete(root, np.arange(0, 1600, 3))
+    assert publish_compaction(root, min_deleted=0.1, max_shards=2).changed
+    m, loaded = load_arrays(root)
+    assert m.vectors == "sq8" and loaded.store == "sq8"
+    order = np.argsort(loaded.ids)
+    live = np.setdiff1d(np.arange(1600), np.arange(0, 1600, 3))
+    np.testing.assert_array_equal(loaded.ids[order], live)
+    np.testing.assert_array_equal(loaded.vectors[order], sq8.vectors[live])
+    report = fsck(store_uri)
+    assert report.clean, [str(f) for f in report.findings]

@@ -187,4 +187,4 @@ def test_snapline_refine_plans_sweep_refine_with_a_store():
     assert {p["refine"] for p in plans[1].sweep} == {f * cfg.k for f in SNAPLINE_REFINE_FACTORS}
     assert "+refine" in plans[1].index and all("refine" not in p for p in plans[0].sweep)
     assert _store_for(np.array([[0.0, 255.0]], np.float32)) == "uint8"
-    assert _store_for(np.array([[0.5, 1.0]], np.float32)) == "float16"
+    assert _store_for(np.array([[0.5, 1.0]], np.float32)) == "sq8"

@@ -8,6 +8,7 @@ import pytest
 from indexer import VLQIndex
 from indexer.refine import refine
 from shards.shape import IndexShape
+from shards.vector_store import decode_rows, encode_sq8, sq8_params, store_of
 
 D_IN, NLIST, NEDGE = 32, 16, 4
 EVERY_LIST = {"nprobe": NLIST, "nlines": NLIST * NEDGE}
@@ -88,6 +89,46 @@ def test_narrow_stores_rank_by_the_stored_values(small_data, store):
     np.testing.assert_array_equal(I, ref)
 
 
+@pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
+def test_an_sq8_store_ranks_by_its_decoded_rows(small_data, metric):
+    """Refining every row = brute force over the decoded sq8 rows (what the store holds)."""
+    index = make_index(small_data, metric, store="sq8", n=2000)
+    assert index.to_arrays().vectors.shape == (2000, D_IN + 4)
+    decoded = decode_rows(encode_sq8(small_data["base"][:2000]), "sq8", D_IN)
+    q, k = small_data["query"][:20], 10
+    D, I = index.search(q, k=k, refine=index.ntotal, **EVERY_LIST)
+    dist, sign = exact(q, decoded, metric)
+    ref = np.argsort(sign * dist, axis=1, kind="stable")[:, :k]
+    np.testing.assert_array_equal(I, ref)
+    np.testing.assert_allclose(D, np.take_along_axis(dist, ref, axis=1), rtol=1e-4, atol=1e-4)
+    # and near the exact ranking: the true nearest is among sq8's best 3
+    truth, _ = exact(q, small_data["base"][:2000], metric)
+    first = np.argsort(sign * truth, axis=1)[:, 0]
+    assert (I[:, :3] == first[:, None]).any(axis=1).mean() >= 0.95
+
+
+def test_sq8_rows_are_within_half_a_step():
+    rng = np.random.default_rng(3)
+    x = np.vstack([rng.normal(size=(500, 24)) * rng.uniform(1e-3, 1e3, (500, 1)),
+                   np.full((1, 24), 7.3), np.zeros((1, 24)), -np.abs(rng.normal(size=(1, 24))),
+                   np.r_[np.full(23, -65504.0), 65504.0][None]]).astype(np.float32)
+    rows = encode_sq8(x)
+    assert rows.dtype == np.uint8 and rows.shape == (x.shape[0], 28)
+    assert store_of(rows, 24) == "sq8" and store_of(rows[:, :24], 24) == "uint8"
+    offset, step = sq8_params(rows, 24)
+    decoded = decode_rows(rows, "sq8", 24)
+    err = np.abs(decoded.astype(np.float64) - x)
+    # half a step, and float32 rounding of offset + code * step
+    assert (err <= step[:, None] * 0.5 + np.abs(x) * 2e-7 + 1e-30).all()
+    assert (offset <= x.min(axis=1)).all()
+    assert np.unique(rows[-4, :24]).size == 1 and decoded[-4, 0] == pytest.approx(7.3, rel=1e-4)
+    np.testing.assert_array_equal(decoded[-3], 0)
+    with pytest.raises(ValueError, match="add: row 12 has values beyond float16"):
+        encode_sq8(np.full((1, 24), 7e4, np.float32), "add", row_offset=12)
+    with pytest.raises(ValueError, match=r"sq8 \(uint8\[28\]\), got uint8 \(3, 27\)"):
+        store_of(np.zeros((3, 27), np.uint8), 24)
+
+
 def test_stored_vectors_count_in_bytes_per_vector(small_data):
     plain = make_index(small_data, store=None, n=2000)
     for store, width in (("uint8", 1), ("float16", 2), ("float32", 4)):
@@ -103,6 +144,10 @@ def test_stored_vectors_count_in_bytes_per_vector(small_data):
         assert index.lists.vectors.nbytes == 2000 * D_IN * width
         if store != "uint8":
             assert extra == pytest.approx(D_IN * width)
+    sq8 = make_index(small_data, store="sq8", n=2000)
+    assert sq8.bytes_per_vector - plain.bytes_per_vector == pytest.approx(D_IN + 4)
+    assert VLQIndex(D_IN, NLIST, NEDGE, code_bytes=8, stored_vectors="sq8").bytes_per_vector == \
+        VLQIndex(D_IN, NLIST, NEDGE, code_bytes=8).bytes_per_vector + D_IN + 4
 
 
 def test_refine_errors(small_data, index):
@@ -161,6 +206,32 @@ def test_arrays_round_trip_keeps_vectors_and_metric(small_data):
     with pytest.raises(ValueError, match="pass vectors"):
         VLQIndex.from_arrays(data, stored_vectors=None).add_encoded(
             data.list_ids[:2], data.lambda_idx[:2], data.codes[:2], np.arange(7000, 7002))
+
+
+def test_an_sq8_store_round_trips_through_parquet(small_data, tmp_path):
+    index = make_index(small_data, "ip", store="sq8", n=1500)
+    index.save(tmp_path / "copy")
+    again = VLQIndex.load(tmp_path / "copy")
+    assert again.stored_vectors == "sq8"
+    np.testing.assert_array_equal(np.sort(again.lists.vectors, axis=0),
+                                  np.sort(index.lists.vectors, axis=0))
+    q = small_data["query"][:10]
+    for a, b in zip(index.search(q, k=5, refine=40, **EVERY_LIST),
+                    again.search(q, k=5, refine=40, **EVERY_LIST)):
+        np.testing.assert_array_equal(a, b)
+    # codes encoded elsewhere: raw vectors are encoded, sq8 rows are taken as they are
+    rows = small_data["base"][3000:3004]
+    again.add_encoded(*again.encode(rows), np.array([9000, 9001, 9002, 9003]), vectors=rows)
+    again.add_encoded(*again.encode(rows), np.array([9010, 9011, 9012, 9013]),
+                      vectors=encode_sq8(rows))
+    data = again.to_arrays()
+    kept = data.vectors[np.argsort(data.ids)][-8:]
+    np.testing.assert_array_equal(kept[:4], encode_sq8(rows))
+    np.testing.assert_array_equal(kept[4:], encode_sq8(rows))
+    with pytest.raises(ValueError, match=r"vectors must be an \(n=4, dim=32\) numpy array "
+                                         r"or sq8 rows \(n, 36\)"):
+        again.add_encoded(*again.encode(rows), np.array([9020, 9021, 9022, 9023]),
+                          vectors=encode_sq8(rows)[:, :35])
 
 
 def test_refine_function_orders_and_pads():
