@@ -1,4 +1,5 @@
-"""Builds the native fast-scan kernel (indexer/_fastscan.cpp) with the setuptools backend of
+"""Builds the native kernels (indexer._fastscan: the fast scan and exact re-rank in
+indexer/_fastscan.cpp, the refinement in indexer/_refine.cpp) with the setuptools backend of
 pyproject.toml: `pip install -e .` compiles it. Plain gcc flags, no -march: the AVX2 and
 AVX-512 paths are chosen at run time, so the build runs on any x86-64 (and the portable path
 on other architectures). -ffp-contract=off keeps multiplications and additions separate (no
@@ -9,7 +10,8 @@ setup(
     ext_modules=[
         Extension(
             "indexer._fastscan",
-            ["indexer/_fastscan.cpp"],
+            ["indexer/_fastscan.cpp", "indexer/_refine.cpp"],
+            depends=["indexer/_native.h"],
             extra_compile_args=["-O3", "-ffp-contract=off", "-std=c++17", "-pthread"],
             extra_link_args=["-pthread"],
             language="c++",

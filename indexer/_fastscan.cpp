@@ -18,43 +18,14 @@
 // per 32-byte shuffle), portable scalar C++ (any architecture).
 // Consecutive selected lines of one probe with adjacent row ranges are scanned as one run:
 // each block summed once, the epilogue (approx, threshold) per line (scan_run).
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_native.h"
 
-#include <algorithm>
-#include <atomic>
 #include <cmath>
-#include <cstdint>
 #include <cstring>
-#include <limits>
-#include <thread>
-#include <vector>
-
-// SNAPLINE_NO_X86 compiles the portable path alone, as on other architectures (a build check)
-#if (defined(__x86_64__) || defined(_M_X64)) && !defined(SNAPLINE_NO_X86)
-#define FS_X86 1
-// GCC 12's AVX-512 headers trip its own -Wmaybe-uninitialized (_mm512_undefined_*)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#include <immintrin.h>
-#else
-#define FS_X86 0
-#endif
 
 namespace {
 
-enum Level { LEVEL_PORTABLE = 0, LEVEL_AVX2 = 1, LEVEL_AVX512 = 2 };
-
-const float kInf = std::numeric_limits<float>::infinity();
-
-int cpu_level() {
-#if FS_X86 && defined(__GNUC__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) return LEVEL_AVX512;
-    if (__builtin_cpu_supports("avx2")) return LEVEL_AVX2;
-#endif
-    return LEVEL_PORTABLE;
-}
+using namespace snapline_native;
 
 struct Args {
     const uint8_t* lut8;      // (nq, nprobe, M, 16)
@@ -661,22 +632,6 @@ void scan_query(const Args& a, Py_ssize_t q, int64_t n, TopR& top, std::vector<u
               a.out_l + static_cast<size_t>(q) * a.r);
 }
 
-// Queries 0..nq-1 handed out one at a time to min(threads, nq) threads (this one included);
-// make_worker() gives each thread its function of a query (with its own scratch).
-template <class MakeWorker>
-void over_queries(Py_ssize_t nq, int threads, MakeWorker make_worker) {
-    std::atomic<Py_ssize_t> next{0};
-    auto run = [&]() {
-        auto work = make_worker();
-        for (Py_ssize_t q = next++; q < nq; q = next++) work(q);
-    };
-    int nthreads = static_cast<int>(std::max<Py_ssize_t>(1, std::min<Py_ssize_t>(threads, nq)));
-    std::vector<std::thread> pool;
-    for (int i = 1; i < nthreads; ++i) pool.emplace_back(run);
-    run();
-    for (auto& t : pool) t.join();
-}
-
 void run_scan(const Args& a, int64_t n, int threads) {
     over_queries(a.nq, threads, [&]() {
         TopR top;
@@ -881,25 +836,6 @@ void run_rerank(RerankArgs& a, int threads) {
 }
 
 // ---------------------------------------------------------------- Python glue
-struct Buffers {
-    Py_buffer b[15];
-    int count = 0;
-    ~Buffers() {
-        for (int i = 0; i < count; ++i) PyBuffer_Release(&b[i]);
-    }
-};
-
-// The sizes Python promised (a mismatch is a bug in the caller, never a crash): buffer i
-// holds expect[i] bytes, the packed codes (at_least) at least that many. Sets the error.
-bool sizes_match(const char* fn, const Py_buffer* v, const Py_ssize_t* expect, int count, int at_least) {
-    for (int i = 0; i < count; ++i) {
-        if (i == at_least ? v[i].len >= expect[i] : v[i].len == expect[i]) continue;
-        PyErr_Format(PyExc_ValueError, "%s: argument %d has %zd bytes, expected %zd", fn, i, v[i].len, expect[i]);
-        return false;
-    }
-    return true;
-}
-
 PyObject* py_scan4(PyObject*, PyObject* args) {
     Buffers bufs;
     Py_buffer* v = bufs.b;
@@ -998,10 +934,14 @@ PyMethodDef methods[] = {
      "rerank4(cand_pos, cand_line, line_list, line_b, line_c, line_alpha, lutq, tables, edges, packed, lam_idx, "
      "lam_values, out_d, out_p, nq, r, nlines, M, ncent, nedge, nlambda, k, threads, level): the exact ADC "
      "re-rank of the fast scan's candidates; use indexer.fastscan_search, which checks the arguments"},
+    {"refine", py_refine, METH_VARARGS,
+     "refine(queries, pos, rows, f16, out_d, out_p, nq, d, r, n, width, k, kind, mode, empty, threads, level): "
+     "distances to the candidates' stored rows and the k best; use indexer.refine_kernel.refine_rows, "
+     "which checks the arguments"},
     {"cpu_level", py_cpu_level, METH_NOARGS, "best SIMD level of this CPU: 0 portable, 1 avx2, 2 avx512"},
     {nullptr, nullptr, 0, nullptr}};
 
-PyModuleDef module = {PyModuleDef_HEAD_INIT, "indexer._fastscan", "native 4-bit fast-scan kernel", -1, methods};
+PyModuleDef module = {PyModuleDef_HEAD_INIT, "indexer._fastscan", "native kernels: the 4-bit fast scan, its exact re-rank, refinement", -1, methods};
 
 }  // namespace
 

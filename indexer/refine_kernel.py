@@ -1,5 +1,7 @@
 """The refinement kernel: distances between each query and its candidates' stored
-vectors, and the k best, compiled (numba, parallel over queries).
+vectors, and the k best: native (`indexer._fastscan.refine`, indexer/_refine.cpp: AVX-512
+or portable C++, rows prefetched ahead) when built, else compiled by numba (the reference;
+parallel over queries). Both order alike; their sums differ in the last bits.
 
 Stored rows are uint8, float16, float32 or sq8 (`shards.vector_store`); float16 values
 (rows, and an sq8 row's offset and step) are read as their uint16 bits through a
@@ -12,9 +14,17 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from indexer.fastscan import LEVELS, resolve_backend, simd_level
+
+try:
+    from indexer import _fastscan as _native
+except ImportError:  # not built: the numba kernel
+    _native = None
+
 __all__ = ["refine_rows"]
 
 _MODES = {"l2": 0, "ip": 1, "cosine": 2}
+_KINDS = {"uint8": 0, "float16": 1, "float32": 2, "sq8": 3}
 _F16 = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)
 _NO_TABLE = np.empty(0, dtype=np.float32)
 
@@ -74,15 +84,26 @@ def _refine(q, pos, rows, table, sq8, mode, out_d, out_p, empty):
 
 
 def refine_rows(queries: np.ndarray, positions: np.ndarray, vectors: np.ndarray, store: str,
-                metric: str, k: int, empty: np.float32) -> tuple[np.ndarray, np.ndarray]:
+                metric: str, k: int, empty: np.float32, backend: str = "auto",
+                threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(D float32 (nq, k), positions (nq, k)) of the k best candidates by their distance
     to the stored rows (`store` their format; squared L2 ascending, ip / cosine
-    descending), ties in candidate order; empty slots (position -1) last with D = empty."""
+    descending), ties in candidate order; empty slots (position -1) last with D = empty.
+    backend "auto" | "native" | "numba" (as the fast scan's); threads: numba's count."""
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    positions = np.ascontiguousarray(positions, dtype=np.int64)
+    nq, r = positions.shape
+    out_d = np.empty((nq, k), dtype=np.float32)
+    out_p = np.empty((nq, k), dtype=np.int64)
+    if resolve_backend(backend) == "native":
+        rows = np.ascontiguousarray(vectors)
+        _native.refine(queries, positions, rows, _F16, out_d, out_p, nq, queries.shape[1], r,
+                       rows.shape[0], rows.shape[1], k, _KINDS[store], _MODES[metric],
+                       float(empty), numba.get_num_threads() if threads is None else threads,
+                       LEVELS.index(simd_level()))
+        return out_d, out_p
     rows = vectors.view(np.uint16) if store == "float16" else vectors
     table = _F16 if store in ("float16", "sq8") else _NO_TABLE
-    out_d = np.empty((positions.shape[0], k), dtype=np.float32)
-    out_p = np.empty((positions.shape[0], k), dtype=np.int64)
-    _refine(np.ascontiguousarray(queries, dtype=np.float32),
-            np.ascontiguousarray(positions, dtype=np.int64), rows, table, store == "sq8",
-            _MODES[metric], out_d, out_p, np.float32(empty))
+    _refine(queries, positions, rows, table, store == "sq8", _MODES[metric], out_d, out_p,
+            np.float32(empty))
     return out_d, out_p

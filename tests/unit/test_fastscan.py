@@ -364,12 +364,13 @@ def test_snapline_simd_above_the_cpu_falls_back_with_a_warning(monkeypatch):
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ to compile the portable-only build")
 def test_portable_only_build_of_the_extension(tmp_path):
-    """The kernel compiled without any x86 code (as on another architecture) runs the
-    portable path and still equals the numba reference."""
+    """The kernels compiled without any x86 code (as on another architecture) run the
+    portable path and still equal the numba references."""
     include = sysconfig.get_paths()["include"]
     target = tmp_path / ("_fastscan" + sysconfig.get_config_var("EXT_SUFFIX"))
     subprocess.run(["g++", "-O3", "-ffp-contract=off", "-std=c++17", "-DSNAPLINE_NO_X86", "-fPIC", "-shared",
-                    "-pthread", f"-I{include}", str(REPO / "indexer" / "_fastscan.cpp"), "-o", str(target)],
+                    "-pthread", f"-I{include}", str(REPO / "indexer" / "_fastscan.cpp"),
+                    str(REPO / "indexer" / "_refine.cpp"), "-o", str(target)],
                    check=True, capture_output=True, timeout=300)
     spec = importlib.util.spec_from_file_location("_fastscan", target)
     native = importlib.util.module_from_spec(spec)
@@ -382,6 +383,17 @@ def test_portable_only_build_of_the_extension(tmp_path):
     native.scan4(*args, np.empty(0, np.uint32), *out, nq, nprobe, m, args[2].shape[1], args[7].size - 1,
                  args[10].size, 50, 2, 0)
     assert_same(out, scan4(**p, backend="numba"))
+    # and its refinement kernel: integer rows and queries, so the sums are exact
+    from indexer.refine_kernel import _F16, refine_rows
+    rng = np.random.default_rng(0)
+    rows = rng.integers(0, 256, (500, 21)).astype(np.uint8)
+    q = rng.integers(0, 256, (4, 21)).astype(np.float32)
+    pos = rng.integers(-1, 500, (4, 30))
+    got = (np.empty((4, 10), np.float32), np.empty((4, 10), np.int64))
+    native.refine(q, pos, rows, _F16, *got, 4, 21, 30, 500, 21, 10, 0, 0, float("inf"), 2, 0)
+    want = refine_rows(q, pos, rows, "uint8", "l2", 10, np.float32(np.inf), backend="numba")
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -276,3 +276,60 @@ def test_l2_and_ip_models_of_the_same_arrays_are_distinct_versions(small_data, t
     assert v_l2 != v_ip
     assert VLQIndex.from_model(tmp_path, v_ip).metric == "ip"
     assert VLQIndex.from_model(tmp_path, v_l2).metric == "l2"
+
+
+def _levels():
+    from indexer import fastscan
+    return fastscan.LEVELS[: fastscan.LEVELS.index(fastscan._cpu_level()) + 1]
+
+
+@pytest.mark.parametrize("store", ["uint8", "float16", "float32", "sq8"])
+@pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
+def test_native_refine_orders_as_the_numba_kernel_at_every_level(store, metric):
+    """indexer._fastscan.refine (AVX-512 or portable C++) against the numba kernel: the same
+    distances (to float rounding; exactly for integer rows and queries), the same order
+    except between near-equal distances, padding (-1), an overflowing row, a dim that is
+    not a multiple of 16, k = r; a candidate past the end is a ValueError."""
+    from indexer import fastscan
+    from indexer.refine_kernel import refine_rows
+    if not fastscan.native_available():
+        pytest.skip("native kernel not built")
+    rng = np.random.default_rng(11)
+    d, n, nq, r = 37, 3000, 40, 60
+    if store == "uint8":
+        x, q = rng.integers(1, 256, (n, d)).astype(np.float32), rng.integers(0, 256, (nq, d))
+    else:
+        x, q = rng.normal(size=(n, d)).astype(np.float32), rng.normal(size=(nq, d))
+        if store == "float32" and metric == "l2":
+            x[5] = 1e20                           # overflows to inf: ties at inf
+    rows = encode_sq8(x) if store == "sq8" else x.astype(store)
+    q = q.astype(np.float32)
+    pos = rng.integers(0, n, (nq, r))
+    pos[:, 0] = 5
+    pos[3, 9:] = -1                               # 9 candidates: padded
+    pos[4, 1:] = pos[4, 0]                        # one row 60 times: ties in candidate order
+    empty = np.float32(np.inf if metric == "l2" else -np.inf)
+    previous = fastscan.simd_level()
+    for k in (10, r):
+        want_d, want_p = refine_rows(q, pos, rows, store, metric, k, empty, backend="numba")
+        try:
+            for level in _levels():
+                fastscan._set_level(level)
+                got_d, got_p = refine_rows(q, pos, rows, store, metric, k, empty,
+                                           backend="native", threads=2)
+                if store == "uint8" and metric != "cosine":        # integer sums: exact
+                    np.testing.assert_array_equal(got_d, want_d)
+                    np.testing.assert_array_equal(got_p, want_p)
+                    continue
+                np.testing.assert_allclose(got_d, want_d, rtol=2e-5, atol=1e-6)
+                swapped = got_p != want_p
+                assert swapped.mean() < 0.01
+                np.testing.assert_allclose(got_d[swapped], want_d[swapped], rtol=2e-5, atol=1e-6)
+        finally:
+            fastscan._set_level(previous)
+    assert (got_p[3, 9:] == -1).all() and (got_d[3, 9:] == empty).all()
+    assert (want_p[4] == pos[4, 0]).all()
+    bad = pos.copy()
+    bad[1, 2] = n
+    with pytest.raises(ValueError, match="out of range"):
+        refine_rows(q, bad, rows, store, metric, 10, empty, backend="native")
