@@ -26,7 +26,7 @@ import numba
 import numpy as np
 
 from bench.json_records import write_json
-from indexer import fastscan
+from indexer import fastscan, native
 from indexer.kernels import row_sum8
 
 logger = logging.getLogger(__name__)
@@ -130,19 +130,19 @@ def measure_four_bit(problem: dict, kind: str, repeats: int) -> list[dict]:
              "r": problem["r"]}
     records = []
     reference = None
-    if fastscan.native_available():
-        cpu = fastscan._cpu_level()
-        previous = fastscan.simd_level()
+    if native.native_available():
+        cpu = native.cpu_level()
+        previous = native.simd_level()
         try:
-            for level in fastscan.LEVELS[: fastscan.LEVELS.index(cpu) + 1]:
-                fastscan._set_level(level)
+            for level in native.LEVELS[: native.LEVELS.index(cpu) + 1]:
+                native.set_level(level)
                 for threads in (1, 2):
                     run = lambda: fastscan.scan4(**problem, backend="native", threads=threads)  # noqa: E731
                     reference = run() if reference is None else reference
                     times = _best_time(run, repeats)
                     records.append(_record(f"{kind}-native", level, threads, scanned, M4, M4 // 2, times, **shape))
         finally:
-            fastscan._set_level(previous)
+            native.set_level(previous)
     else:
         logger.warning("indexer._fastscan is not built: no native figures (pip install -e .)")
     for threads in (1, 2):
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> dict:
     records += measure_eight_bit(args.rows, args.repeats, args.seed)
     result = {"benchmark": "scan_limit", "machine": platform.machine(), "processor": platform.processor(),
               "cpu_count": os.cpu_count(), "numba_threads": numba.config.NUMBA_NUM_THREADS,
-              "simd_cpu": fastscan._cpu_level() if fastscan.native_available() else None,
+              "simd_cpu": native.cpu_level() if native.native_available() else None,
               "params": vars(args), "records": records}
     print(table(records))
     if args.out:

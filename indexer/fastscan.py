@@ -21,80 +21,20 @@ The native kernel sums each block of 32 rows once for a run of consecutive selec
 line_list order) with the same probe whose row ranges follow each other, so short lists
 sharing blocks are cheapest when a probe's lines come in row order (as indexer.fastscan_search
 gives them); the result does not depend on the order.
-The environment variable SNAPLINE_SIMD=portable|avx2|avx512 caps the native level (read at
-import).
+The native level (and SNAPLINE_SIMD, which caps it) is indexer.native's.
 """
 from __future__ import annotations
-
-import logging
-import os
-import warnings
 
 import numba
 import numpy as np
 
-try:
-    from indexer import _fastscan as _native
-except ImportError:  # not built (e.g. a source tree without `pip install -e .`)
-    _native = None
+from indexer.native import kernel, level_index, resolve_backend, resolve_threads
 
-__all__ = ["native_available", "pack_codes4", "rerank4_native", "resolve_backend", "scan4",
-           "simd_level", "unpack_codes4"]
+__all__ = ["pack_codes4", "scan4", "unpack_codes4"]
 
-logger = logging.getLogger(__name__)
-
-LEVELS = ("portable", "avx2", "avx512")
 BLOCK = 32
 MAX_M = 64
 _INF32 = np.float32(np.inf)
-
-
-def native_available() -> bool:
-    """Whether the native extension indexer._fastscan is built and importable."""
-    return _native is not None
-
-
-def _cpu_level() -> str:
-    return LEVELS[_native.cpu_level()] if _native is not None else "portable"
-
-
-def _initial_level() -> str:
-    """The best level of this CPU, capped by SNAPLINE_SIMD."""
-    best = _cpu_level()
-    raw = os.environ.get("SNAPLINE_SIMD", "").strip()
-    if not raw:
-        return best
-    if raw.lower() not in LEVELS:
-        raise ValueError(f"SNAPLINE_SIMD={raw!r}: expected one of {', '.join(LEVELS)}")
-    wanted = raw.lower()
-    if LEVELS.index(wanted) > LEVELS.index(best):
-        warnings.warn(f"SNAPLINE_SIMD={wanted}: this CPU supports only {best}; using {best}",
-                      RuntimeWarning, stacklevel=2)
-        return best
-    return wanted
-
-
-_level = _initial_level()
-_auto_logged = False
-
-
-def simd_level() -> str:
-    """What the native kernel runs on this machine: "avx512", "avx2" or "portable" (the
-    CPU's best level, capped by SNAPLINE_SIMD). Raises RuntimeError if it is not built."""
-    if _native is None:
-        raise RuntimeError("indexer._fastscan is not built: run `pip install -e .` in the repository")
-    return _level
-
-
-def _set_level(level: str) -> str:
-    """Set the native level (for tests and benchmarks); returns the previous one."""
-    global _level
-    if level not in LEVELS:
-        raise ValueError(f"level={level!r}: expected one of {', '.join(LEVELS)}")
-    if LEVELS.index(level) > LEVELS.index(_cpu_level()):
-        raise ValueError(f"level={level!r}: this CPU supports only {_cpu_level()}")
-    previous, _level = _level, level
-    return previous
 
 
 def _array(name: str, value, dtype, ndim: int) -> np.ndarray:
@@ -314,30 +254,6 @@ def _check_scan_args(lut8, scale, line_list, line_probe, line_const, line_c, lin
             checked["line_alpha"], offsets, packed, lam_idx, lam_values)
 
 
-def resolve_backend(backend: str) -> str:
-    """"native" or "numba" for a backend argument ("auto": native when built)."""
-    global _auto_logged
-    if backend not in ("auto", "native", "numba"):
-        raise ValueError(f"backend={backend!r}: expected 'auto', 'native' or 'numba'")
-    if backend == "native" and _native is None:
-        raise ValueError("backend='native': indexer._fastscan is not built (run `pip install -e .`)")
-    if backend != "auto":
-        return backend
-    chosen = "native" if _native is not None else "numba"
-    if not _auto_logged:
-        logger.info("fast scan backend: %s%s", chosen, f" ({_level})" if _native is not None else "")
-        _auto_logged = True
-    return chosen
-
-
-def _resolve_threads(threads) -> int:
-    if threads is None:
-        return numba.get_num_threads()
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
-        raise ValueError(f"threads must be an integer >= 1 or None, got {threads!r}")
-    return int(threads)
-
-
 def scan4(lut8, scale, line_list, line_probe, line_const, line_c, line_alpha, offsets, packed,
           lam_idx, lam_values, r, *, allowed=None, backend="auto", threads=None):
     """The r best rows per query of the 4-bit fast scan (module doc); returns (approx float32
@@ -351,7 +267,7 @@ def scan4(lut8, scale, line_list, line_probe, line_const, line_c, line_alpha, of
     args = _check_scan_args(lut8, scale, line_list, line_probe, line_const, line_c, line_alpha,
                             offsets, packed, lam_idx, lam_values, r)
     chosen = resolve_backend(backend)
-    threads = _resolve_threads(threads)
+    threads = resolve_threads(threads)
     n = args[9].shape[0]
     if allowed is None:
         allowed = np.empty(0, dtype=np.uint32)
@@ -368,8 +284,8 @@ def scan4(lut8, scale, line_list, line_probe, line_const, line_c, line_alpha, of
         return out_d, out_p, out_l
     if chosen == "native":
         nlines, nlists, nlambda = args[2].shape[1], args[7].shape[0] - 1, args[10].shape[0]
-        _native.scan4(*args, allowed, out_d, out_p, out_l, nq, nprobe, m, nlines, nlists, nlambda, r,
-                      threads, LEVELS.index(_level))
+        kernel("scan4")(*args, allowed, out_d, out_p, out_l, nq, nprobe, m, nlines, nlists,
+                        nlambda, r, threads, level_index())
         return out_d, out_p, out_l
     previous = numba.get_num_threads()
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
@@ -378,21 +294,3 @@ def scan4(lut8, scale, line_list, line_probe, line_const, line_c, line_alpha, of
     finally:
         numba.set_num_threads(previous)
     return out_d, out_p, out_l
-
-
-def rerank4_native(cand_pos, cand_line, line_list, line_b, line_c, line_alpha, lutq, tables,
-                   edges, packed, lam_idx, lam_values, out_d, out_p, threads=None):
-    """indexer.fastscan_search's exact re-rank (`_rerank`) by the native kernel
-    (`_fastscan.rerank4`: AVX-512 gathers of 16 candidates, else portable C++; the same
-    float32 operations, so the same bits), at the level `scan4` runs; a candidate out of
-    range raises ValueError."""
-    nq, r = cand_pos.shape
-    ncent, m = tables.shape[:2]
-    c = np.ascontiguousarray
-    _native.rerank4(
-        c(cand_pos, np.int64), c(cand_line, np.int32), c(line_list, np.int64),
-        c(line_b, np.float32), c(line_c, np.float32), c(line_alpha, np.float32),
-        c(lutq, np.float32), c(tables, np.float32), c(edges, np.int32), c(packed, np.uint8),
-        c(lam_idx, np.uint8), c(lam_values, np.float32), out_d, out_p, nq, r,
-        line_list.shape[1], m, ncent, edges.shape[1], lam_values.shape[0], out_d.shape[1],
-        _resolve_threads(threads), LEVELS.index(_level))

@@ -22,8 +22,9 @@ from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
-from indexer.fastscan import rerank4_native, resolve_backend, scan4
+from indexer.fastscan import scan4
 from indexer.kernels import numba
+from indexer.native import kernel, level_index, resolve_backend, resolve_threads
 from indexer.selection import _divmod, _select_lines
 
 __all__ = ["search_fastscan", "timed"]
@@ -103,6 +104,23 @@ def _prepare(dist_qc, edges, edge_len2, rule, nprobe, nlines, lutq, tables, t_mi
             scale[qi] = _quantize(lutq[qi], tables, t_min, t_span, probe_c, lut8[qi], bias)
             for li in range(nlines):
                 line_const[qi, li] = line_b[qi, li] + bias[line_probe[qi, li]]
+
+
+def rerank4_native(cand_pos, cand_line, line_list, line_b, line_c, line_alpha, lutq, tables,
+                   edges, packed, lam_idx, lam_values, out_d, out_p, threads=None):
+    """`_rerank` by the native kernel (`_fastscan.rerank4`: AVX-512 gathers of 16
+    candidates, else portable C++; the same float32 operations, so the same bits), at the
+    level `scan4` runs; a candidate out of range raises ValueError."""
+    nq, r = cand_pos.shape
+    ncent, m = tables.shape[:2]
+    c = np.ascontiguousarray
+    kernel("rerank4")(
+        c(cand_pos, np.int64), c(cand_line, np.int32), c(line_list, np.int64),
+        c(line_b, np.float32), c(line_c, np.float32), c(line_alpha, np.float32),
+        c(lutq, np.float32), c(tables, np.float32), c(edges, np.int32), c(packed, np.uint8),
+        c(lam_idx, np.uint8), c(lam_values, np.float32), out_d, out_p, nq, r,
+        line_list.shape[1], m, ncent, edges.shape[1], lam_values.shape[0], out_d.shape[1],
+        resolve_threads(threads), level_index())
 
 
 @numba.njit(cache=True, inline="always")

@@ -14,12 +14,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from indexer.fastscan import LEVELS, resolve_backend, simd_level
-
-try:
-    from indexer import _fastscan as _native
-except ImportError:  # not built: the numba kernel
-    _native = None
+from indexer.native import kernel, level_index, resolve_backend, resolve_threads
 
 __all__ = ["refine_rows"]
 
@@ -97,10 +92,9 @@ def refine_rows(queries: np.ndarray, positions: np.ndarray, vectors: np.ndarray,
     out_p = np.empty((nq, k), dtype=np.int64)
     if resolve_backend(backend) == "native":
         rows = np.ascontiguousarray(vectors)
-        _native.refine(queries, positions, rows, _F16, out_d, out_p, nq, queries.shape[1], r,
-                       rows.shape[0], rows.shape[1], k, _KINDS[store], _MODES[metric],
-                       float(empty), numba.get_num_threads() if threads is None else threads,
-                       LEVELS.index(simd_level()))
+        kernel("refine")(queries, positions, rows, _F16, out_d, out_p, nq, queries.shape[1], r,
+                         rows.shape[0], rows.shape[1], k, _KINDS[store], _MODES[metric],
+                         float(empty), resolve_threads(threads), level_index())
         return out_d, out_p
     rows = vectors.view(np.uint16) if store == "float16" else vectors
     table = _F16 if store in ("float16", "sq8") else _NO_TABLE

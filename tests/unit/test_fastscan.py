@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer import fastscan
+from indexer import fastscan, native
 from indexer.fastscan import pack_codes4, scan4, unpack_codes4
 
 REPO = Path(__file__).resolve().parents[2]
-needs_native = pytest.mark.skipif(not fastscan.native_available(),
+needs_native = pytest.mark.skipif(not native.native_available(),
                                   reason="indexer._fastscan is not built (pip install -e .)")
 
 
@@ -160,15 +160,15 @@ def test_native_equals_numba_and_brute_force_at_every_level(shape):
     p = make_problem(*shape)
     expected = scan4(**p, backend="numba")
     assert_same(expected, brute_force(p))
-    levels = fastscan.LEVELS[: fastscan.LEVELS.index(fastscan._cpu_level()) + 1]
-    previous = fastscan.simd_level()
+    levels = native.LEVELS[: native.LEVELS.index(native.cpu_level()) + 1]
+    previous = native.simd_level()
     try:
         for level in levels:
-            fastscan._set_level(level)
+            native.set_level(level)
             for threads in (1, 3):
                 assert_same(scan4(**p, backend="native", threads=threads), expected)
     finally:
-        fastscan._set_level(previous)
+        native.set_level(previous)
 
 
 @needs_native
@@ -210,13 +210,13 @@ def test_wide_spread_approx_and_infinities_keep_the_exact_top_r(seed):
     p["lam_values"][1] = np.inf  # with line 5: -inf + inf
     expected = scan4(**p, backend="numba")
     assert_same(expected, brute_force(p))
-    previous = fastscan.simd_level()
+    previous = native.simd_level()
     try:
-        for level in fastscan.LEVELS[: fastscan.LEVELS.index(fastscan._cpu_level()) + 1]:
-            fastscan._set_level(level)
+        for level in native.LEVELS[: native.LEVELS.index(native.cpu_level()) + 1]:
+            native.set_level(level)
             assert_same(scan4(**p, backend="native"), expected)
     finally:
-        fastscan._set_level(previous)
+        native.set_level(previous)
 
 
 def make_short_lists(seed, m, r, nq=6, nedge=8, ncent=12):
@@ -271,14 +271,14 @@ def test_native_on_runs_of_short_adjacent_lists(seed, m, r):
     expected = scan4(**p, backend="numba")
     assert_same(expected, brute_force(p))
     assert (expected[1] >= 0).all() or r == 500           # rows kept from many lines
-    previous = fastscan.simd_level()
+    previous = native.simd_level()
     try:
-        for level in fastscan.LEVELS[: fastscan.LEVELS.index(fastscan._cpu_level()) + 1]:
-            fastscan._set_level(level)
+        for level in native.LEVELS[: native.LEVELS.index(native.cpu_level()) + 1]:
+            native.set_level(level)
             for threads in (1, 2):
                 assert_same(scan4(**p, backend="native", threads=threads), expected)
     finally:
-        fastscan._set_level(previous)
+        native.set_level(previous)
 
 
 def test_scan4_rejects_bad_arguments():
@@ -315,13 +315,13 @@ def test_empty_query_batch_and_no_lines():
 
 _CHILD = """
 import json, sys, numpy as np
-from indexer import fastscan
+from indexer import fastscan, native
 data = np.load(sys.argv[1])
 p = {k: data[k] for k in data.files}
 p["r"] = int(p["r"])
 out = fastscan.scan4(**p, backend="native")
 np.savez(sys.argv[2], d=out[0], p=out[1], l=out[2])
-print(json.dumps(fastscan.simd_level()))
+print(json.dumps(native.simd_level()))
 """
 
 
@@ -350,16 +350,16 @@ def test_snapline_simd_unknown_value_is_refused(tmp_path):
 
 def test_snapline_simd_above_the_cpu_falls_back_with_a_warning(monkeypatch):
     # this CPU has every level: stand in for one that stops at AVX2
-    monkeypatch.setattr(fastscan, "_cpu_level", lambda: "avx2")
+    monkeypatch.setattr(native, "cpu_level", lambda: "avx2")
     monkeypatch.setenv("SNAPLINE_SIMD", "avx512")
     with pytest.warns(RuntimeWarning, match="supports only avx2"):
-        assert fastscan._initial_level() == "avx2"
+        assert native.initial_level() == "avx2"
     monkeypatch.setenv("SNAPLINE_SIMD", "Portable")
-    assert fastscan._initial_level() == "portable"
+    assert native.initial_level() == "portable"
     monkeypatch.delenv("SNAPLINE_SIMD")
-    assert fastscan._initial_level() == "avx2"
+    assert native.initial_level() == "avx2"
     with pytest.raises(ValueError, match="level='avx512'"):
-        fastscan._set_level("avx512")
+        native.set_level("avx512")
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ to compile the portable-only build")
@@ -405,7 +405,7 @@ def test_allowed_rows_skip_the_others_before_they_take_a_place(seed):
     n = p["lam_idx"].size
     keep = np.random.default_rng(seed).random(n) < 0.3
     full = scan4(**{**p, "r": n}, backend="numba")
-    backends = ["numba"] + (["native"] if fastscan.native_available() else [])
+    backends = ["numba"] + (["native"] if native.native_available() else [])
     for backend in backends:
         d, pos, line = scan4(**p, allowed=bitset_of(keep), backend=backend)
         for q in range(d.shape[0]):

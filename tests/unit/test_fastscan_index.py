@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer import VLQIndex, fastscan
+from indexer import VLQIndex, fastscan, native
 from indexer.fastscan_search import search_fastscan
 from shards import open_vectors
 
@@ -98,7 +98,7 @@ def test_a_longer_rerank_never_returns_a_worse_neighbour(index4, small_data):
     assert rerank == index4.ntotal
 
 
-@pytest.mark.skipif(not fastscan.native_available(), reason="indexer._fastscan is not built")
+@pytest.mark.skipif(not native.native_available(), reason="indexer._fastscan is not built")
 def test_native_and_numba_scans_return_identical_neighbours(sift_index4):
     index, q = sift_index4
     enc = index.encoder.encode(q)
@@ -109,7 +109,7 @@ def test_native_and_numba_scans_return_identical_neighbours(sift_index4):
     np.testing.assert_array_equal(native[0], ref[0])
 
 
-@pytest.mark.skipif(not fastscan.native_available(), reason="native kernel not built")
+@pytest.mark.skipif(not native.native_available(), reason="native kernel not built")
 def test_native_rerank_equals_the_numba_rerank_at_every_level(sift_index4, monkeypatch):
     """indexer._fastscan.rerank4 (AVX-512 gathers or portable C++) gives the numba re-rank's
     bits: full and short candidate lists (padding), k above the candidate count, a NaN
@@ -118,7 +118,7 @@ def test_native_rerank_equals_the_numba_rerank_at_every_level(sift_index4, monke
     index, q = sift_index4
     enc = index.encoder.encode(q)
     dist_qc = index.quantizer.centroid_distances(enc)
-    captured, native = {}, fss.rerank4_native
+    captured, native_rerank = {}, fss.rerank4_native
     monkeypatch.setattr(fss, "rerank4_native", lambda *a: captured.setdefault("args", a)
                         or fss._rerank(*a))
     search_fastscan(index.quantizer, index.lists, enc, dist_qc, 10, 8, 64, 40, scan_backend="native")
@@ -131,23 +131,23 @@ def test_native_rerank_equals_the_numba_rerank_at_every_level(sift_index4, monke
     for k in (10, 40, 55):
         expected = (np.empty((q.shape[0], k), np.float32), np.empty((q.shape[0], k), np.int64))
         fss._rerank(*args, *expected)
-        levels = fastscan.LEVELS[: fastscan.LEVELS.index(fastscan._cpu_level()) + 1]
-        previous = fastscan.simd_level()
+        levels = native.LEVELS[: native.LEVELS.index(native.cpu_level()) + 1]
+        previous = native.simd_level()
         try:
             for level in levels:
-                fastscan._set_level(level)
+                native.set_level(level)
                 got = (np.empty_like(expected[0]), np.empty_like(expected[1]))
-                native(*args, *got, threads=2)
+                native_rerank(*args, *got, threads=2)
                 np.testing.assert_array_equal(got[0].view(np.uint32), expected[0].view(np.uint32))
                 np.testing.assert_array_equal(got[1], expected[1])
         finally:
-            fastscan._set_level(previous)
+            native.set_level(previous)
     assert np.isnan(expected[0][5]).any() and (expected[1][3, 7:] == -1).all()
     bad = list(args)
     bad[0] = args[0].copy()
     bad[0][1, 0] = index.lists.nrows            # a row past the end
     with pytest.raises(ValueError, match="out of range"):
-        native(*bad, np.empty((q.shape[0], 10), np.float32), np.empty((q.shape[0], 10), np.int64))
+        native_rerank(*bad, np.empty((q.shape[0], 10), np.float32), np.empty((q.shape[0], 10), np.int64))
 
 
 def test_save_load_keeps_4bit_codes(index4, small_data, tmp_path):
@@ -200,3 +200,4 @@ def test_8bit_codes_keep_an_int16_term_within_one_step_of_the_exact_one(trained_
     want = (lists.codes.nbytes + n + 4 * n + 2 * n + lists.term_base.nbytes
             + lists.offsets.nbytes) / n
     assert trained_index.bytes_per_vector == pytest.approx(want)
+

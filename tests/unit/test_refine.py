@@ -279,8 +279,8 @@ def test_l2_and_ip_models_of_the_same_arrays_are_distinct_versions(small_data, t
 
 
 def _levels():
-    from indexer import fastscan
-    return fastscan.LEVELS[: fastscan.LEVELS.index(fastscan._cpu_level()) + 1]
+    from indexer import native
+    return native.LEVELS[: native.LEVELS.index(native.cpu_level()) + 1]
 
 
 @pytest.mark.parametrize("store", ["uint8", "float16", "float32", "sq8"])
@@ -290,9 +290,9 @@ def test_native_refine_orders_as_the_numba_kernel_at_every_level(store, metric):
     distances (to float rounding; exactly for integer rows and queries), the same order
     except between near-equal distances, padding (-1), an overflowing row, a dim that is
     not a multiple of 16, k = r; a candidate past the end is a ValueError."""
-    from indexer import fastscan
+    from indexer import native
     from indexer.refine_kernel import refine_rows
-    if not fastscan.native_available():
+    if not native.native_available():
         pytest.skip("native kernel not built")
     rng = np.random.default_rng(11)
     d, n, nq, r = 37, 3000, 40, 60
@@ -309,12 +309,12 @@ def test_native_refine_orders_as_the_numba_kernel_at_every_level(store, metric):
     pos[3, 9:] = -1                               # 9 candidates: padded
     pos[4, 1:] = pos[4, 0]                        # one row 60 times: ties in candidate order
     empty = np.float32(np.inf if metric == "l2" else -np.inf)
-    previous = fastscan.simd_level()
+    previous = native.simd_level()
     for k in (10, r):
         want_d, want_p = refine_rows(q, pos, rows, store, metric, k, empty, backend="numba")
         try:
             for level in _levels():
-                fastscan._set_level(level)
+                native.set_level(level)
                 got_d, got_p = refine_rows(q, pos, rows, store, metric, k, empty,
                                            backend="native", threads=2)
                 if store == "uint8" and metric != "cosine":        # integer sums: exact
@@ -326,7 +326,7 @@ def test_native_refine_orders_as_the_numba_kernel_at_every_level(store, metric):
                 assert swapped.mean() < 0.01
                 np.testing.assert_allclose(got_d[swapped], want_d[swapped], rtol=2e-5, atol=1e-6)
         finally:
-            fastscan._set_level(previous)
+            native.set_level(previous)
     assert (got_p[3, 9:] == -1).all() and (got_d[3, 9:] == empty).all()
     assert (want_p[4] == pos[4, 0]).all()
     bad = pos.copy()
