@@ -1,7 +1,8 @@
 // indexer._fastscan.refine: the refinement kernel (indexer.refine_kernel's numba `_refine`
 // in C++; issue 15). Per query q and candidate j (pos[q, j], -1 = none):
-//   x = the stored row: uint8, float16, float32 values, or sq8 (offset + code * step, the
-//       row's float16 offset and step after its dim codes; shards.vector_store)
+//   x = the stored row: uint8, float16, float32 values, or sq8 ((code - base) * step: the
+//       row's float16 step after its dim codes, its sign bit for base 0, else base 128;
+//       shards.vector_store)
 //   l2: s = sum (x - q)^2; ip: s = sum x q; cosine: s = (sum x q) / (|q| |x|)
 // then the k best by s (l2 ascending, ip / cosine descending), ties in candidate order, a
 // NaN last, empty slots (inf key, `empty` score) last. The sums run in SIMD lanes (FMA), so
@@ -39,7 +40,7 @@ struct Sums {
     float xx = 0.0f; // cosine: |x|^2
 };
 
-inline float value(const RefineArgs& a, const uint8_t* row, Py_ssize_t t, float offset, float step) {
+inline float value(const RefineArgs& a, const uint8_t* row, Py_ssize_t t, float base, float step) {
     switch (a.kind) {
         case KIND_UINT8: return static_cast<float>(row[t]);
         case KIND_FLOAT16: {
@@ -52,22 +53,22 @@ inline float value(const RefineArgs& a, const uint8_t* row, Py_ssize_t t, float 
             std::memcpy(&x, row + 4 * t, 4);
             return x;
         }
-        default: return offset + static_cast<float>(row[t]) * step;
+        default: return (static_cast<float>(row[t]) - base) * step;
     }
 }
 
-inline void sq8_params(const RefineArgs& a, const uint8_t* row, float& offset, float& step) {
-    uint16_t bits[2];
-    std::memcpy(bits, row + a.d, 4);
-    offset = a.f16[bits[0]];
-    step = a.f16[bits[1]];
+inline void sq8_params(const RefineArgs& a, const uint8_t* row, float& base, float& step) {
+    uint16_t bits;
+    std::memcpy(&bits, row + a.d, 2);
+    step = a.f16[bits & 0x7fffu];
+    base = (bits & 0x8000u) ? 0.0f : 128.0f;
 }
 
 // values [t0, d) one at a time
-inline void sums_scalar(const RefineArgs& a, const uint8_t* row, const float* q, Py_ssize_t t0, float offset,
+inline void sums_scalar(const RefineArgs& a, const uint8_t* row, const float* q, Py_ssize_t t0, float base,
                         float step, Sums& s) {
     for (Py_ssize_t t = t0; t < a.d; ++t) {
-        const float x = value(a, row, t, offset, step);
+        const float x = value(a, row, t, base, step);
         if (a.mode == MODE_L2) {
             const float diff = x - q[t];
             s.a += diff * diff;
@@ -80,7 +81,7 @@ inline void sums_scalar(const RefineArgs& a, const uint8_t* row, const float* q,
 
 #if FS_X86
 __attribute__((target("avx512f,avx512bw"))) inline __m512 load16(const RefineArgs& a, const uint8_t* row,
-                                                                 Py_ssize_t t, __m512 offset, __m512 step) {
+                                                                 Py_ssize_t t, __m512 base, __m512 step) {
     switch (a.kind) {
         case KIND_UINT8:
             return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + t))));
@@ -88,20 +89,22 @@ __attribute__((target("avx512f,avx512bw"))) inline __m512 load16(const RefineArg
             return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 2 * t)));
         case KIND_FLOAT32: return _mm512_loadu_ps(reinterpret_cast<const float*>(row) + t);
         default:
-            return _mm512_fmadd_ps(
-                _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + t)))),
-                step, offset);
+            return _mm512_mul_ps(
+                _mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
+                                  _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + t)))),
+                              base),
+                step);
     }
 }
 
 __attribute__((target("avx512f,avx512bw"))) Sums sums_avx512(const RefineArgs& a, const uint8_t* row, const float* q) {
-    float offset = 0.0f, step = 0.0f;
-    if (a.kind == KIND_SQ8) sq8_params(a, row, offset, step);
-    const __m512 vo = _mm512_set1_ps(offset), vs = _mm512_set1_ps(step);
+    float base = 0.0f, step = 0.0f;
+    if (a.kind == KIND_SQ8) sq8_params(a, row, base, step);
+    const __m512 vb = _mm512_set1_ps(base), vs = _mm512_set1_ps(step);
     __m512 acc = _mm512_setzero_ps(), xx = _mm512_setzero_ps();
     const Py_ssize_t full = a.d / 16 * 16;
     for (Py_ssize_t t = 0; t < full; t += 16) {
-        const __m512 x = load16(a, row, t, vo, vs);
+        const __m512 x = load16(a, row, t, vb, vs);
         const __m512 qv = _mm512_loadu_ps(q + t);
         if (a.mode == MODE_L2) {
             const __m512 diff = _mm512_sub_ps(x, qv);
@@ -114,16 +117,16 @@ __attribute__((target("avx512f,avx512bw"))) Sums sums_avx512(const RefineArgs& a
     Sums s;
     s.a = _mm512_reduce_add_ps(acc);
     s.xx = _mm512_reduce_add_ps(xx);
-    sums_scalar(a, row, q, full, offset, step, s);
+    sums_scalar(a, row, q, full, base, step, s);
     return s;
 }
 #endif
 
 Sums sums_portable(const RefineArgs& a, const uint8_t* row, const float* q) {
-    float offset = 0.0f, step = 0.0f;
-    if (a.kind == KIND_SQ8) sq8_params(a, row, offset, step);
+    float base = 0.0f, step = 0.0f;
+    if (a.kind == KIND_SQ8) sq8_params(a, row, base, step);
     Sums s;
-    sums_scalar(a, row, q, 0, offset, step, s);
+    sums_scalar(a, row, q, 0, base, step, s);
     return s;
 }
 
@@ -191,7 +194,7 @@ PyObject* py_refine(PyObject*, PyObject* args) {
     bufs.count = 6;
     static const Py_ssize_t item[4] = {1, 2, 4, 1};
     if (d < 1 || r < 1 || k < 1 || k > r || r >= (Py_ssize_t{1} << 32) || kind < KIND_UINT8 || kind > KIND_SQ8 ||
-        mode < MODE_L2 || mode > MODE_COSINE || width != d + (kind == KIND_SQ8 ? 4 : 0) || level < 0 ||
+        mode < MODE_L2 || mode > MODE_COSINE || width != d + (kind == KIND_SQ8 ? 2 : 0) || level < 0 ||
         level > cpu_level()) {
         PyErr_SetString(PyExc_ValueError, "_fastscan.refine: bad d, r, k, width, kind, mode or level");
         return nullptr;

@@ -4,10 +4,10 @@ or portable C++, rows prefetched ahead) when built, else compiled by numba (the 
 parallel over queries). Both order alike; their sums differ in the last bits.
 
 Stored rows are uint8, float16, float32 or sq8 (`shards.vector_store`); float16 values
-(rows, and an sq8 row's offset and step) are read as their uint16 bits through a
-65536-entry float32 table (numba has no float16 on the CPU); uint8 and float32 rows are
-converted in the loop, one compiled loop per dtype, no temporaries. An sq8 row is decoded
-value by value as offset + code * step (the float32 operations of `decode_rows`).
+(rows, and an sq8 row's step) are read as their uint16 bits through a 65536-entry float32
+table (numba has no float16 on the CPU); uint8 and float32 rows are converted in the loop,
+one compiled loop per dtype, no temporaries. An sq8 row is decoded value by value as
+(code - base) * step (the float32 operations of `decode_rows`).
 """
 from __future__ import annotations
 
@@ -48,11 +48,12 @@ def _refine(q, pos, rows, table, sq8, mode, out_d, out_p, empty):
             dot = np.float32(0.0)
             sq = np.float32(0.0)
             if sq8:
-                offset = table[np.int64(row[d]) | (np.int64(row[d + 1]) << 8)]
-                step = table[np.int64(row[d + 2]) | (np.int64(row[d + 3]) << 8)]
+                bits = np.int64(row[d]) | (np.int64(row[d + 1]) << 8)
+                step = table[bits & 0x7FFF]
+                base = np.float32(0.0) if bits & 0x8000 else np.float32(128.0)
             for t in range(d):
                 if sq8:
-                    x = offset + np.float32(row[t]) * step
+                    x = (np.float32(row[t]) - base) * step
                 elif direct:
                     x = np.float32(row[t])
                 else:

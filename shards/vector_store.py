@@ -1,15 +1,18 @@
 """Stored vector formats (SPEC 7): what a row of the optional `vector` column holds.
 
-    rows = store_rows_of(x, "sq8")            # (n, dim + 4) uint8
+    rows = encode_sq8(x)                      # (n, dim + 2) uint8
     store_of(rows, dim)                       # -> "sq8"
     x_hat = decode_rows(rows, "sq8", dim)     # float32, within half a step of x
 
 - "uint8", "float16", "float32": the vectors as given, `dim` values per row;
-- "sq8": 8-bit scalar quantization with each row's own range: `dim` codes, then the row's
-  offset and step as two little-endian float16 (dim + 4 bytes); x[t] ~ offset + code[t] *
-  step, at most half a step off (offset and step are rounded to float16 before the codes are
-  chosen, so decoding agrees with encoding). A row's own range needs no trained state: rows
-  move between shards, versions and models unchanged.
+- "sq8": 8-bit scalar quantization on each row's own scale: `dim` codes, then one
+  little-endian float16 s (dim + 2 bytes). x[t] ~ (code[t] - base) * |s| with base 128
+  (s >= 0: a row with negative values, codes centred on 0) or 0 (sign bit of s set: a row
+  of non-negative values, all 256 codes above 0). |s| is the smallest float16 step that
+  covers the row (rounded up before the codes are chosen, so decoding agrees with
+  encoding): every value is at most half a step off. No trained state: rows move between
+  shards, versions and models unchanged, and cost 2 bytes more than the codes (faiss' SQ8
+  keeps per-dimension ranges instead; a row far from 0 in both directions is coarser here).
 
 The format of an array follows from its dtype and width, so a store's name is never
 carried beside the rows.
@@ -20,8 +23,9 @@ import numpy as np
 
 #: store name -> (dtype, extra bytes per row beyond dim values)
 STORES = {"uint8": (np.dtype(np.uint8), 0), "float16": (np.dtype(np.float16), 0),
-          "float32": (np.dtype(np.float32), 0), "sq8": (np.dtype(np.uint8), 4)}
+          "float32": (np.dtype(np.float32), 0), "sq8": (np.dtype(np.uint8), 2)}
 SQ8_LEVELS = 255
+SQ8_BASE = 128     # the code of 0 in a row with negative values
 _F16_MAX = float(np.finfo(np.float16).max)
 
 
@@ -53,52 +57,56 @@ def store_of(rows: np.ndarray, dim: int) -> str:
             if rows.dtype == dtype and rows.shape[1] == dim + extra:
                 return name
     raise ValueError(f"stored vectors of {dim}-d rows must be a 2-D array of uint8[{dim}], "
-                     f"float16[{dim}], float32[{dim}] or sq8 (uint8[{dim + 4}]), got "
+                     f"float16[{dim}], float32[{dim}] or sq8 (uint8[{dim + 2}]), got "
                      f"{getattr(rows, 'dtype', type(rows).__name__)} "
                      f"{getattr(rows, 'shape', None)}")
 
 
 def encode_sq8(x: np.ndarray, what: str = "vectors", row_offset: int = 0) -> np.ndarray:
-    """Rows of x (n, dim), finite, as sq8 rows (n, dim + 4) uint8; refuses, naming it, a
-    row whose values lie beyond float16's range (its offset and step are float16)."""
+    """Rows of x (n, dim), finite, as sq8 rows (n, dim + 2) uint8; refuses, naming it, a
+    row whose step would lie beyond float16's range."""
     x = np.asarray(x, dtype=np.float32)
     n, dim = x.shape
-    out = np.empty((n, dim + 4), dtype=np.uint8)
+    out = np.empty((n, dim + 2), dtype=np.uint8)
     if not n:
         return out
     lo, hi = x.min(axis=1), x.max(axis=1)
-    bad = (lo < -_F16_MAX) | (hi > _F16_MAX)
+    unsigned = lo >= 0
+    base = np.where(unsigned, np.float32(0), np.float32(SQ8_BASE))
+    need = np.where(unsigned, hi / np.float32(SQ8_LEVELS),
+                    np.maximum(-lo / np.float32(SQ8_BASE), hi / np.float32(SQ8_LEVELS - SQ8_BASE)))
+    bad = need > _F16_MAX
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{what}: row {row + row_offset} has values beyond float16's "
-                         f"+-{_F16_MAX:g}, which an sq8 row's offset and step cannot hold; "
-                         f"use stored_vectors='float32'")
-    offset = lo.astype(np.float16)
-    down = offset.astype(np.float32) > lo                     # round the offset down
-    offset[down] = np.nextafter(offset[down], np.float16(-np.inf))
-    span = (hi - offset.astype(np.float32)) / np.float32(SQ8_LEVELS)
-    step = span.astype(np.float16)
-    up = step.astype(np.float32) < span                       # and the step up: 255 steps cover
+        raise ValueError(f"{what}: row {row + row_offset} has values beyond "
+                         f"+-{_F16_MAX * SQ8_BASE:g}, which an sq8 row's float16 step cannot "
+                         f"cover; use stored_vectors='float32'")
+    step = need.astype(np.float16)
+    up = step.astype(np.float32) < need                       # round the step up: it covers
     step[up] = np.nextafter(step[up], np.float16(np.inf))
     step32 = step.astype(np.float32)
     with np.errstate(divide="ignore", invalid="ignore"):
-        level = (x - offset.astype(np.float32)[:, None]) / step32[:, None]
-    level = np.where(step32[:, None] > 0, level, 0)
+        level = x / step32[:, None] + base[:, None]
+    level = np.where(step32[:, None] > 0, level, base[:, None])
     out[:, :dim] = np.clip(np.rint(level), 0, SQ8_LEVELS)
-    out[:, dim:] = np.stack([offset, step], axis=1).view(np.uint8)
+    signed = np.where(unsigned, -step, step)                  # the sign bit: base 0
+    signed[unsigned & (step32 == 0)] = np.float16(-0.0)
+    out[:, dim:] = signed.view(np.uint8).reshape(n, 2)
     return out
 
 
 def sq8_params(rows: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """(offset, step) float32 per sq8 row."""
-    pair = np.ascontiguousarray(rows[:, dim:dim + 4]).view(np.float16)
-    return pair[:, 0].astype(np.float32), pair[:, 1].astype(np.float32)
+    """(base, step) float32 per sq8 row: x = (code - base) * step."""
+    bits = np.ascontiguousarray(rows[:, dim:dim + 2]).view(np.uint16)[:, 0]
+    step = (bits & np.uint16(0x7FFF)).view(np.float16).astype(np.float32)
+    base = np.where(bits & np.uint16(0x8000), np.float32(0), np.float32(SQ8_BASE))
+    return base.astype(np.float32), step
 
 
 def decode_rows(rows: np.ndarray, name: str, dim: int) -> np.ndarray:
     """float32 (n, dim) of stored rows: the vectors themselves, or an sq8 row's
-    offset + code * step."""
+    (code - base) * step."""
     if name != "sq8":
         return np.asarray(rows, dtype=np.float32)
-    offset, step = sq8_params(rows, dim)
-    return offset[:, None] + rows[:, :dim].astype(np.float32) * step[:, None]
+    base, step = sq8_params(rows, dim)
+    return (rows[:, :dim].astype(np.float32) - base[:, None]) * step[:, None]

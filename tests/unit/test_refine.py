@@ -93,7 +93,7 @@ def test_narrow_stores_rank_by_the_stored_values(small_data, store):
 def test_an_sq8_store_ranks_by_its_decoded_rows(small_data, metric):
     """Refining every row = brute force over the decoded sq8 rows (what the store holds)."""
     index = make_index(small_data, metric, store="sq8", n=2000)
-    assert index.to_arrays().vectors.shape == (2000, D_IN + 4)
+    assert index.to_arrays().vectors.shape == (2000, D_IN + 2)
     decoded = decode_rows(encode_sq8(small_data["base"][:2000]), "sq8", D_IN)
     q, k = small_data["query"][:20], 10
     D, I = index.search(q, k=k, refine=index.ntotal, **EVERY_LIST)
@@ -108,24 +108,34 @@ def test_an_sq8_store_ranks_by_its_decoded_rows(small_data, metric):
 
 
 def test_sq8_rows_are_within_half_a_step():
+    """sq8 rows: dim codes and a float16 step (its sign bit: base 0, for a row without
+    negative values); every value within half a step; the step the smallest float16 that
+    covers the row."""
     rng = np.random.default_rng(3)
-    x = np.vstack([rng.normal(size=(500, 24)) * rng.uniform(1e-3, 1e3, (500, 1)),
+    scale = rng.uniform(1e-3, 1e3, (500, 1))
+    x = np.vstack([rng.normal(size=(500, 24)) * scale, np.abs(rng.normal(size=(500, 24))) * scale,
                    np.full((1, 24), 7.3), np.zeros((1, 24)), -np.abs(rng.normal(size=(1, 24))),
-                   np.r_[np.full(23, -65504.0), 65504.0][None]]).astype(np.float32)
+                   np.r_[np.full(23, -65504.0 * 128), 65504.0 * 127][None],
+                   rng.normal(size=(1, 24)) * 1e-9]).astype(np.float32)
     rows = encode_sq8(x)
-    assert rows.dtype == np.uint8 and rows.shape == (x.shape[0], 28)
+    assert rows.dtype == np.uint8 and rows.shape == (x.shape[0], 26)
     assert store_of(rows, 24) == "sq8" and store_of(rows[:, :24], 24) == "uint8"
-    offset, step = sq8_params(rows, 24)
+    base, step = sq8_params(rows, 24)
     decoded = decode_rows(rows, "sq8", 24)
     err = np.abs(decoded.astype(np.float64) - x)
-    # half a step, and float32 rounding of offset + code * step
-    assert (err <= step[:, None] * 0.5 + np.abs(x) * 2e-7 + 1e-30).all()
-    assert (offset <= x.min(axis=1)).all()
-    assert np.unique(rows[-4, :24]).size == 1 and decoded[-4, 0] == pytest.approx(7.3, rel=1e-4)
-    np.testing.assert_array_equal(decoded[-3], 0)
-    with pytest.raises(ValueError, match="add: row 12 has values beyond float16"):
-        encode_sq8(np.full((1, 24), 7e4, np.float32), "add", row_offset=12)
-    with pytest.raises(ValueError, match=r"sq8 \(uint8\[28\]\), got uint8 \(3, 27\)"):
+    assert (err <= step[:, None] * (0.5 + 1e-6)).all()
+    unsigned = x.min(axis=1) >= 0
+    np.testing.assert_array_equal(base, np.where(unsigned, 0, 128))
+    # the step covers the row, and the next smaller float16 would not
+    smaller = np.nextafter(step.astype(np.float16), np.float16(0)).astype(np.float32)
+    cover = np.where(unsigned, x.max(axis=1) / 255,
+                     np.maximum(-x.min(axis=1) / 128, x.max(axis=1) / 127))
+    assert (step >= cover).all() and (smaller[step > 0] < cover[step > 0]).all()
+    assert decoded[1000, 0] == pytest.approx(7.3, abs=float(step[1000]) / 2)
+    np.testing.assert_array_equal(decoded[1001], 0)
+    with pytest.raises(ValueError, match="add: row 12 has values beyond"):
+        encode_sq8(np.full((1, 24), -1e7, np.float32), "add", row_offset=12)
+    with pytest.raises(ValueError, match=r"sq8 \(uint8\[26\]\), got uint8 \(3, 27\)"):
         store_of(np.zeros((3, 27), np.uint8), 24)
 
 
@@ -145,9 +155,9 @@ def test_stored_vectors_count_in_bytes_per_vector(small_data):
         if store != "uint8":
             assert extra == pytest.approx(D_IN * width)
     sq8 = make_index(small_data, store="sq8", n=2000)
-    assert sq8.bytes_per_vector - plain.bytes_per_vector == pytest.approx(D_IN + 4)
+    assert sq8.bytes_per_vector - plain.bytes_per_vector == pytest.approx(D_IN + 2)
     assert VLQIndex(D_IN, NLIST, NEDGE, code_bytes=8, stored_vectors="sq8").bytes_per_vector == \
-        VLQIndex(D_IN, NLIST, NEDGE, code_bytes=8).bytes_per_vector + D_IN + 4
+        VLQIndex(D_IN, NLIST, NEDGE, code_bytes=8).bytes_per_vector + D_IN + 2
 
 
 def test_refine_errors(small_data, index):
@@ -229,9 +239,9 @@ def test_an_sq8_store_round_trips_through_parquet(small_data, tmp_path):
     np.testing.assert_array_equal(kept[:4], encode_sq8(rows))
     np.testing.assert_array_equal(kept[4:], encode_sq8(rows))
     with pytest.raises(ValueError, match=r"vectors must be an \(n=4, dim=32\) numpy array "
-                                         r"or sq8 rows \(n, 36\)"):
+                                         r"or sq8 rows \(n, 34\)"):
         again.add_encoded(*again.encode(rows), np.array([9020, 9021, 9022, 9023]),
-                          vectors=encode_sq8(rows)[:, :35])
+                          vectors=encode_sq8(rows)[:, :33])
 
 
 def test_refine_function_orders_and_pads():
