@@ -404,7 +404,7 @@ def test_a_shard_without_the_index_columns_is_refused_on_load(encoded, tmp_path)
 
 
 def test_sq8_rows_append_compact_and_load_bitwise(encoded, store_uri):
-    """An sq8 store (dim + 4 bytes a row) is a format like the others: published,
+    """An sq8 store (dim + 2 bytes a row) is a format like the others: published,
     appended, compacted and loaded as written; another format's rows are refused."""
     rows = encode_sq8(encoded.vectors.astype(np.float32))
     sq8 = IndexArrays(**{**vars_of(encoded), "vectors": rows})
