@@ -26,7 +26,7 @@ VLQ_NLINES_FACTORS = (2, 4, 8, 16)
 #: 4-bit snapline: exact re-ranking of f * k candidates
 SNAPLINE_RERANK_FACTORS = (1, 2)
 #: snapline with a vector store: refinement of f * k candidates by the stored vectors
-SNAPLINE_REFINE_FACTORS = (1, 2)
+SNAPLINE_REFINE_FACTORS = (1, 2, 4)
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,7 @@ def add_bench_commands(sub) -> None:
     bench.add_argument("--nedge", type=int, default=32)
     bench.add_argument("--refine", action="store_true",
                        help="also snapline with a vector store (uint8 for byte vectors, else "
-                            "sq8), its `refine` swept over k and 2k (issue 15)")
+                            "sq8), its `refine` swept over k, 2k and 4k (issue 15)")
     bench.add_argument("--metric", choices=("l2", "ip", "cosine"), default="l2",
                        help="what every system ranks by; data_dir's gt.ibin must be for it "
                             "(its metric.json; l2 without, also ip/cosine for unit-norm rows)")
