@@ -85,8 +85,9 @@ def check_refine(refine, k: int, store: str | None, ntotal: int) -> int:
 
 def store_rows(x: np.ndarray, store: str, what: str, row_offset: int = 0) -> np.ndarray:
     """Rows of x (checked (n, dim), any supported dtype) as the store keeps them (cast, or
-    sq8-encoded); refuses a uint8 store of values that are not integers in 0..255, and a
-    float16 or sq8 store of values beyond float16, naming the first bad row."""
+    sq8-encoded); refuses a uint8 store of values that are not integers in 0..255, a
+    float16 store of values beyond float16 and an sq8 row beyond its float16 step's reach
+    (+-65504 * 128), naming the first bad row."""
     if store == "sq8":
         return encode_sq8(x, what, row_offset)
     dtype = store_dtype(store)
