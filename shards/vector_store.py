@@ -104,9 +104,9 @@ def sq8_params(rows: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def decode_rows(rows: np.ndarray, name: str, dim: int) -> np.ndarray:
-    """float32 (n, dim) of stored rows: the vectors themselves, or an sq8 row's
-    (code - base) * step."""
+    """The vectors (n, dim) of stored rows: uint8 / float16 / float32 rows as they are (no
+    copy), float32 (code - base) * step of sq8 rows."""
     if name != "sq8":
-        return np.asarray(rows, dtype=np.float32)
+        return rows
     base, step = sq8_params(rows, dim)
     return (rows[:, :dim].astype(np.float32) - base[:, None]) * step[:, None]
