@@ -16,7 +16,7 @@ __all__ = ["SnaplineRunner"]
 
 def _store_for(x: np.ndarray) -> str:
     """The vector store for refinement: uint8 for byte vectors (read as float32 here: exact
-    at one byte a value), else sq8 (one byte a value and four a row: the peers' SQ8
+    at one byte a value), else sq8 (one byte a value and two a row: the peers' SQ8
     refinement copies cost as much)."""
     if np.issubdtype(x.dtype, np.integer) or (
             x.size and float(x.min()) >= 0 and float(x.max()) <= 255

@@ -29,7 +29,7 @@ struct RefineArgs {
     const float* f16;      // 65536 float32: the value of each float16 bit pattern
     float* out_d;          // (nq, k)
     int64_t* out_p;
-    Py_ssize_t nq, d, r, n, width, k, row_bytes;
+    Py_ssize_t nq, d, r, n, k, row_bytes;
     int kind, mode, level;
     float empty;
     std::atomic<int> bad{0};
@@ -209,7 +209,7 @@ PyObject* py_refine(PyObject*, PyObject* args) {
     a.f16 = static_cast<const float*>(v[3].buf);
     a.out_d = static_cast<float*>(v[4].buf);
     a.out_p = static_cast<int64_t*>(v[5].buf);
-    a.nq = nq; a.d = d; a.r = r; a.n = n; a.width = width; a.k = k; a.row_bytes = row_bytes;
+    a.nq = nq; a.d = d; a.r = r; a.n = n; a.k = k; a.row_bytes = row_bytes;
     a.kind = kind; a.mode = mode; a.level = level; a.empty = empty;
     Py_BEGIN_ALLOW_THREADS
     over_queries(nq, threads, [&]() {

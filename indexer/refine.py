@@ -14,8 +14,7 @@ import numpy as np
 from indexer.refine_kernel import refine_rows
 from indexer.validation import check_vectors
 from shards.shape import METRICS
-from shards.vector_store import (STORES, encode_sq8, store_dtype, store_nbytes, store_of,
-                                 store_width)
+from shards.vector_store import STORES, encode_sq8, store_dtype, store_of, store_width
 
 
 def check_metric(metric) -> str:
@@ -39,11 +38,6 @@ def check_store(stored_vectors) -> str | None:
         raise ValueError(f"stored_vectors must be None, {', '.join(map(repr, STORES))}; "
                          f"got stored_vectors={stored_vectors!r}")
     return stored_vectors
-
-
-def store_bytes(store: str | None, dim: int) -> int:
-    """Bytes a vector store keeps per vector (0 without one)."""
-    return store_nbytes(store, dim)
 
 
 def stored_input(vectors, store: str | None, dim: int, n: int, what: str):

@@ -1,6 +1,6 @@
 """The refinement kernel: distances between each query and its candidates' stored
 vectors, and the k best: native (`indexer._fastscan.refine`, indexer/_refine.cpp: AVX-512
-or portable C++, rows prefetched ahead) when built, else compiled by numba (the reference;
+or portable C++) when built, else compiled by numba (the reference;
 parallel over queries). Both order alike; their sums differ in the last bits.
 
 Stored rows are uint8, float16, float32 or sq8 (`shards.vector_store`); float16 values

@@ -24,7 +24,7 @@ from indexer.persistence import index_from_arrays, index_from_trained, index_to_
 from indexer.quantizer import VLQQuantizer
 from indexer.refine import (check_metric, check_refine, check_store,
                             larger_is_better, normalize_rows, refine as refine_candidates,
-                            store_bytes, store_rows, stored_input)
+                            store_rows, stored_input)
 from indexer.search_paths import scan_batch
 from indexer.validation import (
     as_float32,
@@ -39,7 +39,7 @@ from indexer.validation import (
 from shards import (IndexArrays, IndexRoot, IndexShape, Store, load_arrays, load_model,
                     save_copy, save_model)
 from shards.index_arrays import DEFAULT_ROWS_PER_SHARD
-from shards.vector_store import store_dtype, store_width
+from shards.vector_store import store_dtype, store_nbytes, store_width
 
 ID_BYTES = 4      # ids kept as uint32 above a base (int64 when they span >= 2**32)
 LAMBDA_BYTES = 1
@@ -116,7 +116,7 @@ class VLQIndex:
         if self.ntotal:
             return self.lists.nbytes / self.ntotal
         return float(self.code_bytes + LAMBDA_BYTES + ID_BYTES + TERM_BYTES * (self.pq_bits == 8)
-                     + store_bytes(self.stored_vectors, self.dim))
+                     + store_nbytes(self.stored_vectors, self.dim))
 
     def __repr__(self) -> str:
         return (f"VLQIndex(dim={self.dim}, encoder={self.encoder.kind!r}, nlist={self.nlist}, nedge={self.nedge}, "

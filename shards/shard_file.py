@@ -2,9 +2,9 @@
 
 Schema: id uint64, list_id uint32, lambda uint8, code fixed_size_binary[M], an
 optional `vector` fixed_size_list<uint8|float16|float32>[dim] column (raw vectors for
-refinement / re-encode; or uint8[dim + 2], sq8 rows: `shards.vector_store`) and optional attribute columns `attr.<name>` (any Arrow type,
-read back as written; names are plain identifiers, the prefix keeps them apart from the
-code columns).
+refinement / re-encode; or uint8[dim + 2], sq8 rows: `shards.vector_store`) and optional
+attribute columns `attr.<name>` (any Arrow type, read back as written; names are plain
+identifiers, the prefix keeps them apart from the code columns).
 zstd compression; row groups hold whole lists (a list larger than the row-group
 target is a row group of its own); key-value metadata `snapline.*` records the
 format version, model version, the index shape (dim, nlist, nedge, M = code_bytes,

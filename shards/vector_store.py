@@ -89,8 +89,7 @@ def encode_sq8(x: np.ndarray, what: str = "vectors", row_offset: int = 0) -> np.
         level = x / step32[:, None] + base[:, None]
     level = np.where(step32[:, None] > 0, level, base[:, None])
     out[:, :dim] = np.clip(np.rint(level), 0, SQ8_LEVELS)
-    signed = np.where(unsigned, -step, step)                  # the sign bit: base 0
-    signed[unsigned & (step32 == 0)] = np.float16(-0.0)
+    signed = np.where(unsigned, -step, step)                  # the sign bit: base 0 (-0 too)
     out[:, dim:] = signed.view(np.uint8).reshape(n, 2)
     return out
 
