@@ -938,6 +938,10 @@ PyMethodDef methods[] = {
      "refine(queries, pos, rows, f16, out_d, out_p, nq, d, r, n, width, k, kind, mode, empty, threads, level): "
      "distances to the candidates' stored rows and the k best; use indexer.refine_kernel.refine_rows, "
      "which checks the arguments"},
+    {"prepare", py_prepare, METH_VARARGS,
+     "prepare(dist_qc, edges, edge_len2, rule, lutq, tables, t_min, t_span, line_list, line_probe, line_b, line_c, "
+     "line_alpha, line_const, lut8, scale, nq, ncent, nedge, nprobe, nlines, M, threads, level): probes, lines "
+     "and quantized tables of the fast scan; use indexer.fastscan_search, which checks the arguments"},
     {"cpu_level", py_cpu_level, METH_NOARGS, "best SIMD level of this CPU: 0 portable, 1 avx2, 2 avx512"},
     {nullptr, nullptr, 0, nullptr}};
 

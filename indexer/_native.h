@@ -55,7 +55,7 @@ void over_queries(Py_ssize_t nq, int threads, MakeWorker make_worker) {
 }
 
 struct Buffers {
-    Py_buffer b[15];
+    Py_buffer b[16];
     int count = 0;
     ~Buffers() {
         for (int i = 0; i < count; ++i) PyBuffer_Release(&b[i]);
@@ -75,5 +75,7 @@ inline bool sizes_match(const char* fn, const Py_buffer* v, const Py_ssize_t* ex
 
 // _refine.cpp
 PyObject* py_refine(PyObject*, PyObject* args);
+// _prepare.cpp
+PyObject* py_prepare(PyObject*, PyObject* args);
 
 }  // namespace snapline_native

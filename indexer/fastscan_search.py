@@ -13,7 +13,8 @@ exact ADC distances, as the scalar scan's.
 
 Stages, timed into `stages` when given: tables (the float query tables, one GEMM per
 sub-space), lines+tables (probes, line selection and the quantized tables of the probes,
-fused per query), scan, rerank (the caller times coarse and merge).
+fused per query: `_prepare`, or its native twin indexer/_prepare.cpp with the same bits), scan,
+rerank (the caller times coarse and merge).
 """
 from __future__ import annotations
 
@@ -104,6 +105,21 @@ def _prepare(dist_qc, edges, edge_len2, rule, nprobe, nlines, lutq, tables, t_mi
             scale[qi] = _quantize(lutq[qi], tables, t_min, t_span, probe_c, lut8[qi], bias)
             for li in range(nlines):
                 line_const[qi, li] = line_b[qi, li] + bias[line_probe[qi, li]]
+
+
+def prepare_native(dist_qc, edges, edge_len2, rule, nprobe, nlines, lutq, tables, t_min, t_span,
+                   line_list, line_probe, line_b, line_c, line_alpha, line_const, lut8, scale,
+                   threads=None):
+    """`_prepare` by the native kernel (indexer/_prepare.cpp: the same float32 operations
+    and selections, so the same bits; AVX-512 table quantization at the level `scan4` runs);
+    an edge out of range raises ValueError."""
+    nq, ncent = dist_qc.shape
+    c = np.ascontiguousarray
+    kernel("prepare")(
+        c(dist_qc, np.float32), c(edges, np.int32), c(edge_len2, np.float32), c(rule, np.float32),
+        c(lutq, np.float32), c(tables, np.float32), c(t_min, np.float32), c(t_span, np.float32),
+        line_list, line_probe, line_b, line_c, line_alpha, line_const, lut8, scale, nq, ncent,
+        edges.shape[1], nprobe, nlines, lutq.shape[1], resolve_threads(threads), level_index())
 
 
 def rerank4_native(cand_pos, cand_line, line_list, line_b, line_c, line_alpha, lutq, tables,
@@ -251,10 +267,10 @@ def search_fastscan(quantizer, lists, q: np.ndarray, dist_qc: np.ndarray, k: int
                                                   for _ in range(4))
         lut8 = np.empty((nq, nprobe) + lutq.shape[1:], dtype=np.uint8)
         scale = np.empty(nq, dtype=np.float32)
-        _prepare(dist_qc, quantizer.edges, quantizer.edge_len2, quantizer.line_rule, nprobe,
-                 nlines, lutq, tables,
-                 t_min, t_span, line_list, line_probe, line_b, line_c, line_alpha, line_const,
-                 lut8, scale)
+        prepare = prepare_native if resolve_backend(scan_backend) == "native" else _prepare
+        prepare(dist_qc, quantizer.edges, quantizer.edge_len2, quantizer.line_rule, nprobe,
+                nlines, lutq, tables, t_min, t_span, line_list, line_probe, line_b, line_c,
+                line_alpha, line_const, lut8, scale)
     with timed(stages, "scan"):
         approx, cand_pos, cand_line = scan4(lut8, scale, line_list, line_probe, line_const, line_c,
                                        line_alpha, lists.offsets, lists.packed, lists.lambda_idx,

@@ -1,5 +1,5 @@
-"""The native extension indexer._fastscan (indexer/_fastscan.cpp, _refine.cpp; built by
-`pip install -e .`) and the SIMD level its kernels run at.
+"""The native extension indexer._fastscan (indexer/_fastscan.cpp, _prepare.cpp, _refine.cpp;
+built by `pip install -e .`) and the SIMD level its kernels run at.
 
     if native_available(): kernel("scan4")(..., threads, level_index())
     set_level("portable")     # tests and benchmarks; returns the previous level

@@ -370,7 +370,8 @@ def test_portable_only_build_of_the_extension(tmp_path):
     target = tmp_path / ("_fastscan" + sysconfig.get_config_var("EXT_SUFFIX"))
     subprocess.run(["g++", "-O3", "-ffp-contract=off", "-std=c++17", "-DSNAPLINE_NO_X86", "-fPIC", "-shared",
                     "-pthread", f"-I{include}", str(REPO / "indexer" / "_fastscan.cpp"),
-                    str(REPO / "indexer" / "_refine.cpp"), "-o", str(target)],
+                    str(REPO / "indexer" / "_refine.cpp"), str(REPO / "indexer" / "_prepare.cpp"),
+                    "-o", str(target)],
                    check=True, capture_output=True, timeout=300)
     spec = importlib.util.spec_from_file_location("_fastscan", target)
     native = importlib.util.module_from_spec(spec)
@@ -394,6 +395,24 @@ def test_portable_only_build_of_the_extension(tmp_path):
     want = refine_rows(q, pos, rows, "uint8", "l2", 10, np.float32(np.inf), backend="numba")
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
+    # and its probes, lines and quantized tables
+    from indexer.fastscan_search import _prepare
+    ncent, nedge, m, nq, nprobe, nlines = 40, 6, 4, 5, 7, 20
+    dist = rng.random((nq, ncent), dtype=np.float32) * 100
+    edges = rng.integers(0, ncent, (ncent, nedge)).astype(np.int32)
+    len2 = rng.random((ncent, nedge), dtype=np.float32) * 10
+    lutq = rng.standard_normal((nq, m, 16)).astype(np.float32)
+    tables = rng.standard_normal((ncent, m, 16)).astype(np.float32)
+    t_min, t_span = tables.min(axis=2), np.ptp(tables, axis=2).astype(np.float32)
+    rule = np.array([0, 0, 1], dtype=np.float32)
+    outs = [(np.empty((nq, nlines), np.int64), np.empty((nq, nlines), np.int32),
+             *(np.empty((nq, nlines), np.float32) for _ in range(4)),
+             np.empty((nq, nprobe, m, 16), np.uint8), np.empty(nq, np.float32)) for _ in range(2)]
+    native.prepare(dist, edges, len2, rule, lutq, tables, t_min, t_span, *outs[0], nq, ncent, nedge,
+                   nprobe, nlines, m, 2, 0)
+    _prepare(dist, edges, len2, rule, nprobe, nlines, lutq, tables, t_min, t_span, *outs[1])
+    for g, e in zip(*outs):
+        np.testing.assert_array_equal(g.view(np.uint8), e.view(np.uint8))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

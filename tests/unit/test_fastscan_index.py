@@ -109,6 +109,60 @@ def test_native_and_numba_scans_return_identical_neighbours(sift_index4):
     np.testing.assert_array_equal(native[0], ref[0])
 
 
+def _prepare_outputs(fn, dist_qc, quantizer, rule, nprobe, nlines, lutq, **kw):
+    nq = dist_qc.shape[0]
+    tables, t_min, t_span = quantizer.centroid_tables_with_bounds()
+    out = (np.empty((nq, nlines), np.int64), np.empty((nq, nlines), np.int32),
+           *(np.empty((nq, nlines), np.float32) for _ in range(4)),
+           np.empty((nq, nprobe) + lutq.shape[1:], np.uint8), np.empty(nq, np.float32))
+    fn(dist_qc, quantizer.edges, quantizer.edge_len2, rule, nprobe, nlines, lutq, tables, t_min,
+       t_span, *out, **kw)
+    return out
+
+
+@pytest.mark.skipif(not native.native_available(), reason="native kernel not built")
+def test_native_prepare_equals_the_numba_prepare_at_every_level(sift_index4):
+    """indexer._fastscan.prepare (probes, line selection, line terms, quantized tables) gives
+    the numba `_prepare`'s bits: l2 and inner-product line rules, all lines or a few, ties
+    between centroid and line distances (rounded distances), infinite distances, a single
+    probe; an edge out of range is a ValueError, never a read."""
+    import indexer.fastscan_search as fss
+    index, q = sift_index4
+    quantizer = index.quantizer
+    enc = index.encoder.encode(q)
+    lutq = quantizer.query_tables(enc)
+    exact = quantizer.centroid_distances(enc)
+    tied = np.round(exact / 5000.0).astype(np.float32) * np.float32(5000.0)
+    with_inf = exact.copy()
+    with_inf[::3, ::7] = np.inf
+    assert len(np.unique(tied[0])) < tied.shape[1] // 2       # many ties
+    ip_rule = np.array([1.0, -0.25, 1.25], dtype=np.float32)
+    nedge = quantizer.edges.shape[1]
+    levels = native.LEVELS[: native.LEVELS.index(native.cpu_level()) + 1]
+    previous = native.simd_level()
+    try:
+        for dist_qc, rule in ((exact, quantizer.line_rule), (tied, quantizer.line_rule),
+                              (with_inf, quantizer.line_rule), (exact, ip_rule), (tied, ip_rule)):
+            for nprobe, nlines in ((1, 1), (1, nedge), (8, 20), (8, 8 * nedge), (32, 100), (64, 64)):
+                expected = _prepare_outputs(fss._prepare, dist_qc, quantizer, rule, nprobe,
+                                            nlines, lutq)
+                for level in levels:
+                    native.set_level(level)
+                    got = _prepare_outputs(fss.prepare_native, dist_qc, quantizer, rule, nprobe,
+                                           nlines, lutq, threads=2)
+                    for g, e in zip(got, expected):
+                        np.testing.assert_array_equal(g.view(np.uint8), e.view(np.uint8))
+    finally:
+        native.set_level(previous)
+    bad = quantizer.edges.copy()
+    bad[3, 1] = quantizer.nlist
+    tables, t_min, t_span = quantizer.centroid_tables_with_bounds()
+    out = _prepare_outputs(lambda *a: None, exact, quantizer, quantizer.line_rule, 8, 20, lutq)
+    with pytest.raises(ValueError, match="out of range"):
+        fss.prepare_native(exact, bad, quantizer.edge_len2, quantizer.line_rule, 8, 20, lutq,
+                           tables, t_min, t_span, *out)
+
+
 @pytest.mark.skipif(not native.native_available(), reason="native kernel not built")
 def test_native_rerank_equals_the_numba_rerank_at_every_level(sift_index4, monkeypatch):
     """indexer._fastscan.rerank4 (AVX-512 gathers or portable C++) gives the numba re-rank's
