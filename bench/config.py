@@ -32,7 +32,8 @@ class BenchConfig:
 
     nlist: every IVF-based system is built at each value of ``nlists`` (default: the
     powers of two of :func:`bench.plans.nlist_range`); ``nlist_vlq`` fixes snapline's
-    single VLQ nlist and ``ivf_nlist`` the peers' single nlist, over ``nlists``.
+    single VLQ nlist and ``ivf_nlist`` the peers' single nlist, over ``nlists``. snapline is
+    built at each value of ``nedges`` too (graph edges per centroid, its lines per list).
     """
 
     data_dir: Path
@@ -40,7 +41,7 @@ class BenchConfig:
     code_bytes: int = 16
     threads: int = field(default_factory=_default_threads)
     nlist_vlq: int | None = None
-    nedge: int = 32
+    nedges: tuple[int, ...] = (32,)   # one snapline build per value (and per nlist)
     nlambda: int = 256
     ivf_nlist: int | None = None
     nlists: tuple[int, ...] | None = None
@@ -59,6 +60,7 @@ class BenchConfig:
         object.__setattr__(self, "systems", tuple(self.systems))
         object.__setattr__(self, "encoders", tuple(self.encoders))
         object.__setattr__(self, "pq_bits", tuple(self.pq_bits))
+        object.__setattr__(self, "nedges", tuple(self.nedges))
         if self.nlists is not None:
             object.__setattr__(self, "nlists", tuple(self.nlists))
         self._check_sizes()
@@ -75,7 +77,7 @@ class BenchConfig:
         self._check_systems()
 
     def _check_sizes(self) -> None:
-        for name, low in [("code_bytes", 1), ("threads", 1), ("nedge", 1), ("nlambda", 1),
+        for name, low in [("code_bytes", 1), ("threads", 1), ("nlambda", 1),
                           ("k", 1), ("repeats", 1), ("add_batch_size", 1)]:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -94,6 +96,10 @@ class BenchConfig:
                        for v in self.nlists)):
             raise ValueError(f"nlists must be None (auto) or distinct ints >= 2, "
                              f"got nlists={self.nlists!r}")
+        if (not self.nedges or len(set(self.nedges)) != len(self.nedges)
+                or any(isinstance(v, bool) or not isinstance(v, int) or v < 1
+                       for v in self.nedges)):
+            raise ValueError(f"nedges must be distinct ints >= 1, got nedges={self.nedges!r}")
         if (not self.pq_bits or len(set(self.pq_bits)) != len(self.pq_bits)
                 or any(b not in SNAPLINE_PQ_BITS for b in self.pq_bits)):
             raise ValueError(f"pq_bits must be distinct values among {SNAPLINE_PQ_BITS}, "

@@ -85,17 +85,22 @@ def _snapline_sweep(nlist: int, nedge: int, pq_bits: int, k: int,
 
 
 def _snapline_plans(cfg: BenchConfig, nlists: list[int]) -> list[SystemPlan]:
-    """One plan per (nlist, pq_bits, encoder spec); nedge lowered to nlist - 1 when nlist
-    is too small for it."""
+    """One plan per (nlist, nedge, pq_bits, encoder spec); an nedge lowered to nlist - 1
+    when nlist is too small for it (once, if two values meet there)."""
     plans = []
     for nlist in nlists:
         if nlist < 2:
             raise ValueError(f"VLQ needs nlist >= 2, got nlist={nlist}")
-        nedge = min(cfg.nedge, nlist - 1)
-        if nedge != cfg.nedge:
-            logger.warning("nedge=%d needs nlist > nedge; using nedge=%d for nlist=%d",
-                           cfg.nedge, nedge, nlist)
-        for bits, refine in ((b, r) for b in cfg.pq_bits for r in (False, True)[:1 + cfg.refine]):
+        nedges = []
+        for wanted in cfg.nedges:
+            nedge = min(wanted, nlist - 1)
+            if nedge != wanted:
+                logger.warning("nedge=%d needs nlist > nedge; using nedge=%d for nlist=%d",
+                               wanted, nedge, nlist)
+            if nedge not in nedges:
+                nedges.append(nedge)
+        for nedge, bits, refine in ((e, b, r) for e in nedges for b in cfg.pq_bits
+                                    for r in (False, True)[:1 + cfg.refine]):
             sweep = _snapline_sweep(nlist, nedge, bits, cfg.k, refine)
             pq = f"PQ{cfg.code_bytes}" if bits == 8 else f"PQ{2 * cfg.code_bytes}x4"
             plans.extend(SystemPlan("snapline", f"VLQ nlist={nlist} nedge={nedge} {pq}"

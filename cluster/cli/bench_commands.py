@@ -33,7 +33,8 @@ def _bench(args) -> int:
     if args.pq_bits is not None:
         options["pq_bits"] = _int_list(args.pq_bits, "--pq-bits")
     cfg = BenchConfig(data_dir=args.data_dir, out_dir=args.out, code_bytes=args.code_bytes,
-                      encoders=tuple(args.encoder or ["none"]), nedge=args.nedge,
+                      encoders=tuple(args.encoder or ["none"]),
+                      nedges=_int_list(args.nedge, "--nedge"),
                       repeats=args.repeats, metric=args.metric, refine=args.refine, **options)
     results = run_benchmark(cfg)
     png = plot_results(cfg.out_dir / RESULTS_FILE)   # the plot step reads the file on disk
@@ -80,7 +81,8 @@ def add_bench_commands(sub) -> None:
                        "(overrides --nlists for snapline)")
     bench.add_argument("--pq-bits", default=None, help="snapline code bits, comma-separated "
                        "among 4,8 (default: 4,8)")
-    bench.add_argument("--nedge", type=int, default=32)
+    bench.add_argument("--nedge", default="32", help="snapline's graph edges per centroid "
+                       "(lines per list), comma-separated: one build per value (default: 32)")
     bench.add_argument("--refine", action="store_true",
                        help="also snapline with a vector store (uint8 for byte vectors, else "
                             "sq8), its `refine` swept over k, 2k and 4k (issue 15)")

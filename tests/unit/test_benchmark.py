@@ -49,7 +49,7 @@ def bench(tmp_path_factory):
     data_dir = _write_dataset(root / "tiny-synth")
     systems = ("snapline",) + FAISS_SYSTEMS
     cfg = BenchConfig(data_dir=data_dir, out_dir=root / "out", code_bytes=8, threads=1,
-                      nedge=4, nlambda=16, systems=systems, repeats=1,
+                      nedges=(4,), nlambda=16, systems=systems, repeats=1,
                       encoders=("none", "opq"), nlist_vlq=8, ivf_nlist=16, pq_bits=(8,))
     results = run_benchmark(cfg)
     plot_results(cfg.out_dir / "results.json")   # the plot step, from the file on disk
@@ -165,7 +165,7 @@ def test_plan_skips_what_does_not_apply():
 
 
 def test_plan_sweeps_and_nedge_cap(caplog):
-    cfg = BenchConfig(data_dir="x", out_dir="y", code_bytes=16, nedge=32, pq_bits=(8,),
+    cfg = BenchConfig(data_dir="x", out_dir="y", code_bytes=16, nedges=(32,), pq_bits=(8,),
                       systems=("snapline", "ivfpq"))
     with caplog.at_level(logging.WARNING):
         plans, _ = plan_systems(cfg, n_base=3000, n_learn=1000, d=128)
@@ -184,6 +184,19 @@ def test_plan_sweeps_and_nedge_cap(caplog):
     assert len(vlq.sweep) == len(VLQ_NPROBES) * len(VLQ_NLINES_FACTORS)
 
 
+def test_plan_builds_snapline_at_every_nedge():
+    """--nedge 8,32: one snapline build per (nlist, nedge); nlines goes up to all the lines of
+    the probes (nprobe * nedge), and two values capped to the same nedge build once."""
+    cfg = BenchConfig(data_dir="x", out_dir="y", nedges=(8, 32), pq_bits=(4,),
+                      systems=("snapline",), nlists=(4, 256))
+    plans, _ = plan_systems(cfg, n_base=100_000, n_learn=100_000, d=96)
+    assert [(p.nlist, p.nedge) for p in plans] == [(4, 3), (256, 8), (256, 32)]
+    e8 = plans[1]
+    assert "nedge=8" in e8.index
+    assert {p["nlines"] for p in e8.sweep if p["nprobe"] == 16} == {32, 64, 128}
+    assert all(p["nlines"] <= p["nprobe"] * 8 for p in e8.sweep)
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"code_bytes": 0}, "code_bytes=0"),
     ({"threads": -1}, "threads=-1"),
@@ -196,6 +209,8 @@ def test_plan_sweeps_and_nedge_cap(caplog):
     ({"nlists": (512, 1)}, r"nlists=\(512, 1\)"),
     ({"nlists": ()}, r"nlists=\(\)"),
     ({"pq_bits": (4, 6)}, r"pq_bits=\(4, 6\)"),
+    ({"nedges": (8, 8)}, r"nedges=\(8, 8\)"),
+    ({"nedges": (0,)}, r"nedges=\(0,\)"),
 ])
 def test_config_validation_names_field_and_value(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -205,7 +220,7 @@ def test_config_validation_names_field_and_value(kwargs, match):
 def test_config_defaults():
     cfg = BenchConfig(data_dir="x", out_dir="y")
     assert cfg.systems == SYSTEMS and cfg.threads >= 1 and isinstance(cfg.data_dir, Path)
-    assert (cfg.nedge, cfg.nlambda, cfg.k, cfg.nlist_vlq, cfg.ivf_nlist) == (32, 256, 100, None, None)
+    assert (cfg.nedges, cfg.nlambda, cfg.k, cfg.nlist_vlq, cfg.ivf_nlist) == ((32,), 256, 100, None, None)
     assert cfg.nlists is None and cfg.pq_bits == (4, 8)
 
 
