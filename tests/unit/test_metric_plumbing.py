@@ -110,7 +110,7 @@ PEERS = ("ivfpq",) + tuple(system for system, package in (("lancedb_ivfpq", "lan
 def test_bench_runs_every_system_by_the_metric(tmp_path, unit_set, metric, systems):
     folder = make_metric_set(unit_set, tmp_path / metric, metric)
     cfg = BenchConfig(data_dir=folder, out_dir=tmp_path / "out", code_bytes=8, threads=1,
-                      nedge=4, nlambda=16, systems=systems, repeats=1,
+                      nedges=(4,), nlambda=16, systems=systems, repeats=1,
                       nlist_vlq=8, ivf_nlist=16, pq_bits=(8,), metric=metric)
     results = run_benchmark(cfg)
     assert results["metric"] == metric and results["dataset_metric"]["metric"] == metric
