@@ -2,9 +2,9 @@
 // steps 1-2): the nprobe nearest centroids, the nlines nearest of their lines with each
 // line's (list, probe, b, c, alpha, b + bias), and the probes' uint8 tables. The same
 // float32 operations as the numba reference in its order, and the same selections (ties
-// by position), so the same bits; only the way a k-th smallest value is found differs
-// (any exact way gives the same value). Quantized tables by AVX-512 (16 entries at a time)
-// or portable C++.
+// by position), so the same bits; only how the selections are found differs (a sorted
+// insertion for a few probes, a bucketed k-th smallest otherwise: any exact way gives the
+// same sets). Quantized tables by AVX-512 (16 entries at a time) or portable C++.
 #include "_native.h"
 
 #include <cmath>
@@ -33,7 +33,7 @@ struct PrepareArgs {
     float *line_b, *line_c, *line_alpha, *line_const;
     uint8_t* lut8;           // (nq, nprobe, M, 16)
     float* scale;            // (nq,)
-    Py_ssize_t nq, ncent, nedge, nprobe, nlines, m;
+    Py_ssize_t ncent, nedge, nprobe, nlines, m;
     int level;
 };
 
@@ -163,26 +163,16 @@ inline void line_c_alpha(const float* row, float b, int64_t cen, Py_ssize_t e, c
 
 // The line distances of all probes' lines (NaN as +inf), probe-major.
 void line_distances(const float* row, const PrepareArgs& a, Scratch& w) {
-    const bool l2 = a.rule[0] == 0.0f;
     for (Py_ssize_t pi = 0; pi < a.nprobe; ++pi) {
         const int64_t cen = w.probe_c[pi];
         const float b = w.probe_d[pi];
-        const int32_t* far = a.edges + cen * a.nedge;
-        const float* len2 = a.len2 + cen * a.nedge;
         float* out = w.line_d.data() + pi * a.nedge;
-        if (l2) {
-            for (Py_ssize_t e = 0; e < a.nedge; ++e) {
-                const float c = nb_max(len2[e], 1e-12f);
-                const float alpha = row[far[e]] - b - c;
-                const float dl = b - alpha * alpha / (4.0f * c);
-                out[e] = dl == dl ? dl : kInf;
-            }
-        } else {
-            for (Py_ssize_t e = 0; e < a.nedge; ++e) {
-                const float alpha = row[far[e]] - b;
-                const float dl = b + nb_min(a.rule[1] * alpha, a.rule[2] * alpha);
-                out[e] = dl == dl ? dl : kInf;
-            }
+        for (Py_ssize_t e = 0; e < a.nedge; ++e) {
+            float c, alpha, dl;
+            line_c_alpha(row, b, cen, e, a, c, alpha);
+            if (a.rule[0] == 0.0f) dl = b - alpha * alpha / (4.0f * c);
+            else dl = b + nb_min(a.rule[1] * alpha, a.rule[2] * alpha);
+            out[e] = dl == dl ? dl : kInf;
         }
     }
 }
@@ -320,7 +310,7 @@ PyObject* py_prepare(PyObject*, PyObject* args) {
     a.line_const = static_cast<float*>(v[13].buf);
     a.lut8 = static_cast<uint8_t*>(v[14].buf);
     a.scale = static_cast<float*>(v[15].buf);
-    a.nq = nq; a.ncent = ncent; a.nedge = nedge; a.nprobe = nprobe; a.nlines = nlines; a.m = m; a.level = level;
+    a.ncent = ncent; a.nedge = nedge; a.nprobe = nprobe; a.nlines = nlines; a.m = m; a.level = level;
     for (Py_ssize_t i = 0; i < ncent * nedge; ++i) {
         if (a.edges[i] < 0 || a.edges[i] >= ncent) {
             PyErr_SetString(PyExc_ValueError, "_fastscan.prepare: an edge's far end is out of range");
