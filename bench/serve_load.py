@@ -10,7 +10,12 @@ On one data set, in one process that starts a local Ray (2 CPUs):
 3. the 1/2/4-shard equality: the service's ids against the single-process ids;
 4. for 1 and 2 searchers (one replica): one client thread in sequence (latency with no
    queueing, i.e. the per-batch overhead of the service) and then `--threads` client
-   threads for `--seconds` (QPS, p50/p99 latency as each client sees it, errors).
+   threads for `--seconds` (QPS, p50/p99 latency as each client sees it, errors);
+5. concurrent single-query callers (`--callers`, default 16 and 64): threads of this
+   process and `--caller-processes` client processes (Ray actors, one Client each), each
+   sending one query per call, against the service and against a bare Ray echo actor
+   (the ceiling of calls that travel alone), for every `--batch-window-ms` given (0: no
+   request batching), plus one caller in sequence through each (latency).
 Writes one JSON record with every parameter and figure. The machine's 2 cores are
 shared with other work, so the figures carry that noise.
 """
@@ -178,6 +183,144 @@ def client_load(client: Client, queries, params, batch, threads, seconds) -> dic
             "first_errors": errors[:5]}
 
 
+def caller_threads(call, queries, threads: int, seconds: float) -> dict:
+    """`threads` threads of this process, each calling `call` with one query at a time for
+    `seconds`: calls per second, latency percentiles as each caller sees them, errors."""
+    lat, errors = [[] for _ in range(threads)], []
+    stop = threading.Event()
+
+    def run(t):
+        i = t
+        while not stop.is_set():
+            q = queries[i % queries.shape[0]][None]
+            t0 = time.perf_counter()
+            try:
+                call(q)
+                lat[t].append((time.perf_counter() - t0) * 1e3)
+            except Exception as exc:
+                errors.append(repr(exc))
+            i += threads
+
+    workers = [threading.Thread(target=run, args=(t,), daemon=True) for t in range(threads)]
+    t0 = time.perf_counter()
+    for w in workers:
+        w.start()
+    time.sleep(seconds)
+    stop.set()
+    for w in workers:
+        w.join()
+    elapsed = time.perf_counter() - t0
+    all_lat = [x for per in lat for x in per]
+    return {"threads": threads, "seconds": elapsed, "calls": len(all_lat),
+            "qps": len(all_lat) / elapsed, "latency_ms": percentiles(all_lat),
+            "errors": len(errors), "first_errors": errors[:5]}
+
+
+@ray.remote(num_cpus=0)
+class _CallerProcess:
+    """A client process of its own: threads sending one query per call, to the service
+    (through a Client of this process) or to the echo actor."""
+
+    def __init__(self, name: str, batch_window_ms: float):
+        self.client = Client.connect(name, batch_window_ms=batch_window_ms)
+
+    def run(self, target, queries, params: dict, threads: int, seconds: float) -> dict:
+        if target == "service":
+            def call(q):
+                if self.client.search(q, **params).partial:
+                    raise RuntimeError("partial result")
+        else:
+            sp = SearchParams(**params)
+
+            def call(q):
+                ray.get(target.echo.remote(q, sp))
+        return caller_threads(call, queries, threads, seconds)
+
+
+def single_query_callers(client: Client, name: str, queries, params: dict, callers: list[int],
+                         processes: int, seconds: float, window_ms: float) -> dict:
+    """Concurrent single-query callers, as threads of this process and as `processes`
+    client processes, against the service and against a bare Ray echo actor (the ceiling
+    of calls that each travel alone), plus one caller in sequence through each."""
+    echo = _Echo.remote()
+    sp = SearchParams(**params)
+    q = queries.astype(np.float32)
+
+    def via_echo(x):
+        ray.get(echo.echo.remote(x, sp))
+
+    def via_service(x):
+        if client.search(x, **params).partial:
+            raise RuntimeError("partial result")
+
+    via_echo(q[:1])
+    via_service(q[:1])
+    out = {"window_ms": window_ms, "processes": processes,
+           "sequential": {"echo": caller_threads(via_echo, q, 1, seconds),
+                          "service": caller_threads(via_service, q, 1, seconds)},
+           "threads": {}, "processes_runs": {}}
+    procs = [_CallerProcess.remote(name, window_ms) for _ in range(processes)]
+    for n in callers:
+        out["threads"][str(n)] = {"echo": caller_threads(via_echo, q, n, seconds),
+                                  "service": caller_threads(via_service, q, n, seconds)}
+        per = max(1, n // processes)
+        runs = {}
+        for target in (echo, "service"):
+            parts = ray.get([p.run.remote(target, q, params, per, seconds) for p in procs])
+            runs["service" if target == "service" else "echo"] = {
+                "threads_per_process": per, "qps": sum(r["qps"] for r in parts),
+                "latency_p50_ms_per_process": [r["latency_ms"].get("p50") for r in parts],
+                "latency_p99_ms_per_process": [r["latency_ms"].get("p99") for r in parts],
+                "errors": sum(r["errors"] for r in parts),
+                "first_errors": [e for r in parts for e in r["first_errors"]][:5]}
+        out["processes_runs"][str(n)] = runs
+        t, pr = out["threads"][str(n)], runs
+        print(f"  {n} single-query callers: threads {t['service']['qps']:.0f} QPS "
+              f"(p50 {t['service']['latency_ms']['p50']:.2f} ms, p99 "
+              f"{t['service']['latency_ms']['p99']:.2f} ms; echo {t['echo']['qps']:.0f}/s), "
+              f"{processes} processes {pr['service']['qps']:.0f} QPS (echo "
+              f"{pr['echo']['qps']:.0f}/s), errors {t['service']['errors'] + pr['service']['errors']}")
+    for p in procs:
+        ray.kill(p)
+    ray.kill(echo)
+    seq = out["sequential"]
+    print(f"  one caller in sequence: service p50 {seq['service']['latency_ms']['p50']:.2f} ms, "
+          f"echo p50 {seq['echo']['latency_ms']['p50']:.2f} ms")
+    return out
+
+
+def serve_and_load(args, store: str, served: str, queries, params: dict, searchers: int,
+                   window: float) -> dict:
+    """Serve `served` with `searchers` searchers and a batching window, run the loads."""
+    threads = args.searcher_threads or max(1, (os.cpu_count() or 1) // searchers)
+    start_service(ServeConfig(store, served, searchers=searchers, poll_s=0, timeout_s=120,
+                              searcher_threads=threads, batch_window_ms=window))
+    client = Client.connect(served, batch_window_ms=window)
+    client.search(queries[:args.batch], **params)         # warm up
+    entry = {"searchers": searchers, "replicas": 1, "threads_per_searcher": threads,
+             "shards": 4, "batch_window_ms": window}
+    if not args.skip_batch_load:
+        hops = hop_latencies(client, served, queries[:args.batch].astype(np.float32), params)
+        sequential = client_load(client, queries, params, args.batch, 1,
+                                 args.sequential_seconds)
+        loaded = client_load(client, queries, params, args.batch, args.threads, args.seconds)
+        entry.update(hops_ms=hops, sequential=sequential, load=loaded)
+        print(f"{searchers} searcher(s): median ms per batch of {args.batch}: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in hops.items()))
+        print(f"{searchers} searcher(s): 1 client {sequential['qps']:.0f} QPS p50 "
+              f"{sequential['latency_ms']['p50']:.1f} ms; {args.threads} clients "
+              f"{loaded['qps']:.0f} QPS p50 {loaded['latency_ms']['p50']:.1f} ms p99 "
+              f"{loaded['latency_ms']['p99']:.1f} ms, {loaded['errors']} errors")
+    if args.callers:
+        print(f"{searchers} searcher(s), batching window {window} ms:")
+        entry["single_query_callers"] = single_query_callers(
+            client, served, queries, params, args.callers, args.caller_processes,
+            args.caller_seconds, window)
+    entry["coordinator_stats"] = client.stats()
+    stop_service(served)
+    return entry
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data_dir")
@@ -196,6 +339,15 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--searcher-threads", type=int, default=None,
                         help="scan threads per searcher (default: cores // searchers)")
     parser.add_argument("--skip-equality", action="store_true")
+    parser.add_argument("--callers", type=int, nargs="*", default=[16, 64],
+                        help="concurrent single-query callers (none: skip that part)")
+    parser.add_argument("--caller-processes", type=int, default=4)
+    parser.add_argument("--caller-seconds", type=float, default=10.0)
+    parser.add_argument("--batch-window-ms", type=float, nargs="+", default=[1.0],
+                        help="client and service request batching windows to run, each "
+                             "with its own service (0: no batching)")
+    parser.add_argument("--skip-batch-load", action="store_true",
+                        help="skip the --threads x --batch load runs")
     parser.add_argument("--out", type=Path, required=True)
     return parser.parse_args(argv)
 
@@ -240,28 +392,11 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{n} shards on {n} searchers: {same:.4%} of ids identical to single process")
         served = built["names"][4]
         for searchers in args.searchers:
-            threads = args.searcher_threads or max(1, (os.cpu_count() or 1) // searchers)
-            start_service(ServeConfig(store, served, searchers=searchers, poll_s=0,
-                                      timeout_s=120, searcher_threads=threads))
-            client = Client.connect(served)
-            client.search(queries[:args.batch], **params)         # warm up
-            hops = hop_latencies(client, served, queries[:args.batch].astype(np.float32), params)
-            sequential = client_load(client, queries, params, args.batch, 1,
-                                     args.sequential_seconds)
-            loaded = client_load(client, queries, params, args.batch, args.threads, args.seconds)
-            stats = client.stats()
-            stop_service(served)
-            record["service"][str(searchers)] = {"searchers": searchers, "replicas": 1,
-                                                 "threads_per_searcher": threads,
-                                                 "shards": 4, "hops_ms": hops,
-                                                 "sequential": sequential,
-                                                 "load": loaded, "coordinator_stats": stats}
-            print(f"{searchers} searcher(s): median ms per batch of {args.batch}: "
-                  + ", ".join(f"{k} {v:.2f}" for k, v in hops.items()))
-            print(f"{searchers} searcher(s): 1 client {sequential['qps']:.0f} QPS p50 "
-                  f"{sequential['latency_ms']['p50']:.1f} ms; {args.threads} clients "
-                  f"{loaded['qps']:.0f} QPS p50 {loaded['latency_ms']['p50']:.1f} ms p99 "
-                  f"{loaded['latency_ms']['p99']:.1f} ms, {loaded['errors']} errors")
+            for window in args.batch_window_ms:
+                key = f"{searchers}" + ("" if len(args.batch_window_ms) == 1
+                                        else f"@{window:g}ms")
+                record["service"][key] = serve_and_load(args, store, served, queries, params,
+                                                        searchers, window)
     finally:
         ray.shutdown()
     write_json(record, args.out)

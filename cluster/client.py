@@ -20,6 +20,7 @@ import numpy as np
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
+from cluster.serving.batching import BatchPolicy, ThreadBatcher
 from cluster.serving.coordinator import get_coordinator
 from cluster.ray_session import connect
 from cluster.serving.types import (NAMESPACE, OnPartial, PartialResultError, SearchParams,
@@ -31,21 +32,29 @@ REPLY_MARGIN_S = 30.0     # beyond the query timeout, for the round trip itself
 
 
 class Client:
-    """A handle on the coordinator of one index; thread-safe (one per process is enough)."""
+    """A handle on the coordinator of one index; thread-safe, and one per process is best:
+    concurrent searches of its threads with the same parameters travel as one call."""
 
-    def __init__(self, name: str, coordinator, info: dict):
+    def __init__(self, name: str, coordinator, info: dict,
+                 batching: BatchPolicy = BatchPolicy()):
         self.name = name
         self._coordinator = coordinator
         self.dim = int(info["dim"])
+        self._batcher = ThreadBatcher(batching, self._send_batch)
 
     @classmethod
-    def connect(cls, name: str, address: str | None = "auto") -> "Client":
+    def connect(cls, name: str, address: str | None = "auto", *,
+                batch_window_ms: float = 1.0, batch_max_queries: int = 256) -> "Client":
         """Join the Ray cluster at `address` (unless this process already has) and find
-        the coordinator of index `name`; ValueError when there is none."""
+        the coordinator of index `name`; ValueError when there is none. While a search of
+        this client is in flight, other threads' searches with the same parameters gather
+        for up to `batch_window_ms` (0: never) and `batch_max_queries` queries, and go as
+        one call; each thread gets its own rows (cluster/serving/batching.py)."""
+        batching = BatchPolicy(batch_window_ms, batch_max_queries)
         connect(address, NAMESPACE, log_to_driver=False)
         coordinator = get_coordinator(name)
         info = cls._call(name, coordinator.describe.remote(), timeout=60)
-        return cls(name, coordinator, info)
+        return cls(name, coordinator, info, batching)
 
     def search(self, queries: np.ndarray, k: int = 10, nprobe: int = 32, nlines: int = 256, *,
                rerank: int | None = None, filter: str | None = None, refine: int | None = None,
@@ -65,15 +74,25 @@ class Client:
         q = check_queries(queries, self.dim)
         params = SearchParams(k=k, nprobe=nprobe, nlines=nlines, rerank=rerank, filter=filter,
                               refine=refine)
-        ref = self._coordinator.search.remote(q, params, timeout_s)
-        result = self._call(self.name, ref, timeout=(timeout_s or 600.0) + REPLY_MARGIN_S)
+        result = self._batcher.submit((params, timeout_s), q, q.shape[0])
         if result.partial and on_partial == "raise":
             raise PartialResultError(result)
         return result
 
+    def _send_batch(self, key, blocks: list[np.ndarray]) -> list[SearchResult]:
+        params, timeout_s = key
+        q = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+        ref = self._coordinator.search.remote(q, params, timeout_s)
+        result = self._call(self.name, ref, timeout=(timeout_s or 600.0) + REPLY_MARGIN_S)
+        return result.split([b.shape[0] for b in blocks])
+
     def stats(self) -> dict:
-        """version, shards, searchers, replicas, queries served, latency percentiles ..."""
-        return self._call(self.name, self._coordinator.stats.remote(), timeout=60)
+        """The service's: version, shards, searchers, replicas, queries served, batches,
+        latency percentiles ...; and under "client" this client's own: searches answered
+        and the calls that carried them."""
+        stats = self._call(self.name, self._coordinator.stats.remote(), timeout=60)
+        stats["client"] = {"searches": self._batcher.requests, "calls": self._batcher.batches}
+        return stats
 
     def reload(self) -> str:
         """Serve the version CURRENT names now (the coordinator also polls it)."""

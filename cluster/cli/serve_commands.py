@@ -11,7 +11,9 @@ def _serve(args) -> int:
     cfg = ServeConfig(store=args.store, name=args.name, searchers=args.searchers,
                       replicas=args.replicas, timeout_s=args.timeout_s, poll_s=args.poll_s,
                       searcher_cpus=args.searcher_cpus, searcher_gpus=args.searcher_gpus,
-                      searcher_threads=args.searcher_threads)
+                      searcher_threads=args.searcher_threads,
+                      **{f: getattr(args, f) for f in ("batch_window_ms", "batch_max_queries")
+                         if getattr(args, f) is not None})
     stats = start_service(cfg, args.address)
     print(json.dumps(stats, indent=1))
     print(f"snapline serve: {cfg.name} version {stats['version']} ready: {stats['shards']} "
@@ -69,6 +71,11 @@ def _add_serve_parser(sub):
     serve.add_argument("--searcher-gpus", type=float, default=0.0)
     serve.add_argument("--searcher-threads", type=int, default=None, help="scan threads per "
                        "searcher (default: all cores; searchers on one machine share them)")
+    serve.add_argument("--batch-window-ms", type=float, default=None, help="concurrent "
+                       "requests with the same parameters gather this long at most while a "
+                       "batch of theirs is in flight (default 1; 0: no batching)")
+    serve.add_argument("--batch-max-queries", type=int, default=None, help="queries per "
+                       "gathered fan-out at most (default 256)")
     serve.set_defaults(func=_serve)
     return serve
 

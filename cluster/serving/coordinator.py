@@ -20,6 +20,7 @@ import asyncio
 import collections
 import itertools
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -29,6 +30,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskErro
 
 from cluster.estimate import refuse_unless_fits, serving_memory
 from cluster.ray_session import available_memory, connect
+from cluster.serving.batching import AsyncBatcher, BatchPolicy
 from cluster.serving.routing import merge_answers, replica_order, shard_groups
 from cluster.serving.searcher import SearcherActor
 from cluster.serving.types import (NAMESPACE, SearchParams, SearchResult, ServeConfig,
@@ -43,6 +45,10 @@ LATENCY_WINDOW = 10_000          # batches kept for the latency percentiles
 REPLICA_COOLDOWN_S = 2.0         # a failed replica is tried last for this long
 RETRY_PAUSE_S = 0.05             # between rounds over a group's replicas
 MAX_CONCURRENCY = 256            # query batches in flight in the coordinator
+# OpenMP threads (faiss, numba) that spin after each small batch take the cores the
+# coordinator and the other searchers need: searchers let them sleep (bench/RESULTS.md
+# "Serving: single-query callers" measured 1.2x-1.3x more QPS). A value set by the user wins.
+SEARCHER_ENV = {"env_vars": {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}}
 
 
 @dataclass(eq=False)
@@ -87,6 +93,10 @@ class QueryCoordinator:
         self._counts = collections.Counter()
         self._started = time.time()
         self._last_reload_error: str | None = None
+        self._batch_sizes = collections.deque(maxlen=LATENCY_WINDOW)
+        self._batcher = AsyncBatcher(BatchPolicy(cfg.batch_window_ms,
+                                                         cfg.batch_max_queries),
+                                     self._send_batch)
 
     # -- lifecycle -------------------------------------------------------------
     async def start(self) -> dict:
@@ -121,6 +131,7 @@ class QueryCoordinator:
         for shards in shard_groups(len(manifest.shards), self.cfg.searchers):
             replicas = [SearcherActor.options(
                 num_cpus=self.cfg.searcher_cpus, num_gpus=self.cfg.searcher_gpus,
+                runtime_env=SEARCHER_ENV,
             ).remote(self.root, shards, version=version, backend=self.cfg.backend,
                      threads=self.cfg.searcher_threads)
                 for _ in range(self.cfg.replicas)]
@@ -212,11 +223,33 @@ class QueryCoordinator:
     async def search(self, queries: np.ndarray, params: SearchParams,
                      timeout_s: float | None = None) -> SearchResult:
         """Top-k over every shard of one version. Shards that no replica answered within
-        the timeout are listed in `missing_shards` (the caller decides what that means)."""
+        the timeout are listed in `missing_shards` (the caller decides what that means).
+        Concurrent requests with the same parameters and timeout share one fan-out
+        (cfg.batch_window_ms, cfg.batch_max_queries); each gets its own rows."""
         t0 = time.perf_counter()
         state = await self._current_state()
         try:
             q = self._check_request(state, queries, params, timeout_s)
+        except ValueError:
+            self._counts["rejected_requests"] += 1
+            raise
+        result = await self._batcher.submit((params, timeout_s), q, q.shape[0])
+        self._latency_ms.append((time.perf_counter() - t0) * 1e3)
+        self._counts["requests"] += 1
+        return result
+
+    async def _send_batch(self, key, blocks: list[np.ndarray]) -> list[SearchResult]:
+        params, timeout_s = key
+        q = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+        result = await self._fan_out(q, params, timeout_s)
+        return result.split([b.shape[0] for b in blocks])
+
+    async def _fan_out(self, q: np.ndarray, params: SearchParams,
+                       timeout_s: float | None) -> SearchResult:
+        """One batch to one replica of every group of the state served now, merged."""
+        state = await self._current_state()
+        try:       # the state may have changed since the requests were checked
+            q = self._check_request(state, q, params, timeout_s)
         except ValueError:
             self._counts["rejected_batches"] += 1
             raise
@@ -234,9 +267,9 @@ class QueryCoordinator:
                 raise part
         D, I, missing = merge_answers([g.shards for g in state.groups], parts, q.shape[0],
                                       params.k, descending=state.descending)
-        self._latency_ms.append((time.perf_counter() - t0) * 1e3)
         self._counts["batches"] += 1
         self._counts["queries"] += q.shape[0]
+        self._batch_sizes.append(q.shape[0])
         if missing:
             self._counts["partial_batches"] += 1
         return SearchResult(D, I, state.version, missing)
@@ -304,17 +337,23 @@ class QueryCoordinator:
         lat = np.asarray(self._latency_ms, dtype=np.float64)
         pct = ({f"p{p}": float(np.percentile(lat, p)) for p in (50, 90, 99)} if lat.size
                else {})
+        sizes = np.asarray(self._batch_sizes, dtype=np.float64)
+        size_pct = ({"mean": float(sizes.mean()), "p50": float(np.percentile(sizes, 50)),
+                     "max": int(sizes.max())} if sizes.size else {})
         return {"name": self.cfg.name, "store": self.cfg.store,
                 "version": s.version if s else None, "metric": s.metric if s else None,
                 "shards": s.nshards if s else 0,
                 "ntotal": s.ntotal if s else 0,
                 "searchers": len(s.groups) if s else 0, "replicas": self.cfg.replicas,
                 "queries_served": self._counts["queries"], "batches": self._counts["batches"],
+                "requests": self._counts["requests"],
+                "queries_per_batch": {**size_pct, "window_batches": int(sizes.size)},
                 "partial_batches": self._counts["partial_batches"],
                 "rejected_batches": self._counts["rejected_batches"],
+                "rejected_requests": self._counts["rejected_requests"],
                 "replica_failures": self._counts["replica_failures"],
                 "reloads": self._counts["reloads"], "last_reload_error": self._last_reload_error,
-                "latency_ms": {**pct, "window_batches": int(lat.size)},
+                "latency_ms": {**pct, "window_requests": int(lat.size)},
                 "uptime_s": time.time() - self._started}
 
 

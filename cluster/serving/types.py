@@ -58,6 +58,8 @@ class ServeConfig:
     searcher_gpus: float = 0.0        # > 0: the lists are resident on the GPU (torch)
     searcher_threads: int | None = None   # scan threads per searcher (None: all cores)
     backend: Literal["auto", "numba", "torch"] = "auto"
+    batch_window_ms: float = 1.0      # concurrent requests gather this long at most (0: never)
+    batch_max_queries: int = 256      # queries per gathered fan-out at most
     storage_options: dict | None = field(default=None, compare=False)
 
     def __post_init__(self):
@@ -77,6 +79,18 @@ class ServeConfig:
             _positive(self.searcher_threads, "searcher_threads")
         if self.backend not in ("auto", "numba", "torch"):
             raise ValueError(f"backend must be 'auto', 'numba' or 'torch', got {self.backend!r}")
+        check_batching(self.batch_window_ms, self.batch_max_queries)
+
+
+def check_batching(window_ms, max_queries) -> None:
+    """batch_window_ms a number in [0, 1000], batch_max_queries an integer >= 1."""
+    if isinstance(window_ms, bool) or not isinstance(window_ms, (int, float)) \
+            or not math.isfinite(window_ms) or not 0 <= window_ms <= 1000:
+        raise ValueError(f"batch_window_ms must be a number in [0, 1000] (0: no batching), "
+                         f"got {window_ms!r}")
+    if isinstance(max_queries, bool) or not isinstance(max_queries, (int, np.integer)) \
+            or max_queries < 1:
+        raise ValueError(f"batch_max_queries must be an integer >= 1, got {max_queries!r}")
 
 
 @dataclass(frozen=True)
@@ -125,3 +139,9 @@ class SearchResult:
 
     def __iter__(self):
         return iter((self.distances, self.ids))
+
+    def split(self, sizes: list[int]) -> list["SearchResult"]:
+        """The answers of consecutive query blocks of these sizes (a batch's requests)."""
+        ends = np.cumsum(sizes)
+        return [SearchResult(self.distances[e - n:e], self.ids[e - n:e], self.version,
+                             self.missing_shards) for n, e in zip(sizes, ends)]

@@ -392,3 +392,82 @@ def test_a_version_that_does_not_load_leaves_the_old_one_serving(store, trained,
         assert _identical(result.ids, reference[1][:5]) >= 0.99
     finally:
         stop_service("sift-broken")
+
+
+def _single_query_callers(client, queries, n_threads, **kw):
+    """n_threads threads, each searching its share of `queries` one query per call;
+    returns the (nq, k) ids in query order and every error."""
+    ids, errors = [None] * queries.shape[0], []
+
+    def run(t):
+        for i in range(t, queries.shape[0], n_threads):
+            try:
+                ids[i] = client.search(queries[i:i + 1], **PARAMS, **kw).ids[0]
+            except Exception as exc:               # every failure is counted
+                errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(t,), daemon=True) for t in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=WAIT_S)
+    return ids, errors
+
+
+def test_concurrent_single_query_callers_share_calls_with_identical_answers(served_2, sift,
+                                                                              reference):
+    """16 threads of one process, one query per search: the client gathers them into
+    fewer calls, and every thread gets exactly its own query's answer."""
+    q = sift["query"]
+    nq = q.shape[0]
+    before = served_2.stats()
+    ids, errors = _single_query_callers(served_2, q, 16)
+    after = served_2.stats()
+    assert errors == []
+    np.testing.assert_array_equal(np.stack(ids), reference[1])
+    searches = after["client"]["searches"] - before["client"]["searches"]
+    calls = after["client"]["calls"] - before["client"]["calls"]
+    assert searches == nq and calls < searches
+    assert after["queries_served"] - before["queries_served"] == nq
+
+
+def test_service_gathers_concurrent_requests_and_keeps_each_answer(served_2, sift, reference):
+    """Requests straight to the coordinator (as from many client processes), in flight
+    together: fewer fan-outs than requests, each answer its own query's."""
+    coordinator = get_coordinator("sift-2")
+    q = sift["query"][:200].astype(np.float32)
+    params = SearchParams(**PARAMS)
+    before = served_2.stats()
+    refs = [coordinator.search.remote(q[i:i + 1], params, None) for i in range(200)]
+    results = ray.get(refs, timeout=WAIT_S)
+    after = served_2.stats()
+    np.testing.assert_array_equal(np.concatenate([r.ids for r in results]), reference[1][:200])
+    assert all(r.version == "v000001" and not r.partial for r in results)
+    assert after["requests"] - before["requests"] == 200
+    assert after["batches"] - before["batches"] < 200
+    assert after["queries_per_batch"]["max"] > 1
+
+
+def test_a_bad_request_does_not_fail_its_batch_mates(served_2, sift, reference):
+    """Bad requests in flight among good ones with the same parameters: each bad one gets
+    its own clear error, every good one its answer."""
+    coordinator = get_coordinator("sift-2")
+    q = sift["query"][:60].astype(np.float32)
+    params = SearchParams(**PARAMS)
+    nan = q[:1].copy()
+    nan[0, 3] = np.nan
+    bad = {7: (nan, params, "row 0 contains NaN"),
+           19: (q[:1, :64], params, "dimension|dim"),
+           31: (q[:1], SearchParams(**{**PARAMS, "k": NB + 1}), f"k={NB + 1} exceeds"),
+           43: (q[:1], SearchParams(**PARAMS, filter="colour = 1"), "colour")}
+    refs = [coordinator.search.remote(*(bad[i][:2] if i in bad else (q[i:i + 1], params)),
+                                      None) for i in range(60)]
+    for i, ref in enumerate(refs):
+        if i in bad:
+            with pytest.raises(ValueError, match=bad[i][2]):
+                try:
+                    ray.get(ref, timeout=WAIT_S)
+                except ray.exceptions.RayTaskError as exc:
+                    raise exc.cause from None
+        else:
+            np.testing.assert_array_equal(ray.get(ref, timeout=WAIT_S).ids[0], reference[1][i])
