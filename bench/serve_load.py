@@ -343,7 +343,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="concurrent single-query callers (none: skip that part)")
     parser.add_argument("--caller-processes", type=int, default=4)
     parser.add_argument("--caller-seconds", type=float, default=10.0)
-    parser.add_argument("--batch-window-ms", type=float, nargs="+", default=[1.0],
+    parser.add_argument("--batch-window-ms", type=float, nargs="+", default=[3.0],
                         help="client and service request batching windows to run, each "
                              "with its own service (0: no batching)")
     parser.add_argument("--skip-batch-load", action="store_true",

@@ -73,7 +73,7 @@ def _add_serve_parser(sub):
                        "searcher (default: all cores; searchers on one machine share them)")
     serve.add_argument("--batch-window-ms", type=float, default=None, help="concurrent "
                        "requests with the same parameters gather this long at most while a "
-                       "batch of theirs is in flight (default 1; 0: no batching)")
+                       "batch of theirs is in flight (default 3; 0: no batching)")
     serve.add_argument("--batch-max-queries", type=int, default=None, help="queries per "
                        "gathered fan-out at most (default 256)")
     serve.set_defaults(func=_serve)

@@ -9,7 +9,7 @@ so a batch-mate's bad input never reaches the others; what fails a whole batch (
 is down, a filter no searcher accepts) has the same parameters, hence the same cause, for
 every request in it.
 
-    batcher = ThreadBatcher(BatchPolicy(window_ms=1.0, max_queries=256), send)
+    batcher = ThreadBatcher(BatchPolicy(window_ms=3.0, max_queries=256), send)
     rows = batcher.submit(key, queries)          # from many threads: send(key, [q, ...])
     rows = await AsyncBatcher(policy, send).submit(key, queries)     # from coroutines
 
@@ -37,7 +37,7 @@ class BatchPolicy:
     is in flight (0: no batching, every request alone); max_queries: a batch is sent once
     it holds this many queries (a bigger request travels alone)."""
 
-    window_ms: float = 1.0
+    window_ms: float = 3.0
     max_queries: int = 256
 
     def __post_init__(self):
@@ -132,40 +132,49 @@ class _Batcher:
 
 class ThreadBatcher(_Batcher):
     """Batches the requests of many threads; the thread that sends a batch is one of its
-    callers (no background thread)."""
+    callers (no background thread). A finished batch wakes its own callers and at most
+    one waiting request (to lead the next batch), not every waiting thread."""
 
     def __init__(self, policy: BatchPolicy,
                  send: Callable[[Hashable, list], list]):
         super().__init__(policy)
         self._send = send
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
 
     def submit(self, key: Hashable, item, n: int):
         """The answer `send` gave for `item` (n queries), or the error its batch raised."""
         if not self.policy.enabled:
             return self._send(key, [item])[0]
-        with self._cond:
+        with self._lock:
             group, request = self._join(key, item, n)
+            request.waiter = threading.Event()
         while True:
-            with self._cond:
-                while True:
-                    if request.done:
-                        return self._answer(request)
-                    now = time.monotonic()
-                    if not request.taken and group.ready(self.policy, now):
-                        batch = group.take(self.policy)
-                        break
-                    wait = (request.arrived + self.policy.window_s - now if not request.taken
-                            else None)
-                    self._cond.wait(timeout=None if wait is None else max(wait, 0.0))
+            with self._lock:
+                batch = None
+                if request.done:
+                    return self._answer(request)
+                now = time.monotonic()
+                if not request.taken and group.ready(self.policy, now):
+                    batch = group.take(self.policy)
+                    if group.pending and group.ready(self.policy, now):
+                        group.pending[0].waiter.set()     # the rest of a full batch
+                wait = (request.arrived + self.policy.window_s - now if not request.taken
+                        else None)
+                request.waiter.clear()
+            if batch is None:
+                request.waiter.wait(timeout=None if wait is None else max(wait, 0.0))
+                continue
             answers, error = None, None
             try:                 # this thread sends the batch (its own request may not be
                 answers = self._send(key, [r.item for r in batch])    # in it: a full cap)
             except BaseException as exc:       # every request of the batch gets it
                 error = exc
-            with self._cond:
+            with self._lock:
                 self._finish(key, group, batch, answers, error)
-                self._cond.notify_all()        # batch-mates, and requests that waited
+                for r in batch:
+                    r.waiter.set()
+                if group.pending:              # the oldest waiting request leads next
+                    group.pending[0].waiter.set()
 
 
 class AsyncBatcher(_Batcher):

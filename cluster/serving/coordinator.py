@@ -1,11 +1,13 @@
 """The query coordinator: a named, detached Ray actor that serves one index (SPEC 5).
 
-It owns the serving state (index version, shard groups, searcher actors per group),
-fans each query batch out to one live replica of every group, merges the top-k and
-answers a SearchResult stamped with the version. A batch reads the state once, so it
-never mixes versions; a reload starts the new version's searchers beside the old ones,
-swaps the state between two batches and releases the old searchers once the batches
-that use them are done.
+It owns the serving state (index version, shard groups, searcher actors per group) and
+hands it out as a Routing: Python clients fan their batches out to the searchers
+themselves (cluster/serving/fanout.py, one actor hop) and report what they counted at each
+refresh. It also answers batches sent to it (`search`): fanned out to one live replica of
+every group, merged, stamped with the version. A batch reads the state once, so it never
+mixes versions; a reload starts the new version's searchers beside the old ones, swaps
+the state between two batches and releases the old searchers 2 * ROUTING_TTL_S later,
+once the batches it sent them are done.
 
     start_service(ServeConfig(store, name, searchers=2, replicas=2))   # returns when ready
     get_coordinator(name); stop_service(name)
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import itertools
 import logging
 import os
@@ -33,8 +36,7 @@ from cluster.ray_session import available_memory, connect
 from cluster.serving.batching import AsyncBatcher, BatchPolicy
 from cluster.serving.routing import merge_answers, replica_order, shard_groups
 from cluster.serving.searcher import SearcherActor
-from cluster.serving.types import (NAMESPACE, SearchParams, SearchResult, ServeConfig,
-                                 check_queries)
+from cluster.serving.types import NAMESPACE, Routing, SearchParams, SearchResult, ServeConfig
 from indexer.merge import ranks_descending
 from shards import IndexRoot, Store, resolve
 from shards.registry import mark_serving
@@ -45,6 +47,10 @@ LATENCY_WINDOW = 10_000          # batches kept for the latency percentiles
 REPLICA_COOLDOWN_S = 2.0         # a failed replica is tried last for this long
 RETRY_PAUSE_S = 0.05             # between rounds over a group's replicas
 MAX_CONCURRENCY = 256            # query batches in flight in the coordinator
+ROUTING_TTL_S = 1.0              # clients refresh their routing at least this often
+# what clients that route themselves report (Client._report)
+CLIENT_COUNTERS = ("requests", "batches", "queries", "partial_batches", "rejected_batches",
+                   "rejected_requests", "replica_failures")
 # OpenMP threads (faiss, numba) that spin after each small batch take the cores the
 # coordinator and the other searchers need: searchers let them sleep (bench/RESULTS.md
 # "Serving: single-query callers" measured 1.2x-1.3x more QPS). A value set by the user wins.
@@ -73,11 +79,17 @@ class _ServingState:
     nshards: int
     groups: list[_Group]
     metric: str = "l2"           # what the searchers rank by: the merge's order
+    timeout_s: float = 10.0      # the service's default per batch
     inflight: int = 0
 
     @property
     def descending(self) -> bool:
         return ranks_descending(self.metric)
+
+    @functools.cached_property
+    def routing(self) -> Routing:
+        return Routing(self.version, self.dim, self.ntotal, self.nlist, self.nedge, self.metric,
+                       tuple((g.shards, tuple(g.replicas)) for g in self.groups), self.timeout_s)
 
 
 class QueryCoordinator:
@@ -133,7 +145,8 @@ class QueryCoordinator:
                 num_cpus=self.cfg.searcher_cpus, num_gpus=self.cfg.searcher_gpus,
                 runtime_env=SEARCHER_ENV,
             ).remote(self.root, shards, version=version, backend=self.cfg.backend,
-                     threads=self.cfg.searcher_threads)
+                     threads=self.cfg.searcher_threads,
+                     batching=BatchPolicy(self.cfg.batch_window_ms, self.cfg.batch_max_queries))
                 for _ in range(self.cfg.replicas)]
             groups.append(_Group(shards, replicas, [0.0] * len(replicas)))
         handles = [h for g in groups for h in g.replicas]
@@ -161,7 +174,8 @@ class QueryCoordinator:
         shape = manifest.shape
         return _ServingState(version=version, dim=shape.dim, ntotal=manifest.ntotal,
                              nlist=shape.nlist, nedge=shape.nedge,
-                             nshards=len(manifest.shards), groups=groups, metric=metrics[0])
+                             nshards=len(manifest.shards), groups=groups, metric=metrics[0],
+                             timeout_s=self.cfg.timeout_s)
 
     async def reload(self) -> str:
         """Serve the version CURRENT names now, if it is not the one served; returns it."""
@@ -180,6 +194,10 @@ class QueryCoordinator:
         return version
 
     async def _release(self, state: _ServingState) -> None:
+        # clients that route themselves pick the new version up at their next refresh
+        # (ROUTING_TTL_S); one that still calls an old searcher after this retries its
+        # whole batch on the new version
+        await asyncio.sleep(2 * ROUTING_TTL_S)
         while state.inflight:                     # batches that started on it finish on it
             await asyncio.sleep(RETRY_PAUSE_S)
         for group in state.groups:
@@ -275,20 +293,7 @@ class QueryCoordinator:
         return SearchResult(D, I, state.version, missing)
 
     def _check_request(self, state, queries, params, timeout_s) -> np.ndarray:
-        if not isinstance(params, SearchParams):
-            raise ValueError(f"params: expected SearchParams, got {type(params).__name__}")
-        q = check_queries(queries, state.dim)
-        if params.k > state.ntotal:
-            raise ValueError(f"k={params.k} exceeds the {state.ntotal} vectors of index "
-                             f"{self.cfg.name!r} version {state.version}")
-        if params.nprobe > state.nlist:
-            raise ValueError(f"nprobe={params.nprobe} exceeds nlist={state.nlist}")
-        if params.nlines > params.nprobe * state.nedge:
-            raise ValueError(f"nlines={params.nlines} exceeds nprobe * nedge = "
-                             f"{params.nprobe * state.nedge}")
-        if timeout_s is not None and not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
-            raise ValueError(f"timeout_s must be a number > 0, got {timeout_s!r}")
-        return q
+        return state.routing.check(self.cfg.name, queries, params, timeout_s)
 
     async def _search_group(self, group: _Group, q, params, deadline):
         """(D, I) from one replica of the group, failing over until the deadline; None
@@ -319,12 +324,16 @@ class QueryCoordinator:
                     type(exc).__name__)
 
     # -- introspection -----------------------------------------------------------
-    async def describe(self) -> dict:
-        """What a client needs to check queries and read answers: version, dim, ntotal, nlist,
-        nedge, metric (l2: distances ascending; ip, cosine: similarities descending)."""
-        s = await self._current_state()
-        return {"name": self.cfg.name, "version": s.version, "dim": s.dim, "ntotal": s.ntotal,
-                "nlist": s.nlist, "nedge": s.nedge, "metric": s.metric}
+    async def routing(self, report: dict | None = None) -> Routing:
+        """The served version's routing, for clients that fan out themselves; `report`
+        adds what such a client counted since its last call (CLIENT_COUNTERS, and
+        "latency_ms": a list of request latencies) to this service's stats."""
+        if report:
+            for key in CLIENT_COUNTERS:
+                self._counts[key] += int(report.get(key, 0))
+            self._latency_ms.extend(report.get("latency_ms", ())[-LATENCY_WINDOW:])
+            self._batch_sizes.extend(report.get("queries_per_batch", ())[-LATENCY_WINDOW:])
+        return (await self._current_state()).routing
 
     async def searchers(self) -> list[dict]:
         """Every searcher of the served version: group, replica, shards, actor handle."""

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Sequence
 
 import numpy as np
 import ray
 
-from cluster.serving.types import SearchParams
+from cluster.serving.batching import BatchPolicy, ThreadBatcher
+from cluster.serving.types import SearchParams, check_queries
 from indexer import VLQIndex
 from indexer.sizing import set_threads
 from shards import IndexRoot, Store, load_arrays
@@ -24,16 +26,21 @@ log = logging.getLogger(__name__)
 
 class ShardSearcher:
     """Shards `shards` of an index version (a version folder, or an IndexRoot and
-    `version`), searchable."""
+    `version`), searchable. Concurrent calls with the same parameters (several clients'
+    batches, as an actor with max_concurrency > 1) are searched as one batch (`batching`);
+    one search runs at a time."""
 
     def __init__(self, index: IndexRoot | Store | str, shards: Sequence[int], *,
-                 version: str | None = None, backend: str = "auto", threads: int | None = None):
+                 version: str | None = None, backend: str = "auto", threads: int | None = None,
+                 batching: BatchPolicy = BatchPolicy()):
         if threads is not None:     # several searchers on one machine share its cores
             set_threads(threads)
         manifest, data = load_arrays(index, list(shards), version=version)
         self.version = manifest.version
         self.shards = tuple(int(s) for s in shards)
         self.index = VLQIndex.from_arrays(data, backend=backend)
+        self._search_lock = threading.Lock()
+        self._batcher = ThreadBatcher(batching, self._search_batch)
         self._warm_up()
         log.info("searcher %d: version %s shards %s, %d vectors on %s/%s", os.getpid(),
                  self.version, self.shards, self.index.ntotal, self.index.backend,
@@ -57,15 +64,27 @@ class ShardSearcher:
     def search(self, queries: np.ndarray, params: SearchParams) -> tuple[np.ndarray, np.ndarray]:
         """This group's k nearest, with the batch's filter and refinement (fewer stored
         or matching vectors than k: padded with -1 ids). A bad filter or refinement is the
-        ValueError VLQIndex.search raises, naming it."""
-        nq = queries.shape[0]
+        ValueError VLQIndex.search raises, naming it. Queries are checked before they join
+        a batch: a bad one is its caller's error only."""
+        q = check_queries(queries, self.index.dim)
+        return self._batcher.submit(params, q, q.shape[0])
+
+    def _search_batch(self, params: SearchParams, blocks: list[np.ndarray]) -> list:
+        q = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+        nq = q.shape[0]
         k_local = min(params.k, self.index.ntotal)
         if k_local == 0:
-            return np.full((nq, 0), np.inf, np.float32), np.full((nq, 0), -1, np.int64)
-        options = {"rerank": params.rerank, "filter": params.filter}
-        if params.refine is not None:     # re-rank no more candidates than the group holds
-            options["refine"] = min(params.refine, self.index.ntotal)
-        return self.index.search(queries, k_local, params.nprobe, params.nlines, **options)
+            D, I = np.full((nq, 0), np.inf, np.float32), np.full((nq, 0), -1, np.int64)
+        else:
+            options = {"rerank": params.rerank, "filter": params.filter}
+            if params.refine is not None:     # re-rank no more candidates than the group holds
+                options["refine"] = min(params.refine, self.index.ntotal)
+            with self._search_lock:
+                D, I = self.index.search(q, k_local, params.nprobe, params.nlines, **options)
+        ends = np.cumsum([b.shape[0] for b in blocks])
+        return [(D[e - b.shape[0]:e], I[e - b.shape[0]:e]) for b, e in zip(blocks, ends)]
 
 
-SearcherActor = ray.remote(max_restarts=-1, max_task_retries=0)(ShardSearcher)
+SEARCHER_CONCURRENCY = 64       # calls a searcher actor takes at once (batched together)
+SearcherActor = ray.remote(max_restarts=-1, max_task_retries=0,
+                           max_concurrency=SEARCHER_CONCURRENCY)(ShardSearcher)

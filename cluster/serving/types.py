@@ -58,7 +58,7 @@ class ServeConfig:
     searcher_gpus: float = 0.0        # > 0: the lists are resident on the GPU (torch)
     searcher_threads: int | None = None   # scan threads per searcher (None: all cores)
     backend: Literal["auto", "numba", "torch"] = "auto"
-    batch_window_ms: float = 1.0      # concurrent requests gather this long at most (0: never)
+    batch_window_ms: float = 3.0      # concurrent requests gather this long at most (0: never)
     batch_max_queries: int = 256      # queries per gathered fan-out at most
     storage_options: dict | None = field(default=None, compare=False)
 
@@ -145,3 +145,38 @@ class SearchResult:
         ends = np.cumsum(sizes)
         return [SearchResult(self.distances[e - n:e], self.ids[e - n:e], self.version,
                              self.missing_shards) for n, e in zip(sizes, ends)]
+
+
+@dataclass(frozen=True, eq=False)
+class Routing:
+    """What a client needs to search a served version itself: the version's shape, its
+    shard groups and each group's searcher actor handles (a snapshot: the coordinator
+    hands out a new one after a reload)."""
+
+    version: str
+    dim: int
+    ntotal: int
+    nlist: int
+    nedge: int
+    metric: str
+    groups: tuple[tuple[tuple[int, ...], tuple], ...]     # (shards, replica handles) per group
+    timeout_s: float                                      # the service's default per batch
+
+    def check(self, name: str, queries, params: "SearchParams", timeout_s) -> np.ndarray:
+        """The queries as float32 (nq, dim), or a ValueError naming what is wrong with the
+        request for this version (the coordinator's and the client's one check)."""
+        if not isinstance(params, SearchParams):
+            raise ValueError(f"params: expected SearchParams, got {type(params).__name__}")
+        q = check_queries(queries, self.dim)
+        if params.k > self.ntotal:
+            raise ValueError(f"k={params.k} exceeds the {self.ntotal} vectors of index "
+                             f"{name!r} version {self.version}")
+        if params.nprobe > self.nlist:
+            raise ValueError(f"nprobe={params.nprobe} exceeds nlist={self.nlist}")
+        if params.nlines > params.nprobe * self.nedge:
+            raise ValueError(f"nlines={params.nlines} exceeds nprobe * nedge = "
+                             f"{params.nprobe * self.nedge}")
+        if timeout_s is not None and (isinstance(timeout_s, bool) or
+                                      not isinstance(timeout_s, (int, float)) or timeout_s <= 0):
+            raise ValueError(f"timeout_s must be a number > 0, got {timeout_s!r}")
+        return q
