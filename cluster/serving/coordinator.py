@@ -19,7 +19,6 @@ share of a search).
 from __future__ import annotations
 
 import asyncio
-import collections
 import functools
 import itertools
 import logging
@@ -30,10 +29,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster.estimate import refuse_unless_fits, serving_memory
 from cluster.ray_session import available_memory, connect
 from cluster.serving.batching import AsyncBatcher, BatchPolicy
+from cluster.serving.metrics import COUNTERS, ServiceMetrics
 from cluster.serving.routing import merge_answers, replica_order, shard_groups
 from cluster.serving.searcher import SearcherActor
 from cluster.serving.types import NAMESPACE, Routing, SearchParams, SearchResult, ServeConfig
@@ -47,10 +48,10 @@ LATENCY_WINDOW = 10_000          # batches kept for the latency percentiles
 REPLICA_COOLDOWN_S = 2.0         # a failed replica is tried last for this long
 RETRY_PAUSE_S = 0.05             # between rounds over a group's replicas
 MAX_CONCURRENCY = 256            # query batches in flight in the coordinator
+PLACED_CPUS = 0.001              # see _start_version
 ROUTING_TTL_S = 1.0              # clients refresh their routing at least this often
 # what clients that route themselves report (Client._report)
-CLIENT_COUNTERS = ("requests", "batches", "queries", "partial_batches", "rejected_batches",
-                   "rejected_requests", "replica_failures")
+CLIENT_COUNTERS = tuple(c for c in COUNTERS if c != "reloads")
 # OpenMP threads (faiss, numba) that spin after each small batch take the cores the
 # coordinator and the other searchers need: searchers let them sleep (bench/RESULTS.md
 # "Serving: single-query callers" measured 1.2x-1.3x more QPS). A value set by the user wins.
@@ -101,11 +102,9 @@ class QueryCoordinator:
         self._state: _ServingState | None = None
         self._load_lock: asyncio.Lock | None = None
         self._poller: asyncio.Task | None = None
-        self._latency_ms = collections.deque(maxlen=LATENCY_WINDOW)
-        self._counts = collections.Counter()
+        self._metrics = ServiceMetrics(cfg.name, LATENCY_WINDOW)
         self._started = time.time()
         self._last_reload_error: str | None = None
-        self._batch_sizes = collections.deque(maxlen=LATENCY_WINDOW)
         self._batcher = AsyncBatcher(BatchPolicy(cfg.batch_window_ms,
                                                          cfg.batch_max_queries),
                                      self._send_batch)
@@ -140,14 +139,19 @@ class QueryCoordinator:
         """Start every searcher of a version and wait until each has loaded its shards."""
         manifest, _, _ = resolve(self.root, version=version)
         groups = []
-        for shards in shard_groups(len(manifest.shards), self.cfg.searchers):
+        nodes = alive_nodes()
+        for g, shards in enumerate(shard_groups(len(manifest.shards), self.cfg.searchers)):
             replicas = [SearcherActor.options(
-                num_cpus=self.cfg.searcher_cpus, num_gpus=self.cfg.searcher_gpus,
+                # Ray 2.60 ignored a soft node affinity for actors that ask no resource
+                # (measured: 5 of 6 on one node); a thousandth of a CPU makes it hold
+                num_cpus=self.cfg.searcher_cpus or (PLACED_CPUS if len(nodes) > 1 else 0),
+                num_gpus=self.cfg.searcher_gpus,
                 runtime_env=SEARCHER_ENV,
+                scheduling_strategy=replica_placement(nodes, g, r),
             ).remote(self.root, shards, version=version, backend=self.cfg.backend,
                      threads=self.cfg.searcher_threads,
                      batching=BatchPolicy(self.cfg.batch_window_ms, self.cfg.batch_max_queries))
-                for _ in range(self.cfg.replicas)]
+                for r in range(self.cfg.replicas)]
             groups.append(_Group(shards, replicas, [0.0] * len(replicas)))
         handles = [h for g in groups for h in g.replicas]
         try:
@@ -187,7 +191,7 @@ class QueryCoordinator:
                 return version
             new = await self._start_version(version)
             self._state = new                     # the switch: between two batches
-            self._counts["reloads"] += 1
+            self._metrics.count("reloads")
             log.info("switched %s from %s to %s", self.cfg.name, old.version, version)
             await self._mark_serving()
         asyncio.get_running_loop().create_task(self._release(old))
@@ -249,11 +253,11 @@ class QueryCoordinator:
         try:
             q = self._check_request(state, queries, params, timeout_s)
         except ValueError:
-            self._counts["rejected_requests"] += 1
+            self._metrics.count("rejected_requests")
             raise
         result = await self._batcher.submit((params, timeout_s), q, q.shape[0])
-        self._latency_ms.append((time.perf_counter() - t0) * 1e3)
-        self._counts["requests"] += 1
+        self._metrics.latencies([(time.perf_counter() - t0) * 1e3])
+        self._metrics.count("requests")
         return result
 
     async def _send_batch(self, key, blocks: list[np.ndarray]) -> list[SearchResult]:
@@ -269,7 +273,7 @@ class QueryCoordinator:
         try:       # the state may have changed since the requests were checked
             q = self._check_request(state, q, params, timeout_s)
         except ValueError:
-            self._counts["rejected_batches"] += 1
+            self._metrics.count("rejected_batches")
             raise
         deadline = time.monotonic() + (timeout_s or self.cfg.timeout_s)
         state.inflight += 1
@@ -281,15 +285,15 @@ class QueryCoordinator:
         for part in parts:
             if isinstance(part, BaseException):
                 if isinstance(part, ValueError):  # a bad filter or refine, found by a searcher
-                    self._counts["rejected_batches"] += 1
+                    self._metrics.count("rejected_batches")
                 raise part
         D, I, missing = merge_answers([g.shards for g in state.groups], parts, q.shape[0],
                                       params.k, descending=state.descending)
-        self._counts["batches"] += 1
-        self._counts["queries"] += q.shape[0]
-        self._batch_sizes.append(q.shape[0])
+        self._metrics.count("batches")
+        self._metrics.count("queries", q.shape[0])
+        self._metrics.batches([q.shape[0]])
         if missing:
-            self._counts["partial_batches"] += 1
+            self._metrics.count("partial_batches")
         return SearchResult(D, I, state.version, missing)
 
     def _check_request(self, state, queries, params, timeout_s) -> np.ndarray:
@@ -319,7 +323,7 @@ class QueryCoordinator:
 
     def _replica_failed(self, group: _Group, r: int, exc: BaseException) -> None:
         group.down_until[r] = time.monotonic() + REPLICA_COOLDOWN_S
-        self._counts["replica_failures"] += 1
+        self._metrics.count("replica_failures")
         log.warning("searcher for shards %s replica %d failed: %s", group.shards, r,
                     type(exc).__name__)
 
@@ -330,9 +334,9 @@ class QueryCoordinator:
         "latency_ms": a list of request latencies) to this service's stats."""
         if report:
             for key in CLIENT_COUNTERS:
-                self._counts[key] += int(report.get(key, 0))
-            self._latency_ms.extend(report.get("latency_ms", ())[-LATENCY_WINDOW:])
-            self._batch_sizes.extend(report.get("queries_per_batch", ())[-LATENCY_WINDOW:])
+                self._metrics.count(key, int(report.get(key, 0)))
+            self._metrics.latencies(report.get("latency_ms", ()))
+            self._metrics.batches(report.get("queries_per_batch", ()))
         return (await self._current_state()).routing
 
     async def searchers(self) -> list[dict]:
@@ -343,10 +347,11 @@ class QueryCoordinator:
 
     async def stats(self) -> dict:
         s = self._state
-        lat = np.asarray(self._latency_ms, dtype=np.float64)
+        counts = self._metrics.counts
+        lat = np.asarray(self._metrics.latency_ms, dtype=np.float64)
         pct = ({f"p{p}": float(np.percentile(lat, p)) for p in (50, 90, 99)} if lat.size
                else {})
-        sizes = np.asarray(self._batch_sizes, dtype=np.float64)
+        sizes = np.asarray(self._metrics.batch_sizes, dtype=np.float64)
         size_pct = ({"mean": float(sizes.mean()), "p50": float(np.percentile(sizes, 50)),
                      "max": int(sizes.max())} if sizes.size else {})
         return {"name": self.cfg.name, "store": self.cfg.store,
@@ -354,16 +359,30 @@ class QueryCoordinator:
                 "shards": s.nshards if s else 0,
                 "ntotal": s.ntotal if s else 0,
                 "searchers": len(s.groups) if s else 0, "replicas": self.cfg.replicas,
-                "queries_served": self._counts["queries"], "batches": self._counts["batches"],
-                "requests": self._counts["requests"],
+                "queries_served": counts["queries"], "batches": counts["batches"],
+                "requests": counts["requests"],
                 "queries_per_batch": {**size_pct, "window_batches": int(sizes.size)},
-                "partial_batches": self._counts["partial_batches"],
-                "rejected_batches": self._counts["rejected_batches"],
-                "rejected_requests": self._counts["rejected_requests"],
-                "replica_failures": self._counts["replica_failures"],
-                "reloads": self._counts["reloads"], "last_reload_error": self._last_reload_error,
+                "partial_batches": counts["partial_batches"],
+                "rejected_batches": counts["rejected_batches"],
+                "rejected_requests": counts["rejected_requests"],
+                "replica_failures": counts["replica_failures"],
+                "reloads": counts["reloads"], "last_reload_error": self._last_reload_error,
                 "latency_ms": {**pct, "window_requests": int(lat.size)},
                 "uptime_s": time.time() - self._started}
+
+
+def alive_nodes() -> list[str]:
+    """Ids of the cluster's alive nodes, in a fixed order."""
+    return sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+
+
+def replica_placement(nodes: list[str], group: int, replica: int):
+    """Replica r of group g on node (g + r) mod n: a group's replicas on different nodes
+    while there are as many nodes as replicas, groups spread over the nodes. Soft: Ray
+    places (and restarts) it elsewhere when that node cannot take it or is gone."""
+    if len(nodes) < 2:
+        return "DEFAULT"
+    return NodeAffinitySchedulingStrategy(nodes[(group + replica) % len(nodes)], soft=True)
 
 
 def _cause(exc: RayTaskError) -> BaseException:
@@ -392,9 +411,11 @@ def start_service(cfg: ServeConfig, address: str | None = "auto") -> dict:
     manifest, _, _ = resolve(root, version=version)
     connect(address, NAMESPACE, log_to_driver=False)
     refuse_unless_fits([_serving_need(manifest, cfg)], available_memory(), f"serving {cfg.name}")
-    handle = CoordinatorActor.options(
+    handle = CoordinatorActor.options(   # on the node that started it (soft)
         name=cfg.name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
-        num_cpus=0, max_concurrency=MAX_CONCURRENCY).remote(cfg)
+        num_cpus=0, max_concurrency=MAX_CONCURRENCY,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(
+            ray.get_runtime_context().get_node_id(), soft=True)).remote(cfg)
     try:
         return ray.get(handle.start.remote())
     except BaseException:

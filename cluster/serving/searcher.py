@@ -59,7 +59,8 @@ class ShardSearcher:
     def info(self) -> dict:
         return {"version": self.version, "shards": list(self.shards),
                 "ntotal": self.index.ntotal, "metric": self.metric,
-                "backend": self.index.backend, "device": self.index.device, "pid": os.getpid()}
+                "backend": self.index.backend, "device": self.index.device, "pid": os.getpid(),
+                "node": ray.get_runtime_context().get_node_id() if ray.is_initialized() else None}
 
     def search(self, queries: np.ndarray, params: SearchParams) -> tuple[np.ndarray, np.ndarray]:
         """This group's k nearest, with the batch's filter and refinement (fewer stored

@@ -19,12 +19,22 @@ PARAMS = dict(k=10, nprobe=16, nlines=128)
 SHARDINGS = {"sift-1": 1, "sift-2": 2, "sift-4": 4}
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def ray_local():
+    """A local Ray; yields the port of its Prometheus metrics endpoint."""
+    port = _free_port()
     ray.init(address="local", num_cpus=2, include_dashboard=False, namespace=NAMESPACE,
-             log_to_driver=False)
+             log_to_driver=False, _metrics_export_port=port)
     try:
-        yield
+        yield port
     finally:
         ray.shutdown()
 

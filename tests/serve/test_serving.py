@@ -471,3 +471,42 @@ def test_a_bad_request_does_not_fail_its_batch_mates(served_2, sift, reference):
                     raise exc.cause from None
         else:
             np.testing.assert_array_equal(ray.get(ref, timeout=WAIT_S).ids[0], reference[1][i])
+
+
+def _prometheus(port: int) -> dict[str, float]:
+    """Ray's metrics endpoint: every snapline sample of index sift-2, by metric name."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        m = re.match(r'^(ray_snapline_\w+)\{(.*)\} (\S+)$', line)
+        if not m or 'index="sift-2"' not in m.group(2):
+            continue
+        if m.group(1).endswith("_bucket") and 'le="+Inf"' not in m.group(2):
+            continue                                 # buckets: only the total one
+        out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(3))
+    return out
+
+
+def test_service_metrics_at_rays_prometheus_endpoint(ray_local, served_2, sift):
+    """The counts stats() shows are exported as Ray metrics: queries, requests, batches,
+    the latency and batch-size histograms."""
+    served_2.search(sift["query"][:7], **PARAMS)
+    stats = served_2.stats()                         # the client reports its counts first
+
+    def exported():
+        try:
+            m = _prometheus(ray_local)
+        except OSError:
+            return None
+        if m.get("ray_snapline_queries_total", 0) >= stats["queries_served"]:
+            return m
+        return None
+
+    m = _until(exported, "snapline metrics at Ray's metrics endpoint")
+    assert m["ray_snapline_requests_total"] >= stats["requests"] >= 1
+    assert m["ray_snapline_batches_total"] >= 1
+    assert m["ray_snapline_request_latency_ms_count"] >= stats["requests"]
+    assert m["ray_snapline_request_latency_ms_bucket"] == m["ray_snapline_request_latency_ms_count"]
+    assert m["ray_snapline_batch_queries_count"] >= 1
