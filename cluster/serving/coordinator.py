@@ -20,22 +20,22 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
+from ray.exceptions import RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster.estimate import refuse_unless_fits, serving_memory
 from cluster.ray_session import available_memory, connect
 from cluster.serving.batching import AsyncBatcher, BatchPolicy
 from cluster.serving.metrics import COUNTERS, ServiceMetrics
-from cluster.serving.routing import merge_answers, replica_order, shard_groups
+from cluster.serving.fanout import ReplicaHealth, fan_out
+from cluster.serving.routing import merge_answers, shard_groups
 from cluster.serving.searcher import SearcherActor
 from cluster.serving.types import NAMESPACE, Routing, SearchParams, SearchResult, ServeConfig
 from indexer.merge import ranks_descending
@@ -45,8 +45,7 @@ from shards.registry import mark_serving
 log = logging.getLogger(__name__)
 
 LATENCY_WINDOW = 10_000          # batches kept for the latency percentiles
-REPLICA_COOLDOWN_S = 2.0         # a failed replica is tried last for this long
-RETRY_PAUSE_S = 0.05             # between rounds over a group's replicas
+RELEASE_POLL_S = 0.05            # how often a released version's batches are checked
 MAX_CONCURRENCY = 256            # query batches in flight in the coordinator
 PLACED_CPUS = 0.001              # see _start_version
 ROUTING_TTL_S = 1.0              # clients refresh their routing at least this often
@@ -58,16 +57,10 @@ CLIENT_COUNTERS = tuple(c for c in COUNTERS if c != "reloads")
 SEARCHER_ENV = {"env_vars": {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}}
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True, eq=False)
 class _Group:
     shards: tuple[int, ...]
     replicas: list                      # searcher actor handles
-    down_until: list[float]             # per replica: monotonic time before which it is tried last
-    turn: itertools.count = field(default_factory=itertools.count)
-
-    def order(self) -> list[int]:
-        """Replicas to try: round-robin start, recently failed ones last."""
-        return replica_order(next(self.turn), self.down_until, time.monotonic())
 
 
 @dataclass(eq=False)
@@ -103,6 +96,7 @@ class QueryCoordinator:
         self._load_lock: asyncio.Lock | None = None
         self._poller: asyncio.Task | None = None
         self._metrics = ServiceMetrics(cfg.name, LATENCY_WINDOW)
+        self._health = ReplicaHealth()
         self._started = time.time()
         self._last_reload_error: str | None = None
         self._batcher = AsyncBatcher(BatchPolicy(cfg.batch_window_ms,
@@ -152,7 +146,7 @@ class QueryCoordinator:
                      threads=self.cfg.searcher_threads,
                      batching=BatchPolicy(self.cfg.batch_window_ms, self.cfg.batch_max_queries))
                 for r in range(self.cfg.replicas)]
-            groups.append(_Group(shards, replicas, [0.0] * len(replicas)))
+            groups.append(_Group(shards, replicas))
         handles = [h for g in groups for h in g.replicas]
         try:
             try:
@@ -203,7 +197,7 @@ class QueryCoordinator:
         # whole batch on the new version
         await asyncio.sleep(2 * ROUTING_TTL_S)
         while state.inflight:                     # batches that started on it finish on it
-            await asyncio.sleep(RETRY_PAUSE_S)
+            await asyncio.sleep(RELEASE_POLL_S)
         for group in state.groups:
             for handle in group.replicas:
                 ray.kill(handle, no_restart=True)
@@ -278,15 +272,14 @@ class QueryCoordinator:
         deadline = time.monotonic() + (timeout_s or self.cfg.timeout_s)
         state.inflight += 1
         try:      # every group's call ends before the batch does (a reload waits for it)
-            parts = await asyncio.gather(*[self._search_group(g, q, params, deadline)
-                                           for g in state.groups], return_exceptions=True)
+            parts, failures = await asyncio.to_thread(
+                fan_out, state.routing, q, params, deadline, self._health, lambda: False)
+        except ValueError:                # a bad filter or refine, found by a searcher
+            self._metrics.count("rejected_batches")
+            raise
         finally:
             state.inflight -= 1
-        for part in parts:
-            if isinstance(part, BaseException):
-                if isinstance(part, ValueError):  # a bad filter or refine, found by a searcher
-                    self._metrics.count("rejected_batches")
-                raise part
+        self._metrics.count("replica_failures", failures)
         D, I, missing = merge_answers([g.shards for g in state.groups], parts, q.shape[0],
                                       params.k, descending=state.descending)
         self._metrics.count("batches")
@@ -298,34 +291,6 @@ class QueryCoordinator:
 
     def _check_request(self, state, queries, params, timeout_s) -> np.ndarray:
         return state.routing.check(self.cfg.name, queries, params, timeout_s)
-
-    async def _search_group(self, group: _Group, q, params, deadline):
-        """(D, I) from one replica of the group, failing over until the deadline; None
-        when no replica answered in time."""
-        while True:
-            order = group.order()
-            for tried, r in enumerate(order):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                # a hung replica gets its share of the time left, not all of it
-                attempt_s = left / (len(order) - tried)
-                try:
-                    return await asyncio.wait_for(group.replicas[r].search.remote(q, params),
-                                                  attempt_s)
-                except RayTaskError as exc:
-                    if isinstance(exc, ValueError):  # a bad request, not a bad replica: the
-                        raise _cause(exc) from None  # searcher's own error, to the caller
-                    self._replica_failed(group, r, exc)
-                except (RayActorError, GetTimeoutError, asyncio.TimeoutError, RayError) as exc:
-                    self._replica_failed(group, r, exc)
-            await asyncio.sleep(min(RETRY_PAUSE_S, max(0.0, deadline - time.monotonic())))
-
-    def _replica_failed(self, group: _Group, r: int, exc: BaseException) -> None:
-        group.down_until[r] = time.monotonic() + REPLICA_COOLDOWN_S
-        self._metrics.count("replica_failures")
-        log.warning("searcher for shards %s replica %d failed: %s", group.shards, r,
-                    type(exc).__name__)
 
     # -- introspection -----------------------------------------------------------
     async def routing(self, report: dict | None = None) -> Routing:
@@ -383,12 +348,6 @@ def replica_placement(nodes: list[str], group: int, replica: int):
     if len(nodes) < 2:
         return "DEFAULT"
     return NodeAffinitySchedulingStrategy(nodes[(group + replica) % len(nodes)], soft=True)
-
-
-def _cause(exc: RayTaskError) -> BaseException:
-    """The exception a remote call raised, without Ray's wrapping and remote traceback."""
-    cause = getattr(exc, "cause", None)
-    return cause if isinstance(cause, BaseException) else exc
 
 
 def _index_root(cfg: ServeConfig) -> IndexRoot:
