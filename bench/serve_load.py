@@ -149,53 +149,29 @@ def hop_latencies(client: Client, name: str, queries, params: dict, repeats: int
 
 
 def client_load(client: Client, queries, params, batch, threads, seconds) -> dict:
-    lat, errors, counts = [[] for _ in range(threads)], [], [0] * threads
-    stop = threading.Event()
+    """`threads` client threads searching batches of `batch` queries for `seconds`."""
+    def call(q):
+        result = client.search(q, **params)
+        if result.partial:
+            raise RuntimeError(f"partial: {result.missing_shards}")
 
-    def run(t):
-        i = t
-        while not stop.is_set():
-            start = (i * batch) % (queries.shape[0] - batch)
-            t0 = time.perf_counter()
-            try:
-                result = client.search(queries[start:start + batch], **params)
-                if result.partial:
-                    raise RuntimeError(f"partial: {result.missing_shards}")
-                lat[t].append((time.perf_counter() - t0) * 1e3)
-                counts[t] += batch
-            except Exception as exc:
-                errors.append(repr(exc))
-            i += threads
-
-    workers = [threading.Thread(target=run, args=(t,), daemon=True) for t in range(threads)]
-    t0 = time.perf_counter()
-    for w in workers:
-        w.start()
-    time.sleep(seconds)
-    stop.set()
-    for w in workers:
-        w.join()
-    elapsed = time.perf_counter() - t0
-    all_lat = [x for per in lat for x in per]
-    return {"threads": threads, "seconds": elapsed, "queries": sum(counts),
-            "batches": len(all_lat), "qps": sum(counts) / elapsed,
-            "latency_ms": percentiles(all_lat), "errors": len(errors),
-            "first_errors": errors[:5]}
+    return caller_threads(call, queries, threads, seconds, batch)
 
 
-def caller_threads(call, queries, threads: int, seconds: float) -> dict:
-    """`threads` threads of this process, each calling `call` with one query at a time for
-    `seconds`: calls per second, latency percentiles as each caller sees them, errors."""
+def caller_threads(call, queries, threads: int, seconds: float, batch: int = 1) -> dict:
+    """`threads` threads of this process, each calling `call` with `batch` queries at a
+    time for `seconds`: queries per second, latency percentiles as each caller sees them,
+    errors."""
     lat, errors = [[] for _ in range(threads)], []
     stop = threading.Event()
 
     def run(t):
         i = t
         while not stop.is_set():
-            q = queries[i % queries.shape[0]][None]
+            start = (i * batch) % (queries.shape[0] - batch + 1)
             t0 = time.perf_counter()
             try:
-                call(q)
+                call(queries[start:start + batch])
                 lat[t].append((time.perf_counter() - t0) * 1e3)
             except Exception as exc:
                 errors.append(repr(exc))
@@ -211,9 +187,10 @@ def caller_threads(call, queries, threads: int, seconds: float) -> dict:
         w.join()
     elapsed = time.perf_counter() - t0
     all_lat = [x for per in lat for x in per]
-    return {"threads": threads, "seconds": elapsed, "calls": len(all_lat),
-            "qps": len(all_lat) / elapsed, "latency_ms": percentiles(all_lat),
-            "errors": len(errors), "first_errors": errors[:5]}
+    return {"threads": threads, "batch": batch, "seconds": elapsed, "calls": len(all_lat),
+            "queries": len(all_lat) * batch, "qps": len(all_lat) * batch / elapsed,
+            "latency_ms": percentiles(all_lat), "errors": len(errors),
+            "first_errors": errors[:5]}
 
 
 @ray.remote(num_cpus=0)
