@@ -12,7 +12,8 @@ def _serve(args) -> int:
                       replicas=args.replicas, timeout_s=args.timeout_s, poll_s=args.poll_s,
                       searcher_cpus=args.searcher_cpus, searcher_gpus=args.searcher_gpus,
                       searcher_threads=args.searcher_threads,
-                      **{f: getattr(args, f) for f in ("batch_window_ms", "batch_max_queries")
+                      **{f: getattr(args, f) for f in ("batch_window_ms", "batch_max_queries",
+                                                       "http_port", "http_host")
                          if getattr(args, f) is not None})
     stats = start_service(cfg, args.address)
     print(json.dumps(stats, indent=1))
@@ -76,6 +77,10 @@ def _add_serve_parser(sub):
                        "batch of theirs is in flight (default 3; 0: no batching)")
     serve.add_argument("--batch-max-queries", type=int, default=None, help="queries per "
                        "gathered fan-out at most (default 256)")
+    serve.add_argument("--http-port", type=int, default=None, help="also serve JSON over "
+                       "HTTP on this port (POST /v1/search, GET /v1/stats; 0: a free port)")
+    serve.add_argument("--http-host", default=None, help="address the HTTP endpoint binds "
+                       "(default 127.0.0.1)")
     serve.set_defaults(func=_serve)
     return serve
 

@@ -35,6 +35,7 @@ from cluster.ray_session import available_memory, connect
 from cluster.serving.batching import AsyncBatcher, BatchPolicy
 from cluster.serving.metrics import COUNTERS, ServiceMetrics
 from cluster.serving.fanout import ReplicaHealth, fan_out
+from cluster.serving.http import start_http
 from cluster.serving.routing import merge_answers, shard_groups
 from cluster.serving.searcher import SearcherActor
 from cluster.serving.types import NAMESPACE, Routing, SearchParams, SearchResult, ServeConfig
@@ -97,6 +98,7 @@ class QueryCoordinator:
         self._poller: asyncio.Task | None = None
         self._metrics = ServiceMetrics(cfg.name, LATENCY_WINDOW)
         self._health = ReplicaHealth()
+        self._http, self._http_url = None, None
         self._started = time.time()
         self._last_reload_error: str | None = None
         self._batcher = AsyncBatcher(BatchPolicy(cfg.batch_window_ms,
@@ -105,8 +107,13 @@ class QueryCoordinator:
 
     # -- lifecycle -------------------------------------------------------------
     async def start(self) -> dict:
-        """Load the version CURRENT names (once), start polling CURRENT; returns stats."""
+        """Load the version CURRENT names (once), start polling CURRENT and the HTTP
+        endpoint (cfg.http_port); returns stats."""
         await self._current_state()
+        if self.cfg.http_port is not None and self._http is None:
+            self._http, self._http_url = await start_http(self, self.cfg.http_host,
+                                                          self.cfg.http_port)
+            log.info("serving %s over HTTP at %s", self.cfg.name, self._http_url)
         return await self.stats()
 
     async def _current_state(self) -> _ServingState:
@@ -228,6 +235,9 @@ class QueryCoordinator:
         """Release every searcher (the caller then kills this actor)."""
         if self._poller is not None:
             self._poller.cancel()
+        if self._http is not None:
+            await self._http.cleanup()
+            self._http = None
         await self._mark_serving(None)
         if self._state is not None:
             for group in self._state.groups:
@@ -333,7 +343,7 @@ class QueryCoordinator:
                 "replica_failures": counts["replica_failures"],
                 "reloads": counts["reloads"], "last_reload_error": self._last_reload_error,
                 "latency_ms": {**pct, "window_requests": int(lat.size)},
-                "uptime_s": time.time() - self._started}
+                "http": self._http_url, "uptime_s": time.time() - self._started}
 
 
 def alive_nodes() -> list[str]:

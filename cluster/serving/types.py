@@ -60,6 +60,8 @@ class ServeConfig:
     backend: Literal["auto", "numba", "torch"] = "auto"
     batch_window_ms: float = 3.0      # concurrent requests gather this long at most (0: never)
     batch_max_queries: int = 256      # queries per gathered fan-out at most
+    http_port: int | None = None      # JSON endpoint on this port (0: a free one; None: none)
+    http_host: str = "127.0.0.1"
     storage_options: dict | None = field(default=None, compare=False)
 
     def __post_init__(self):
@@ -80,6 +82,10 @@ class ServeConfig:
         if self.backend not in ("auto", "numba", "torch"):
             raise ValueError(f"backend must be 'auto', 'numba' or 'torch', got {self.backend!r}")
         check_batching(self.batch_window_ms, self.batch_max_queries)
+        if self.http_port is not None and (isinstance(self.http_port, bool) or not isinstance(
+                self.http_port, (int, np.integer)) or not 0 <= self.http_port <= 65535):
+            raise ValueError(f"http_port must be a port number in [0, 65535] or None, "
+                             f"got {self.http_port!r}")
 
 
 def check_batching(window_ms, max_queries) -> None:

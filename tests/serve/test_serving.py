@@ -46,7 +46,7 @@ def served_1(store):
 
 @pytest.fixture(scope="module")
 def served_2(store):
-    client, _ = _serve(store, "sift-2", searchers=2, replicas=2)
+    client, _ = _serve(store, "sift-2", searchers=2, replicas=2, http_port=0)
     yield client
     stop_service("sift-2")
 
@@ -510,3 +510,53 @@ def test_service_metrics_at_rays_prometheus_endpoint(ray_local, served_2, sift):
     assert m["ray_snapline_request_latency_ms_count"] >= stats["requests"]
     assert m["ray_snapline_request_latency_ms_bucket"] == m["ray_snapline_request_latency_ms_count"]
     assert m["ray_snapline_batch_queries_count"] >= 1
+
+
+def _http(url: str, body=None, raw: bytes | None = None) -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    request = urllib.request.Request(url, data=data, method="POST" if data else "GET",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_http_search_equals_the_client(served_2, sift, reference):
+    url = served_2.stats()["http"]
+    status, answer = _http(f"{url}/v1/search", {"queries": sift["query"][:5].tolist(), **PARAMS})
+    assert status == 200, answer
+    assert answer["version"] == "v000001" and answer["missing_shards"] == []
+    np.testing.assert_array_equal(np.array(answer["ids"]), reference[1][:5])
+    np.testing.assert_allclose(np.array(answer["distances"], dtype=np.float32), reference[0][:5],
+                               rtol=1e-5)
+    status, stats = _http(f"{url}/v1/stats")
+    assert status == 200 and stats["queries_served"] >= 5 and stats["http"] == url
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"queries": [[1.0] * 64], **PARAMS}, "dimension"),
+    ({"queries": [[float("nan")] + [1.0] * 127], **PARAMS}, "row 0 contains NaN or inf"),
+    ({"queries": [[1.0] * 128], **{**PARAMS, "k": 0}}, "k must be > 0"),
+    ({"queries": [[1.0] * 128], **{**PARAMS, "k": NB + 1}}, f"k={NB + 1} exceeds"),
+    ({"queries": [[1.0] * 128], **PARAMS, "filter": "colour = 1"}, "filter 'colour = 1'"),
+    ({"queries": [[1.0] * 128], "kk": 3}, "unknown fields \\['kk'\\]"),
+    ({"queries": [[1.0, "x"]]}, "queries must be a list of equally long lists of numbers"),
+    ({**PARAMS}, "queries is required"),
+    ([1, 2], "must be a JSON object"),
+])
+def test_http_bad_requests_are_400_with_the_message(served_2, body, message):
+    url = served_2.stats()["http"]
+    status, answer = _http(f"{url}/v1/search", body)
+    assert status == 400, answer
+    if message is not None:
+        assert re.search(message, answer["error"]), answer["error"]
+
+
+def test_http_body_that_is_not_json(served_2):
+    status, answer = _http(f"{served_2.stats()['http']}/v1/search", raw=b"{not json")
+    assert status == 400 and "not JSON" in answer["error"]
