@@ -59,6 +59,7 @@ class ShardSearcher:
     def info(self) -> dict:
         return {"version": self.version, "shards": list(self.shards),
                 "ntotal": self.index.ntotal, "metric": self.metric,
+                "bytes_per_vector": self.index.bytes_per_vector,
                 "backend": self.index.backend, "device": self.index.device, "pid": os.getpid(),
                 "node": ray.get_runtime_context().get_node_id() if ray.is_initialized() else None}
 
