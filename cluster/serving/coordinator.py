@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import time
 from dataclasses import dataclass
 
@@ -34,10 +33,11 @@ from cluster.estimate import refuse_unless_fits, serving_memory
 from cluster.ray_session import available_memory, connect
 from cluster.serving.batching import AsyncBatcher, BatchPolicy
 from cluster.serving.metrics import COUNTERS, ServiceMetrics
+from cluster.serving.placement import alive_nodes, replica_cpus, replica_placement
 from cluster.serving.fanout import ReplicaHealth, fan_out
 from cluster.serving.http import start_http
 from cluster.serving.routing import merge_answers, shard_groups
-from cluster.serving.searcher import SearcherActor
+from cluster.serving.searcher import SEARCHER_ENV, SearcherActor
 from cluster.serving.types import NAMESPACE, Routing, SearchParams, SearchResult, ServeConfig
 from indexer.merge import ranks_descending
 from shards import IndexRoot, Store, resolve
@@ -48,14 +48,9 @@ log = logging.getLogger(__name__)
 LATENCY_WINDOW = 10_000          # batches kept for the latency percentiles
 RELEASE_POLL_S = 0.05            # how often a released version's batches are checked
 MAX_CONCURRENCY = 256            # query batches in flight in the coordinator
-PLACED_CPUS = 0.001              # see _start_version
 ROUTING_TTL_S = 1.0              # clients refresh their routing at least this often
 # what clients that route themselves report (Client._report)
 CLIENT_COUNTERS = tuple(c for c in COUNTERS if c != "reloads")
-# OpenMP threads (faiss, numba) that spin after each small batch take the cores the
-# coordinator and the other searchers need: searchers let them sleep (bench/RESULTS.md
-# "Serving: single-query callers" measured 1.2x-1.3x more QPS). A value set by the user wins.
-SEARCHER_ENV = {"env_vars": {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}}
 
 
 @dataclass(frozen=True, eq=False)
@@ -143,9 +138,7 @@ class QueryCoordinator:
         nodes = alive_nodes()
         for g, shards in enumerate(shard_groups(len(manifest.shards), self.cfg.searchers)):
             replicas = [SearcherActor.options(
-                # Ray 2.60 ignored a soft node affinity for actors that ask no resource
-                # (measured: 5 of 6 on one node); a thousandth of a CPU makes it hold
-                num_cpus=self.cfg.searcher_cpus or (PLACED_CPUS if len(nodes) > 1 else 0),
+                num_cpus=replica_cpus(self.cfg.searcher_cpus, nodes),
                 num_gpus=self.cfg.searcher_gpus,
                 runtime_env=SEARCHER_ENV,
                 scheduling_strategy=replica_placement(nodes, g, r),
@@ -344,20 +337,6 @@ class QueryCoordinator:
                 "reloads": counts["reloads"], "last_reload_error": self._last_reload_error,
                 "latency_ms": {**pct, "window_requests": int(lat.size)},
                 "http": self._http_url, "uptime_s": time.time() - self._started}
-
-
-def alive_nodes() -> list[str]:
-    """Ids of the cluster's alive nodes, in a fixed order."""
-    return sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
-
-
-def replica_placement(nodes: list[str], group: int, replica: int):
-    """Replica r of group g on node (g + r) mod n: a group's replicas on different nodes
-    while there are as many nodes as replicas, groups spread over the nodes. Soft: Ray
-    places (and restarts) it elsewhere when that node cannot take it or is gone."""
-    if len(nodes) < 2:
-        return "DEFAULT"
-    return NodeAffinitySchedulingStrategy(nodes[(group + replica) % len(nodes)], soft=True)
 
 
 def _index_root(cfg: ServeConfig) -> IndexRoot:

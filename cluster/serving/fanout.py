@@ -54,21 +54,18 @@ class ReplicaHealth:
 def fan_out(routing: Routing, q, params: SearchParams, deadline: float, health: ReplicaHealth,
             version_changed: Callable[[], bool]) -> tuple[list, int]:
     """(D, I) or None per group of `routing`, and how many replica attempts failed.
-    `version_changed()` is asked when a searcher is found dead: True raises
-    RoutingChanged."""
+    `version_changed()` is asked when a searcher is dead: True raises RoutingChanged."""
     ngroups = len(routing.groups)
     parts: list = [None] * ngroups
-    done = [False] * ngroups
+    done, tried = [False] * ngroups, [0] * ngroups
     orders = [health.order(routing.version, g, len(routing.groups[g][1])) for g in range(ngroups)]
-    tried = [0] * ngroups
     retry_at: dict[int, float] = {}
     pending: dict = {}           # ref -> (group, replica, attempt deadline)
     failures = 0
 
     def launch(g: int, now: float) -> None:
         if tried[g] == len(orders[g]):          # a round over every replica failed
-            orders[g] = health.order(routing.version, g, len(orders[g]))
-            tried[g] = 0
+            orders[g], tried[g] = health.order(routing.version, g, len(orders[g])), 0
             retry_at[g] = now + RETRY_PAUSE_S
             return
         r = orders[g][tried[g]]
@@ -87,11 +84,11 @@ def fan_out(routing: Routing, q, params: SearchParams, deadline: float, health: 
     for g in range(ngroups):
         launch(g, now)
     try:      # the common case in one call: every first try answers within its share
-        first = list(pending)
-        answers = ray.get(first, timeout=max(0.0, min(a for _, _, a in pending.values()) - now))
-        return answers, 0
+        wait_s = max(0.0, min(a for _, _, a in pending.values()) - now)
+        return ray.get(list(pending), timeout=wait_s), 0
     except RayError:
         pass      # which one failed, and why, is sorted out one by one below
+
     def collect(ready, now: float) -> None:
         for ref in ready:
             g, r, _ = pending.pop(ref)
@@ -129,9 +126,8 @@ def fan_out(routing: Routing, q, params: SearchParams, deadline: float, health: 
         now = time.monotonic()
         collect(ready, now)
         for ref, (g, r, attempt_deadline) in list(pending.items()):
-            if attempt_deadline <= now and not done[g]:
-                del pending[ref]                # hung: its answer is no longer awaited
-                fail(g, r, now)
-        for ref in [ref for ref, (g, _, _) in pending.items() if done[g]]:
-            del pending[ref]
+            if done[g] or attempt_deadline <= now:
+                del pending[ref]                # answered by another, or hung: not awaited
+                if not done[g]:
+                    fail(g, r, now)
     return parts, failures

@@ -87,6 +87,10 @@ class ShardSearcher:
         return [(D[e - b.shape[0]:e], I[e - b.shape[0]:e]) for b, e in zip(blocks, ends)]
 
 
+# OpenMP threads (faiss, numba) that spin after each small batch take the cores the
+# coordinator and the other searchers need: searchers let them sleep (bench/RESULTS.md
+# "Issue 16, first pass": 88% of a core spinning vs 33%). A value set by the user wins.
+SEARCHER_ENV = {"env_vars": {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}}
 SEARCHER_CONCURRENCY = 64       # calls a searcher actor takes at once (batched together)
 SearcherActor = ray.remote(max_restarts=-1, max_task_retries=0,
                            max_concurrency=SEARCHER_CONCURRENCY)(ShardSearcher)
