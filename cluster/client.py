@@ -35,7 +35,8 @@ from cluster.serving.coordinator import CLIENT_COUNTERS, ROUTING_TTL_S, get_coor
 from cluster.serving.fanout import ReplicaHealth, RoutingChanged, fan_out
 from cluster.serving.routing import merge_answers
 from cluster.serving.types import (NAMESPACE, OnPartial, PartialResultError, Routing,
-                                 SearchParams, SearchResult, ServiceUnavailableError)
+                                 SearchParams, SearchResult, ServiceUnavailableError,
+                                 join_blocks)
 from indexer.merge import ranks_descending
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ class Client:
 
     def _send_batch(self, key, blocks: list[np.ndarray]) -> list[SearchResult]:
         params, timeout_s = key
-        q = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+        q = join_blocks(blocks)
         return self._search_now(q, params, timeout_s).split([b.shape[0] for b in blocks])
 
     def _search_now(self, q: np.ndarray, params: SearchParams, timeout_s) -> SearchResult:

@@ -38,7 +38,8 @@ from cluster.serving.fanout import ReplicaHealth, fan_out
 from cluster.serving.http import start_http
 from cluster.serving.routing import merge_answers, shard_groups
 from cluster.serving.searcher import SEARCHER_ENV, SearcherActor
-from cluster.serving.types import NAMESPACE, Routing, SearchParams, SearchResult, ServeConfig
+from cluster.serving.types import (NAMESPACE, Routing, SearchParams, SearchResult, ServeConfig,
+                                   join_blocks)
 from indexer.merge import ranks_descending
 from shards import IndexRoot, Store, resolve
 from shards.registry import mark_serving
@@ -259,7 +260,7 @@ class QueryCoordinator:
 
     async def _send_batch(self, key, blocks: list[np.ndarray]) -> list[SearchResult]:
         params, timeout_s = key
-        q = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+        q = join_blocks(blocks)
         result = await self._fan_out(q, params, timeout_s)
         return result.split([b.shape[0] for b in blocks])
 

@@ -16,7 +16,7 @@ import numpy as np
 import ray
 
 from cluster.serving.batching import BatchPolicy, ThreadBatcher
-from cluster.serving.types import SearchParams, check_queries
+from cluster.serving.types import SearchParams, block_rows, check_queries, join_blocks
 from indexer import VLQIndex
 from indexer.sizing import set_threads
 from shards import IndexRoot, Store, load_arrays
@@ -72,7 +72,7 @@ class ShardSearcher:
         return self._batcher.submit(params, q, q.shape[0])
 
     def _search_batch(self, params: SearchParams, blocks: list[np.ndarray]) -> list:
-        q = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+        q = join_blocks(blocks)
         nq = q.shape[0]
         k_local = min(params.k, self.index.ntotal)
         if k_local == 0:
@@ -83,8 +83,7 @@ class ShardSearcher:
                 options["refine"] = min(params.refine, self.index.ntotal)
             with self._search_lock:
                 D, I = self.index.search(q, k_local, params.nprobe, params.nlines, **options)
-        ends = np.cumsum([b.shape[0] for b in blocks])
-        return [(D[e - b.shape[0]:e], I[e - b.shape[0]:e]) for b, e in zip(blocks, ends)]
+        return [(D[rows], I[rows]) for rows in block_rows([b.shape[0] for b in blocks])]
 
 
 # OpenMP threads (faiss, numba) that spin after each small batch take the cores the

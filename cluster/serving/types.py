@@ -127,6 +127,17 @@ class SearchParams:
                                  f"with k={self.k}")
 
 
+def join_blocks(blocks: list[np.ndarray]) -> np.ndarray:
+    """The query blocks of a batch's requests as one (nq, d) array."""
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+
+
+def block_rows(sizes) -> list[slice]:
+    """Row slices of consecutive blocks of these sizes: each request's rows of an answer."""
+    ends = np.cumsum(sizes)
+    return [slice(int(e - n), int(e)) for n, e in zip(sizes, ends)]
+
+
 @dataclass(frozen=True, eq=False)
 class SearchResult:
     """distances float32 (nq, k), ids int64 (nq, k) with -1 for empty slots, the index
@@ -148,9 +159,8 @@ class SearchResult:
 
     def split(self, sizes: list[int]) -> list["SearchResult"]:
         """The answers of consecutive query blocks of these sizes (a batch's requests)."""
-        ends = np.cumsum(sizes)
-        return [SearchResult(self.distances[e - n:e], self.ids[e - n:e], self.version,
-                             self.missing_shards) for n, e in zip(sizes, ends)]
+        return [SearchResult(self.distances[rows], self.ids[rows], self.version,
+                             self.missing_shards) for rows in block_rows(sizes)]
 
 
 @dataclass(frozen=True, eq=False)

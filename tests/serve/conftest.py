@@ -11,20 +11,13 @@ import pytest
 import ray
 
 from cluster.serving.types import NAMESPACE
+from tests.conftest import _free_port
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLED = REPO / "data" / "sift-small"
 NB = 20_000
 PARAMS = dict(k=10, nprobe=16, nlines=128)
 SHARDINGS = {"sift-1": 1, "sift-2": 2, "sift-4": 4}
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
