@@ -27,13 +27,13 @@ from dataclasses import dataclass
 import numpy as np
 import ray
 from ray.exceptions import RayActorError
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster.estimate import refuse_unless_fits, serving_memory
 from cluster.ray_session import available_memory, connect
 from cluster.serving.batching import AsyncBatcher, BatchPolicy
 from cluster.serving.metrics import COUNTERS, ServiceMetrics
-from cluster.serving.placement import alive_nodes, replica_cpus, replica_placement
+from cluster.serving.placement import (alive_nodes, coordinator_placement, replica_cpus,
+                                       replica_placement)
 from cluster.serving.fanout import ReplicaHealth, fan_out
 from cluster.serving.http import start_http
 from cluster.serving.routing import merge_answers, shard_groups
@@ -337,7 +337,8 @@ class QueryCoordinator:
                 "replica_failures": counts["replica_failures"],
                 "reloads": counts["reloads"], "last_reload_error": self._last_reload_error,
                 "latency_ms": {**pct, "window_requests": int(lat.size)},
-                "http": self._http_url, "uptime_s": time.time() - self._started}
+                "http": self._http_url, "node": ray.get_runtime_context().get_node_id(),
+                "uptime_s": time.time() - self._started}
 
 
 def _index_root(cfg: ServeConfig) -> IndexRoot:
@@ -360,11 +361,9 @@ def start_service(cfg: ServeConfig, address: str | None = "auto") -> dict:
     manifest, _, _ = resolve(root, version=version)
     connect(address, NAMESPACE, log_to_driver=False)
     refuse_unless_fits([_serving_need(manifest, cfg)], available_memory(), f"serving {cfg.name}")
-    handle = CoordinatorActor.options(   # on the node that started it (soft)
+    handle = CoordinatorActor.options(
         name=cfg.name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
-        num_cpus=0, max_concurrency=MAX_CONCURRENCY,
-        scheduling_strategy=NodeAffinitySchedulingStrategy(
-            ray.get_runtime_context().get_node_id(), soft=True)).remote(cfg)
+        max_concurrency=MAX_CONCURRENCY, **coordinator_placement()).remote(cfg)
     try:
         return ray.get(handle.start.remote())
     except BaseException:

@@ -29,3 +29,18 @@ PLACED_CPUS = 0.001
 def replica_cpus(searcher_cpus: float, nodes: list[str]) -> float:
     """The CPUs a searcher asks: the configured ones, or PLACED_CPUS when it is placed."""
     return searcher_cpus or (PLACED_CPUS if len(nodes) > 1 else 0)
+
+
+HEAD_RESOURCE = "node:__internal_head__"
+
+
+def coordinator_placement() -> dict:
+    """Actor options that put a coordinator on the head node (soft): losing the head loses
+    the cluster's control store anyway, so the coordinator adds no node whose loss stops
+    the service. On one node: no placement, no CPU."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    head = next((n["NodeID"] for n in nodes if HEAD_RESOURCE in n.get("Resources", {})), None)
+    if len(nodes) < 2 or head is None:
+        return {"num_cpus": 0}
+    return {"num_cpus": PLACED_CPUS,
+            "scheduling_strategy": NodeAffinitySchedulingStrategy(head, soft=True)}

@@ -139,6 +139,12 @@ def _alive() -> set[str]:
     return {n["NodeID"] for n in ray.nodes() if n["Alive"]}
 
 
+def _coordinator_on_head(cluster) -> bool:
+    """The coordinator runs on the head node (never on a worker node a test removes)."""
+    stats = ray.get(get_coordinator("sift").stats.remote(), timeout=WAIT_S)
+    return stats["node"] == cluster.head_node.node_id
+
+
 def _all_searchers_on(nodes: set[str]) -> bool:
     try:
         groups = _searchers_by_group("sift")
@@ -157,6 +163,7 @@ def test_replicas_on_different_nodes_and_a_lost_node_fails_no_query(nodes, built
                               timeout_s=TIMEOUT_S))
     try:
         client = Client.connect("sift")
+        assert _coordinator_on_head(cluster)
         groups = _searchers_by_group("sift")
         assert len(groups) == 2
         for replicas in groups.values():
@@ -199,6 +206,7 @@ def test_single_replica_lost_node_gives_explicit_partial_results(nodes, built, s
                               timeout_s=TIMEOUT_S))
     try:
         client = Client.connect("sift")
+        assert _coordinator_on_head(cluster)
         groups = _searchers_by_group("sift")
         on_worker = [g for g, reps in groups.items() if reps[0]["node"] == _node_of(alive[0])]
         assert len(on_worker) == 1                  # one group on the worker, one on the head
