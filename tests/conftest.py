@@ -9,6 +9,26 @@ def clustered(n: int, d: int, seed: int, ncenters: int = 40) -> np.ndarray:
     return (centers[rng.integers(0, ncenters, n)] + rng.normal(size=(n, d))).astype(np.float32)
 
 
+def rows_equal_but_near_ties(D1, I1, D2, I2, rtol: float = 1e-5) -> np.ndarray:
+    """Per query: do two top-k answers agree? Ids equal; or the distances agree (rtol)
+    and every position where the ids differ holds a near-tie (a neighbouring distance
+    within rtol, or the last slot, whose rival past k is unseen): the same neighbours,
+    ordered differently by float rounding (another batch size or thread count)."""
+    D1, D2 = np.asarray(D1, np.float64), np.asarray(D2, np.float64)
+    same = (np.asarray(I1) == np.asarray(I2)).all(axis=1)
+    for row in np.flatnonzero(~same):
+        d = D1[row]
+        if not np.allclose(d, D2[row], rtol=rtol):
+            continue
+        tol = rtol * np.maximum(np.abs(d), 1e-30)
+        tied = np.zeros(d.size, bool)
+        tied[:-1] |= np.abs(np.diff(d)) <= tol[:-1]
+        tied[1:] |= np.abs(np.diff(d)) <= tol[1:]
+        tied[-1] = True
+        same[row] = bool(tied[np.asarray(I1)[row] != np.asarray(I2)[row]].all())
+    return same
+
+
 @pytest.fixture(scope="session")
 def small_data():
     d = 32

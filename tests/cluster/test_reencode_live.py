@@ -72,6 +72,13 @@ def test_reencode_keeps_appended_rows_attributes_and_stored_vectors_and_drops_de
     wrong.train(small_data["learn"])
     with pytest.raises(StaleCheckError, match="metric 'ip', index 'live' ranks by 'l2'"):
         check_reencode(ReencodeRequest(store, "live", model=wrong.save_model(store)))
+    # this Ray runs no dashboard, hence no job server: the scheduler (which submits its
+    # re-encodes as Ray jobs) is refused before any actor starts
+    from cluster.updates.scheduler import SCHEDULER_NAMESPACE, scheduler_name, start_scheduler
+    with pytest.raises(ConnectionError, match="runs no job server"):
+        start_scheduler(ReencodeRequest(store, "live", if_stale=True), every_s=60)
+    with pytest.raises(ValueError):
+        ray.get_actor(scheduler_name("live"), namespace=SCHEDULER_NAMESPACE)
 
     summary = reencode(ReencodeRequest(store, "live", model=new_model))
     assert (summary["previous_version"], summary["version"]) == ("v000003", "v000004")

@@ -53,7 +53,7 @@ def served_2(store):
 
 @pytest.fixture(scope="module")
 def served_4(store):
-    client, _ = _serve(store, "sift-4", searchers=2, replicas=1)
+    client, _ = _serve(store, "sift-4", searchers=2, replicas=1, http_port=0)
     yield client
     stop_service("sift-4")
 
@@ -560,3 +560,27 @@ def test_http_bad_requests_are_400_with_the_message(served_2, body, message):
 def test_http_body_that_is_not_json(served_2):
     status, answer = _http(f"{served_2.stats()['http']}/v1/search", raw=b"{not json")
     assert status == 400 and "not JSON" in answer["error"]
+
+
+def test_http_partial_is_503_unless_accepted(served_4, sift):
+    """R=1, a searcher killed: HTTP answers 503 naming the missing shards, or, with
+    "on_partial": "partial", 200 listing them; full answers after the restart."""
+    url = f"{served_4.stats()['http']}/v1/search"
+    body = {"queries": sift["query"][:5].tolist(), **PARAMS, "timeout_s": 1.0}
+    victim = next(s for s in ray.get(get_coordinator("sift-4").searchers.remote())
+                  if s["group"] == 0)
+
+    def answer(request, status):
+        code, found = _http(url, request)
+        return found if code == status and found.get("missing_shards") else None
+
+    ray.kill(victim["handle"], no_restart=False)
+    refused = _until(lambda: answer(body, 503), "HTTP 503")
+    assert {0, 1} <= set(refused["missing_shards"]) and "on_partial" in refused["error"]
+    _wait_restarted(victim["handle"])
+    ray.kill(victim["handle"], no_restart=False)
+    partial = _until(lambda: answer({**body, "on_partial": "partial"}, 200), "HTTP partial")
+    assert {0, 1} <= set(partial["missing_shards"]) and len(partial["ids"]) == 5
+    _wait_restarted(victim["handle"])
+    code, full = _http(url, {**body, "timeout_s": TIMEOUT_S})
+    assert code == 200 and full["missing_shards"] == []

@@ -115,3 +115,15 @@ def test_order_ties_by_id_equals_sorting_each_row_by_distance_then_id():
         for row in range(nq):
             expect = sorted(zip(D[row].tolist(), I[row].tolist()))
             assert list(zip(out_d[row].tolist(), out_i[row].tolist())) == expect
+
+
+def test_rows_equal_but_near_ties_tells_a_reordered_tie_from_another_neighbour():
+    from tests.conftest import rows_equal_but_near_ties
+
+    D = np.array([[1.0, 2.0, 2.0000001, 3.0], [1.0, 2.0, 3.0, 4.0]], np.float32)
+    I = np.array([[5, 6, 7, 8], [5, 6, 7, 8]])
+    swapped = np.array([[5, 7, 6, 8], [5, 6, 7, 9]])      # a tie reordered; the last slot
+    assert rows_equal_but_near_ties(D, I, D, swapped).all()
+    other = np.array([[9, 6, 7, 8], [5, 7, 6, 8]])         # a different nearest; no tie
+    assert not rows_equal_but_near_ties(D, I, D, other).any()
+    assert not rows_equal_but_near_ties(D, I, D * 1.01, swapped).any()   # other distances
