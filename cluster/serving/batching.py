@@ -73,14 +73,16 @@ class _Group:
 
     def ready(self, policy: BatchPolicy, now: float) -> bool:
         """Should the pending requests go out now? At once when the group is idle;
-        not when a batch of several callers has just returned (they are coming back
-        with their next requests: wait for them, up to the window)."""
+        not when a batch of several callers has just returned and fewer requests than it
+        carried arrived since (its callers are coming back with their next ones: wait for
+        them, up to the window)."""
         if not self.pending:
             return False
         if sum(r.n for r in self.pending) >= policy.max_queries \
                 or now - self.pending[0].arrived >= policy.window_s:
             return True
-        returning = self.last_requests > 1 and now - self.last_done < policy.window_s
+        back = sum(r.arrived >= self.last_done for r in self.pending)
+        returning = self.last_requests > back and now - self.last_done < policy.window_s
         return self.inflight == 0 and not returning
 
     def take(self, policy: BatchPolicy) -> list[_Request]:

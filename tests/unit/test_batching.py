@@ -166,6 +166,55 @@ def test_batches_in_sequence_keep_answering(kind):
     assert batcher.requests == 30 and batcher.batches == len(rec.batches)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_returning_callers_go_out_once_all_are_back(kind):
+    """8 callers, 3 requests each in a row: after a batch of several returns, the next one
+    waits for its callers to come back and goes as soon as all are back, not after the
+    (here 1 s) window; only the last, which a caller that has finished never joins, waits
+    the window out."""
+    rec, sent_at = Recorder(), []
+    policy = BatchPolicy(window_ms=1000, max_queries=256)
+    items = [np.full((1, 2), i) for i in range(8)]
+    if kind == "threads":
+        def send(key, batch):
+            sent_at.append(time.monotonic())
+            return rec.send(key, batch)
+
+        batcher = ThreadBatcher(policy, send)
+        barrier = threading.Barrier(8)
+
+        def caller(i):
+            barrier.wait()
+            for _ in range(3):
+                batcher.submit("k", items[i], 1)
+
+        threads = [threading.Thread(target=caller, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    else:
+        async def send(key, batch):
+            sent_at.append(time.monotonic())
+            return await rec.send_async(key, batch)
+
+        batcher = AsyncBatcher(policy, send)
+
+        async def caller(i):
+            for _ in range(3):
+                await batcher.submit("k", items[i], 1)
+
+        async def main():
+            await asyncio.gather(*[caller(i) for i in range(8)])
+
+        asyncio.run(main())
+    sizes = [len(b) for b in rec.batches]
+    assert sum(sizes) == 24 and sizes[-3:-1] == [8, 8]        # all 8 back, then together
+    gaps = np.diff(sent_at)
+    assert (gaps[:-1] < 0.5).all()                             # no window waited out but
+    assert gaps[-1] >= 0.9                                     # for the caller that left
+
+
 @pytest.mark.parametrize("window, cap, message", [
     (-1, 256, "batch_window_ms must be a number in \\[0, 1000\\]"),
     (float("nan"), 256, "batch_window_ms"), ("1", 256, "batch_window_ms"),
