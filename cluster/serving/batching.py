@@ -35,10 +35,15 @@ __all__ = ["BatchPolicy", "ThreadBatcher", "AsyncBatcher"]
 class BatchPolicy:
     """window_ms: the longest a request waits for batch-mates while a batch of its group
     is in flight (0: no batching, every request alone); max_queries: a batch is sent once
-    it holds this many queries (a bigger request travels alone)."""
+    it holds this many queries (a bigger request travels alone). wait_for_callers: after
+    a batch of several requests returns, wait (up to the window) until as many have
+    arrived again (for callers that send their next request when their answer is back:
+    the threads of a client); False: go as soon as nothing is in flight (for a server
+    whose callers are independent processes: the searchers)."""
 
     window_ms: float = 3.0
     max_queries: int = 256
+    wait_for_callers: bool = True
 
     def __post_init__(self):
         check_batching(self.window_ms, self.max_queries)
@@ -81,9 +86,12 @@ class _Group:
         if sum(r.n for r in self.pending) >= policy.max_queries \
                 or now - self.pending[0].arrived >= policy.window_s:
             return True
+        if self.inflight:
+            return False
+        if not policy.wait_for_callers:
+            return True
         back = sum(r.arrived >= self.last_done for r in self.pending)
-        returning = self.last_requests > back and now - self.last_done < policy.window_s
-        return self.inflight == 0 and not returning
+        return not (self.last_requests > back and now - self.last_done < policy.window_s)
 
     def take(self, policy: BatchPolicy) -> list[_Request]:
         """The oldest pending requests, up to max_queries queries (at least one)."""

@@ -145,7 +145,8 @@ class QueryCoordinator:
                 scheduling_strategy=replica_placement(nodes, g, r),
             ).remote(self.root, shards, version=version, backend=self.cfg.backend,
                      threads=self.cfg.searcher_threads,
-                     batching=BatchPolicy(self.cfg.batch_window_ms, self.cfg.batch_max_queries))
+                     batching=BatchPolicy(self.cfg.batch_window_ms, self.cfg.batch_max_queries,
+                                         wait_for_callers=False))
                 for r in range(self.cfg.replicas)]
             groups.append(_Group(shards, replicas))
         handles = [h for g in groups for h in g.replicas]

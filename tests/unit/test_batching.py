@@ -166,14 +166,9 @@ def test_batches_in_sequence_keep_answering(kind):
     assert batcher.requests == 30 and batcher.batches == len(rec.batches)
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_returning_callers_go_out_once_all_are_back(kind):
-    """8 callers, 3 requests each in a row: after a batch of several returns, the next one
-    waits for its callers to come back and goes as soon as all are back, not after the
-    (here 1 s) window; only the last, which a caller that has finished never joins, waits
-    the window out."""
+def _three_rounds_of_8(kind, policy) -> tuple[list[int], np.ndarray]:
+    """8 callers sending 3 requests each in a row: batch sizes and the gaps between sends."""
     rec, sent_at = Recorder(), []
-    policy = BatchPolicy(window_ms=1000, max_queries=256)
     items = [np.full((1, 2), i) for i in range(8)]
     if kind == "threads":
         def send(key, batch):
@@ -209,10 +204,28 @@ def test_returning_callers_go_out_once_all_are_back(kind):
 
         asyncio.run(main())
     sizes = [len(b) for b in rec.batches]
-    assert sum(sizes) == 24 and sizes[-3:-1] == [8, 8]        # all 8 back, then together
-    gaps = np.diff(sent_at)
-    assert (gaps[:-1] < 0.5).all()                             # no window waited out but
-    assert gaps[-1] >= 0.9                                     # for the caller that left
+    assert sum(sizes) == 24
+    return sizes, np.diff(sent_at)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_without_waiting_for_callers_a_free_batcher_sends_at_once(kind):
+    """wait_for_callers=False (a searcher): whatever is pending goes as soon as nothing is
+    in flight; no window (here 1 s) is ever waited out."""
+    _, gaps = _three_rounds_of_8(kind, BatchPolicy(window_ms=1000, max_queries=256,
+                                                   wait_for_callers=False))
+    assert (gaps < 0.5).all()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_returning_callers_go_out_once_all_are_back(kind):
+    """After a batch of several returns, the next one waits for its callers to come back
+    and goes as soon as all are back, not after the (here 1 s) window; only the last,
+    which a caller that has finished never joins, waits the window out."""
+    sizes, gaps = _three_rounds_of_8(kind, BatchPolicy(window_ms=1000, max_queries=256))
+    assert sizes[-3:-1] == [8, 8]                        # all 8 back, then together
+    assert (gaps[:-1] < 0.5).all()                       # no window waited out but
+    assert gaps[-1] >= 0.9                               # for the caller that left
 
 
 @pytest.mark.parametrize("window, cap, message", [
