@@ -33,6 +33,7 @@ import pyarrow as pa
 from indexer.rowsets import bitset_of, rows_of
 
 BLOCK = 32  # rows per block of the fast-scan layout
+TERM_CHUNK = 1 << 20        # rows per step of _set_terms' float64 arithmetic
 
 
 def pack_blocks(codes: np.ndarray) -> np.ndarray:
@@ -204,10 +205,13 @@ class InvertedLists:
         old_terms = self.float_terms() if self.with_terms else self.terms
         old_vectors = (np.empty((self.ids.shape[0], 0), np.uint8) if self.vectors is None
                        else self.vectors)
-        parts = [(self.list_ids(), self.lambda_idx, self.codes, self.ids, old_terms, old_vectors)]
+        parts = [(self.list_ids(), self.lambda_idx, self.codes, self.ids, old_terms,
+                  old_vectors)] * (self.nrows > 0)
         parts += [part[:6] for part in self._pending]
         tables = [self.attributes] * (self.nrows > 0) + [part[6] for part in self._pending]
-        list_ids, lam, codes, ids, terms, vectors = (np.concatenate(p) for p in zip(*parts))
+        # one part (a load, a first add): its arrays as they are, not a concatenated copy
+        list_ids, lam, codes, ids, terms, vectors = (
+            parts[0] if len(parts) == 1 else (np.concatenate(p) for p in zip(*parts)))
         order = np.argsort(list_ids, kind="stable")
         if any(t is not None for t in tables):
             self.attributes = pa.concat_tables(tables).take(pa.array(order))
@@ -237,9 +241,12 @@ class InvertedLists:
             high[full] = np.maximum.reduceat(terms, self.offsets[full])
         span = float((high.astype(np.float64) - low).max()) if full.size else 0.0
         scale = np.float32(span / 65535.0 if span > 0 else 1.0)
-        per_row = np.repeat(np.arange(self.nlists), counts)
-        steps = np.rint((terms - low[per_row]) / np.float64(scale)) - 32768.0
-        self.terms = np.clip(steps, -32768, 32767).astype(np.int16)
+        list_of = np.repeat(np.arange(self.nlists, dtype=np.int32), counts)
+        self.terms = np.empty(terms.shape[0], dtype=np.int16)
+        for start in range(0, terms.shape[0], TERM_CHUNK):   # float64 temporaries per chunk
+            rows = slice(start, start + TERM_CHUNK)
+            steps = np.rint((terms[rows] - low[list_of[rows]]) / np.float64(scale)) - 32768.0
+            self.terms[rows] = np.clip(steps, -32768, 32767)
         self.term_scale = scale
         self.term_base = (low + 32768.0 * np.float64(scale)).astype(np.float32)
 

@@ -150,25 +150,51 @@ def check_columns(manifest: Manifest, loc: Location, part: ShardData, i: int) ->
                          f"{manifest.vectors}")
 
 
-def _concat(parts: list[ShardData], keep: list[np.ndarray], manifest: Manifest) -> dict:
-    """The rows of the parts, without the dropped ones, as IndexArrays fields."""
-    def cat(name: str, empty):
-        arrays = [getattr(p, name) if k.all() else getattr(p, name)[k]
-                  for p, k in zip(parts, keep)]
-        return np.concatenate(arrays) if arrays else empty
+_ROW_FIELDS = ("ids", "list_ids", "lambda_idx", "codes", "vectors")
 
+
+def _row_arrays(manifest: Manifest, nrows: int) -> dict:
+    """Empty arrays for `nrows` rows, one per IndexArrays row field (vectors: None when
+    the version stores none)."""
     dim, m = manifest.shape.dim, manifest.shape.code_bytes
-    out = {"ids": cat("ids", np.empty(0, np.int64)),
-           "list_ids": cat("list_ids", np.empty(0, np.int64)),
-           "lambda_idx": cat("lambda_idx", np.empty(0, np.uint8)),
-           "codes": cat("codes", np.empty((0, m), np.uint8)),
-           "vectors": None, "attributes": None}
+    out = {"ids": np.empty(nrows, np.int64), "list_ids": np.empty(nrows, np.int64),
+           "lambda_idx": np.empty(nrows, np.uint8), "codes": np.empty((nrows, m), np.uint8),
+           "vectors": None}
     if manifest.vectors is not None:
-        out["vectors"] = cat("vectors", np.empty(
-            (0, store_width(manifest.vectors, dim)), store_dtype(manifest.vectors)))
-    if manifest.attributes is not None and parts:
-        out["attributes"] = pa.concat_tables(
-            [p.attributes.take(pa.array(np.flatnonzero(k))) for p, k in zip(parts, keep)])
+        out["vectors"] = np.empty((nrows, store_width(manifest.vectors, dim)),
+                                  store_dtype(manifest.vectors))
+    return out
+
+
+def _gather(loc: Location, manifest: Manifest, picked: Sequence[int],
+            tombstones: np.ndarray) -> dict:
+    """The live rows of the picked shards as IndexArrays fields. Shard by shard: each is
+    read, verified and its live rows copied into arrays sized for all picked rows before
+    the next is read, so the load holds the index's rows once plus one shard (not every
+    shard decoded and then a concatenated copy)."""
+    out = _row_arrays(manifest, sum(manifest.shards[i].rows for i in picked))
+    tables, n = [], 0
+    for i in picked:
+        part = read_part(loc, manifest.shards[i])
+        if (part.meta.model_version, part.meta.shape) != (manifest.model_version, manifest.shape):
+            raise ValueError(f"{loc.uri}: a shard was encoded with model "
+                             f"{part.meta.model_version} {part.meta.shape}, the manifest says "
+                             f"{manifest.model_version} {manifest.shape}")
+        check_columns(manifest, loc, part, i)
+        keep = ~np.isin(part.ids.astype(np.uint64), tombstones)
+        rows = int(keep.sum())
+        for name in _ROW_FIELDS:
+            if out[name] is not None:
+                column = getattr(part, name)
+                out[name][n:n + rows] = column if rows == keep.size else column[keep]
+        if manifest.attributes is not None:
+            tables.append(part.attributes.take(pa.array(np.flatnonzero(keep))))
+        n += rows
+        del part                        # before the next shard is read
+    for name in _ROW_FIELDS:            # deleted rows: the arrays' first n rows (views)
+        if out[name] is not None and n < out[name].shape[0]:
+            out[name] = out[name][:n]
+    out["attributes"] = pa.concat_tables(tables) if tables else None
     return out
 
 
@@ -192,15 +218,7 @@ def load_arrays(where: Loadable, shards: Sequence[int] | None = None,
         raise ValueError(f"{loc.uri}/{MANIFEST_FILE}: the manifest's shape disagrees with its "
                          f"model {manifest.model_version}: {wrong}")
     tombstones = read_tombstones(loc, manifest.tombstones)
-    parts = [read_part(loc, manifest.shards[i]) for i in picked]
-    for i, p in zip(picked, parts):
-        if (p.meta.model_version, p.meta.shape) != (manifest.model_version, manifest.shape):
-            raise ValueError(f"{loc.uri}: a shard was encoded with model {p.meta.model_version} "
-                             f"{p.meta.shape}, the manifest says {manifest.model_version} "
-                             f"{manifest.shape}")
-        check_columns(manifest, loc, p, i)
-    keep = [~np.isin(p.ids.astype(np.uint64), tombstones) for p in parts]
     data = IndexArrays(model_meta=model_meta, model_arrays=model_arrays,
                        next_id=manifest.next_id, tombstones=tombstones,
-                       **_concat(parts, keep, manifest))
+                       **_gather(loc, manifest, picked, tombstones))
     return manifest, data
