@@ -272,3 +272,34 @@ def test_retention_keeps_current_and_the_newest(tmp_path, small_data):
     assert sorted(p.name for p in Path(store).glob("indexes/idx/v*")) == ["v000003", "v000004"]
     with pytest.raises(ValueError, match="keep must be >= 1"):
         retain_versions(root, keep=0)
+
+
+def test_stopping_a_scheduler_stops_its_job_and_a_rerun_completes(local_ray, built, tmp_path):
+    """`stop_scheduler` while its re-encode job runs: the job ends STOPPED, CURRENT stays
+    on the served version, and once the lease expired a re-encode completes it."""
+    from cluster.updates.scheduler import DONE, jobs_client
+
+    store, _, _ = copy_of(built, tmp_path)
+    new_model = train_for_index(store, "sift", sample_size=7000, seed=6)["model_version"]
+    handle = start_scheduler(ReencodeRequest(store, "sift", if_stale=True, lease_ttl_s=3.0),
+                             every_s=3600)
+    deadline, job = time.monotonic() + 120, None
+    while job is None and time.monotonic() < deadline:
+        job = ray.get(handle.status.remote())["job_running"]
+        time.sleep(0.1)
+    assert job is not None, "no re-encode job submitted"
+    status = stop_scheduler("sift")
+    assert status["job_running"] == job
+    jobs = jobs_client()
+    while jobs.get_job_status(job).value not in DONE and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert jobs.get_job_status(job).value == "STOPPED"
+    assert Store(store).index("sift").current_version() == "v000001"
+    # a rerun skips while the stopped run's lease lives (its driver may still be exiting),
+    # then completes the version
+    summary = {"skipped": "not run"}
+    while "skipped" in summary and time.monotonic() < deadline + 60:
+        time.sleep(1.0)
+        summary = reencode(ReencodeRequest(store, "sift", model=new_model))
+    assert summary.get("version") == "v000002", summary
+    assert Store(store).index("sift").current_version() == "v000002"
