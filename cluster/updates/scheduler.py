@@ -139,8 +139,8 @@ class ReencodeScheduler:
         self.job = running or self._submit()
         log.info("re-encode of %s: Ray job %s", self.req.name, self.job)
         status = self._jobs.get_job_status(self.job).value
-        while status not in DONE:
-            self._stop.wait(JOB_POLL_S)
+        while status not in DONE:           # (after stop(): until the job is STOPPED)
+            time.sleep(JOB_POLL_S)
             status = self._jobs.get_job_status(self.job).value
         info = self._jobs.get_job_info(self.job)
         run = {"job": self.job, "submitted": running is None, "status": status,
