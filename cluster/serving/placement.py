@@ -7,9 +7,13 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 
+def _alive() -> list[dict]:
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
 def alive_nodes() -> list[str]:
     """Ids of the cluster's alive nodes, in a fixed order."""
-    return sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+    return sorted(n["NodeID"] for n in _alive())
 
 
 def replica_placement(nodes: list[str], group: int, replica: int):
@@ -38,7 +42,7 @@ def coordinator_placement() -> dict:
     """Actor options that put a coordinator on the head node (soft): losing the head loses
     the cluster's control store anyway, so the coordinator adds no node whose loss stops
     the service. On one node: no placement, no CPU."""
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    nodes = _alive()
     head = next((n["NodeID"] for n in nodes if HEAD_RESOURCE in n.get("Resources", {})), None)
     if len(nodes) < 2 or head is None:
         return {"num_cpus": 0}
